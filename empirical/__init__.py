@@ -1,0 +1,1 @@
+"""PyTorch experiments: data, models, attacks, training, dataset constructions."""

@@ -1,0 +1,3 @@
+from robust_features.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,259 @@
+"""Result records: atomic JSON files that carry their config, seeds and provenance.
+
+Every run in the toolkit writes exactly one record through :func:`write_record`::
+
+    {
+      "schema": "robust-features/record/v1",
+      "experiment": "theory.report",
+      "config": {...},            # the full resolved configuration
+      "metrics": {...},           # numbers, never strings
+      "seeds": {...},
+      "provenance": {             # git commit + dirty flag, package versions, device, times
+        "git_commit": "...", "git_dirty": false, "versions": {...}, "python": "3.11.7",
+        "platform": "...", "device": "cpu", "started_at": "2026-...Z", "wall_seconds": 1.23
+      },
+      ...extra top-level keys...
+    }
+
+Files are written to a temporary sibling and renamed into place, so a crash never leaves a
+half-written record behind.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import enum
+import importlib.metadata
+import json
+import math
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+RECORD_SCHEMA = "robust-features/record/v1"
+
+_VERSIONED_PACKAGES = (
+    "robust-features",
+    "numpy",
+    "scipy",
+    "sympy",
+    "matplotlib",
+    "torch",
+    "scikit-learn",
+    "cupy-cuda12x",
+    "cupy",
+    "hypothesis",
+)
+
+_REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # pragma: no cover - platforms without directory fds
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # pragma: no cover
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """Write ``data`` to ``path`` via a temporary file in the same folder and an atomic rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    _fsync_dir(path.parent)
+    return path
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def to_jsonable(obj: Any) -> Any:
+    """Convert numpy/torch scalars and arrays, dataclasses, paths and enums to plain JSON values.
+
+    Non-finite floats become ``None`` (JSON has no NaN); strict JSON is always produced.
+    """
+    if obj is None or isinstance(obj, (bool, str)):
+        return obj
+    if isinstance(obj, int):
+        return int(obj)
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, enum.Enum):
+        return to_jsonable(obj.value)
+    if isinstance(obj, os.PathLike):
+        return os.fspath(obj)
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: to_jsonable(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, Mapping):
+        return {str(k): to_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple, set, frozenset)):
+        return [to_jsonable(v) for v in obj]
+    # numpy / cupy / torch without importing them
+    mod = type(obj).__module__.split(".")[0]
+    if mod in ("numpy", "cupy", "torch"):
+        if hasattr(obj, "detach"):
+            obj = obj.detach().cpu()
+        if hasattr(obj, "get") and mod == "cupy":
+            obj = obj.get()
+        if hasattr(obj, "tolist"):
+            return to_jsonable(obj.tolist())
+        if hasattr(obj, "item"):
+            return to_jsonable(obj.item())
+    if hasattr(obj, "item") and callable(obj.item):
+        return to_jsonable(obj.item())
+    raise TypeError(f"cannot convert {type(obj).__name__} to JSON: {obj!r}")
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
+    text = json.dumps(to_jsonable(obj), indent=2, sort_keys=False, allow_nan=False)
+    return atomic_write_text(path, text + "\n")
+
+
+def _git(*args: str) -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(_REPO_ROOT), *args],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip()
+
+
+def git_state() -> tuple[str | None, bool | None]:
+    """(commit, dirty) of the checkout this package was imported from, or (None, None)."""
+    if not (_REPO_ROOT / ".git").exists():
+        return None, None
+    commit = _git("rev-parse", "HEAD")
+    status = _git("status", "--porcelain", "--untracked-files=no")
+    dirty = None if status is None else bool(status)
+    return commit, dirty
+
+
+def package_versions() -> dict[str, str]:
+    versions: dict[str, str] = {}
+    for name in _VERSIONED_PACKAGES:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def utc_now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def provenance(
+    *, device: str = "cpu", started_at: str | None = None, wall_seconds: float | None = None
+) -> dict[str, Any]:
+    """Where and how a result was produced: git commit/dirty, versions, python, device, times."""
+    commit, dirty = git_state()
+    return {
+        "git_commit": commit,
+        "git_dirty": dirty,
+        "versions": package_versions(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "hostname": platform.node(),
+        "argv": list(sys.argv),
+        "device": device,
+        "started_at": started_at,
+        "wall_seconds": wall_seconds,
+    }
+
+
+def write_record(
+    path: str | os.PathLike,
+    *,
+    experiment: str,
+    config: Any,
+    metrics: Any,
+    seeds: Any = None,
+    device: str = "cpu",
+    started_at: str | None = None,
+    start_time: float | None = None,
+    extra: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Write one result record atomically and return it.
+
+    ``start_time`` is a ``time.perf_counter()`` value taken when the run began; the wall time
+    is measured from it. ``metrics`` must be numeric (nested mappings/lists of numbers are fine);
+    a string metric is rejected, because numbers must stay numbers.
+    """
+    _check_numeric(metrics, "metrics")
+    wall = None if start_time is None else time.perf_counter() - start_time
+    record: dict[str, Any] = {
+        "schema": RECORD_SCHEMA,
+        "experiment": experiment,
+        "config": to_jsonable(config),
+        "metrics": to_jsonable(metrics),
+        "seeds": to_jsonable(seeds),
+        "provenance": provenance(device=device, started_at=started_at, wall_seconds=wall),
+    }
+    if extra:
+        for key, value in extra.items():
+            if key in record:
+                raise ValueError(f"extra key {key!r} would overwrite a standard record field")
+            record[key] = to_jsonable(value)
+    atomic_write_json(path, record)
+    return record
+
+
+def _check_numeric(obj: Any, where: str) -> None:
+    if isinstance(obj, str):
+        raise TypeError(f"{where} must hold numbers, not strings; got {obj!r}")
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        obj = {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)}
+    if isinstance(obj, Mapping):
+        for k, v in obj.items():
+            _check_numeric(v, f"{where}.{k}")
+    elif isinstance(obj, (list, tuple)):
+        for i, v in enumerate(obj):
+            _check_numeric(v, f"{where}[{i}]")
+
+
+def read_record(path: str | os.PathLike) -> dict[str, Any]:
+    """Read a record and check its schema tag."""
+    path = Path(path)
+    try:
+        record = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise FileNotFoundError(f"record {path} does not exist") from None
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"record {path} is not valid JSON: {exc}") from None
+    if not isinstance(record, dict) or record.get("schema") != RECORD_SCHEMA:
+        raise ValueError(
+            f"record {path} has schema {record.get('schema') if isinstance(record, dict) else None!r}; "
+            f"expected {RECORD_SCHEMA!r}"
+        )
+    return record

@@ -1,0 +1,1 @@
+"""Monte-Carlo engine (NumPy or CuPy) that cross-checks theory/."""

@@ -1,0 +1,57 @@
+"""Shared test configuration: hypothesis profiles and the gpu / slow markers.
+
+Profiles: ``dev`` (default, randomised, quick) and ``ci`` (derandomised, no example database,
+more examples). CI selects ``ci`` through ``HYPOTHESIS_PROFILE=ci`` (see ``.ci/run``).
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from hypothesis import HealthCheck, settings
+
+settings.register_profile(
+    "dev",
+    max_examples=30,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+settings.register_profile(
+    "ci",
+    max_examples=50,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
+
+# Keep CPU runs predictable on small CI machines (2 cores).
+os.environ.setdefault("OMP_NUM_THREADS", "2")
+
+
+def _gpu_available() -> bool:
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            return True
+    except ImportError:  # pragma: no cover
+        pass
+    try:
+        import cupy  # noqa: F401
+
+        return cupy.cuda.runtime.getDeviceCount() > 0
+    except Exception:  # cupy missing or no driver
+        return False
+
+
+def pytest_collection_modifyitems(config, items):
+    if _gpu_available():
+        return
+    skip_gpu = pytest.mark.skip(reason="needs a CUDA GPU; none is present")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip_gpu)
