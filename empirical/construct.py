@@ -1,0 +1,449 @@
+"""The paper's four dataset constructions (Ilyas et al. 2019, sec. 3 and appendix C).
+
+* ``D_R``  (GETROBUSTDATASET): for every training pair (x, y) draw another training image x' ~ D
+  as the start and minimise ||g_R(z) - g_R(x)||_2 over z in [0, 1]^d with normalised-gradient
+  l2 steps, g_R the penultimate representation of an adversarially trained model; keep y.
+* ``D_NR``: the same with a standard model's representation.
+* ``D_rand`` / ``D_det`` (GETNONROBUSTDATASET): targeted l2 PGD (eps = 0.5 on CIFAR-10) against a
+  standard model toward t ~ Uniform(classes) (``D_rand``) or t = (y + 1) mod C (``D_det``);
+  relabel with t.
+
+Defaults follow the paper (spec sec. 2.2, 3.1, 6.3): start from a random training image,
+unnormalised representation loss, last iterate (``use_best=False``); PGD starts at x (no random
+start) and returns the best iterate (the ``robustness`` library defaults). The official
+inversion notebook's variant (grey+noise start ``randn/20 + 0.5``, loss divided by ||g(x)||)
+is ``RepresentationConfig(start="noise", normalize_loss=True)``. For ``D_rand`` the paper draws
+t uniformly from all classes (t = y allowed); ``exclude_true_label=True`` draws t != y.
+
+Every construction goes through :func:`construct_sharded`, which writes shards + a manifest via
+:mod:`empirical.shards`: per-shard seeds derive from (seed, shard index), so an interrupted
+build resumes at the first missing shard and yields byte-for-byte the dataset an uninterrupted
+run gives. Sanity metrics (attack success on the source model, achieved l2 / linf distances,
+final representation loss, label histogram) are measured on the *stored* images, i.e. after the
+storage precision's rounding, and written into the manifest. The generator of each shard is a
+callable, so the driver is tested with plain tensors and any model.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from empirical.shards import (
+    STORAGE_DTYPES,
+    ShardedDatasetWriter,
+    check_storage,
+    decode_shard,
+    quantize,
+    shard_generator,
+    shard_seed,
+)
+
+KINDS: tuple[str, ...] = ("D_R", "D_NR", "D_rand", "D_det")
+STARTS: tuple[str, ...] = ("random_image", "noise")
+
+
+@dataclass(frozen=True)
+class ShardOutput:
+    """What a shard function returns: new images (float, [0, 1]), new labels, per-example aux."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+    aux: Mapping[str, torch.Tensor] = field(default_factory=dict)
+
+
+# (index, x_shard, y_shard, example_indices, generator) -> ShardOutput
+ShardFn = Callable[[int, torch.Tensor, torch.Tensor, torch.Tensor, torch.Generator], ShardOutput]
+# (x_stored, x_orig, y_orig, y_new) -> per-example sanity arrays measured on the stored images
+AssessFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], Mapping[str, torch.Tensor]]
+
+
+@dataclass(frozen=True)
+class ConstructionResult:
+    """Outcome of one (possibly resumed) construction."""
+
+    root: Path
+    manifest: dict[str, Any]
+    built_shards: tuple[int, ...]
+    reused_shards: tuple[int, ...]
+    wall_seconds: float
+    images_per_second: float | None   # over the shards built in this call (None if all reused)
+
+
+# --------------------------------------------------------------------------------------------
+# configs
+# --------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class RepresentationConfig:
+    """D_R / D_NR: representation matching (spec sec. 2.2; paper: 1000 steps, step 0.1)."""
+
+    steps: int = 1000
+    step_size: float = 0.1
+    start: str = "random_image"        # paper: x' ~ D ; notebook: "noise" (randn/20 + 0.5)
+    normalize_loss: bool = False       # notebook divides by ||g(x)||_2
+    use_best: bool = False             # notebook: use_best=False (last iterate)
+    exclude_self: bool = True          # never start from the target image itself
+    batch_size: int = 512
+    shard_size: int = 1000
+    storage: str = "float32"
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        _positive_int("steps", self.steps)
+        _positive_float("step_size", self.step_size)
+        if self.start not in STARTS:
+            raise ValueError(f"start={self.start!r} is not a start rule; valid: {', '.join(STARTS)}")
+        _positive_int("batch_size", self.batch_size)
+        _positive_int("shard_size", self.shard_size)
+        check_storage(self.storage)
+        _seed("seed", self.seed)
+
+
+@dataclass(frozen=True)
+class TargetedConfig:
+    """D_rand / D_det: targeted PGD (spec sec. 3.1, 6.3; CIFAR-10: l2 eps 0.5, 100 steps, step 0.1)."""
+
+    norm: str = "l2"
+    eps: float = 0.5
+    steps: int = 100
+    step_size: float = 0.1
+    random_start: bool = False         # robustness-library default: start at x
+    use_best: bool = True              # robustness-library default: best-loss iterate
+    restarts: int = 1
+    exclude_true_label: bool = False   # D_rand only: draw t != y (the paper allows t = y)
+    batch_size: int = 512
+    shard_size: int = 1000
+    storage: str = "float32"
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.norm not in ("l2", "linf"):
+            raise ValueError(f"norm={self.norm!r} is not a threat model; valid: l2, linf")
+        _positive_float("eps", self.eps)
+        _positive_int("steps", self.steps)
+        _positive_float("step_size", self.step_size)
+        _positive_int("restarts", self.restarts)
+        _positive_int("batch_size", self.batch_size)
+        _positive_int("shard_size", self.shard_size)
+        check_storage(self.storage)
+        _seed("seed", self.seed)
+
+
+def _positive_int(name: str, v: Any) -> None:
+    if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+        raise ValueError(f"{name}={v!r} must be a positive integer")
+
+
+def _positive_float(name: str, v: Any) -> None:
+    if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v) or v <= 0:
+        raise ValueError(f"{name}={v!r} must be a positive finite number")
+
+
+def _seed(name: str, v: Any) -> None:
+    if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+        raise ValueError(f"{name}={v!r} must be a non-negative integer")
+
+
+# --------------------------------------------------------------------------------------------
+# the generic resumable driver
+# --------------------------------------------------------------------------------------------
+def construct_sharded(
+    root: str | Path,
+    *,
+    name: str,
+    kind: str,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    num_classes: int,
+    make_shard: ShardFn,
+    assess: AssessFn | None = None,
+    seed: int = 0,
+    shard_size: int = 1000,
+    storage: str = "float32",
+    settings: Mapping[str, Any] | None = None,
+    source: Mapping[str, Any] | None = None,
+    on_shard: Callable[[int, dict], None] | None = None,
+    dist_info: Any = None,
+    progress: bool = False,
+) -> ConstructionResult:
+    """Build (or resume) a sharded dataset from ``make_shard`` applied to slices of (x, y).
+
+    Shard ``i`` covers examples ``[i*shard_size, (i+1)*shard_size)``; its generator is seeded
+    with :func:`empirical.shards.shard_seed` ``(seed, i)``. Shards already on disk and intact
+    are reused. ``on_shard(i, sidecar)`` runs after each shard is written (tests raise from it
+    to simulate a crash). Under ``torchrun`` pass ``dist_info`` (:mod:`empirical.distributed`):
+    rank r builds shards i with i % world == r and rank 0 writes the manifest after a barrier.
+    """
+    t0 = time.perf_counter()
+    if x.shape[0] != y.shape[0]:
+        raise ValueError(f"x has {x.shape[0]} examples but y has {y.shape[0]}")
+    if storage not in STORAGE_DTYPES:
+        check_storage(storage)
+    is_main = True
+    owned: list[int] | None = None
+    if dist_info is not None and getattr(dist_info, "is_distributed", False):
+        from empirical import distributed as D
+
+        is_main = dist_info.is_main
+    writer = ShardedDatasetWriter(
+        root=Path(root), name=name, kind=kind, num_examples=int(x.shape[0]), shard_size=shard_size,
+        storage=storage, seed=seed, image_shape=tuple(x.shape[1:]), num_classes=num_classes,
+        settings=dict(settings or {}), source=dict(source or {}), write_manifest=is_main,
+    )
+    if dist_info is not None and getattr(dist_info, "is_distributed", False):
+        owned = D.owned_shards(writer.num_shards, dist_info)
+    done = set(writer.completed())
+    todo = [i for i in (owned if owned is not None else range(writer.num_shards)) if i not in done]
+    built: list[int] = []
+    build_seconds = 0.0
+    built_examples = 0
+    iterator: Any = todo
+    if progress and todo:
+        from tqdm.auto import tqdm
+
+        iterator = tqdm(todo, desc=f"construct {name}", unit="shard", leave=False)
+    for i in iterator:
+        s0 = time.perf_counter()
+        start, stop = writer.shard_range(i)
+        xs, ys = x[start:stop], y[start:stop]
+        idx = torch.arange(start, stop)
+        out = make_shard(i, xs, ys, idx, shard_generator(seed, i))
+        x_new = out.x.detach().float().cpu()
+        y_new = out.y.detach().cpu().to(torch.int64)
+        x_stored = quantize(x_new.clamp(0, 1), storage)
+        aux = {k: v.detach().cpu() for k, v in out.aux.items()}
+        if assess is not None:
+            aux.update({k: v.detach().cpu() for k, v in assess(x_stored, xs.cpu(), ys.cpu(), y_new).items()})
+        seconds = time.perf_counter() - s0
+        entry = writer.write_shard(i, x_stored, y_new, aux, wall_seconds=seconds)
+        build_seconds += seconds
+        built_examples += stop - start
+        built.append(i)
+        if on_shard is not None:
+            on_shard(i, entry)
+    if dist_info is not None and getattr(dist_info, "is_distributed", False):
+        D.barrier(dist_info)
+    metrics = summarize_aux(writer) if is_main else {}
+    ips = built_examples / build_seconds if build_seconds > 0 else None
+    extra = {"build": {"images_per_second_last_call": ips, "shards_built_last_call": len(built),
+                       "shards_reused_last_call": len(done)}}
+    manifest = writer.finalize(metrics=metrics, extra=extra) if is_main else {}
+    return ConstructionResult(
+        root=Path(root), manifest=manifest, built_shards=tuple(built), reused_shards=tuple(sorted(done)),
+        wall_seconds=time.perf_counter() - t0, images_per_second=ips,
+    )
+
+
+def summarize_aux(writer: ShardedDatasetWriter) -> dict[str, float]:
+    """Dataset-level sanity metrics from the per-example aux arrays of every shard.
+
+    Boolean arrays give a rate (``<name>_rate``); numeric arrays give mean / median / max.
+    """
+    cols: dict[str, list[np.ndarray]] = {}
+    for i in range(writer.num_shards):
+        path = writer.root / f"shard-{i:05d}.bin"
+        arrs = decode_shard(path.read_bytes(), where=str(path))
+        for k, v in arrs.items():
+            if k.startswith("aux/"):
+                cols.setdefault(k[4:], []).append(v)
+    out: dict[str, float] = {}
+    for k, parts in sorted(cols.items()):
+        a = np.concatenate(parts)
+        if a.dtype == np.bool_:
+            out[f"{k}_rate"] = float(a.mean())
+        elif k.endswith("index") or k.endswith("label") or k.startswith("orig"):
+            continue
+        else:
+            a = a.astype(np.float64)
+            out[f"{k}_mean"] = float(a.mean())
+            out[f"{k}_median"] = float(np.median(a))
+            out[f"{k}_max"] = float(a.max())
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# targets and starts
+# --------------------------------------------------------------------------------------------
+def targets_for(kind: str, y: torch.Tensor, num_classes: int, generator: torch.Generator | None = None,
+                *, exclude_true_label: bool = False) -> torch.Tensor:
+    """Target labels: ``D_det`` t = (y+1) mod C; ``D_rand`` t ~ U{0..C-1} (or U over t != y)."""
+    if num_classes < 2:
+        raise ValueError(f"num_classes={num_classes} must be >= 2")
+    y = y.to(torch.int64)
+    if kind == "D_det":
+        return (y + 1) % num_classes
+    if kind == "D_rand":
+        if exclude_true_label:
+            shift = torch.randint(1, num_classes, y.shape, generator=generator)
+            return (y.cpu() + shift) % num_classes
+        return torch.randint(0, num_classes, y.shape, generator=generator)
+    raise ValueError(f"kind={kind!r} has no target rule; valid: D_rand, D_det")
+
+
+def start_points(rule: str, x_pool: torch.Tensor, index: torch.Tensor, shape: tuple[int, ...],
+                 generator: torch.Generator, *, exclude_self: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """Starting images for representation matching and the pool index used (-1 for noise).
+
+    ``random_image``: x' drawn uniformly (with replacement) from ``x_pool``, the paper's
+    x' ~ D; with ``exclude_self`` an example never starts from itself (redrawn). ``noise``: the
+    official notebook's ``randn/20 + 0.5`` (clamped to [0, 1]).
+    """
+    n = index.shape[0]
+    if rule == "noise":
+        z = torch.randn((n, *shape[1:]), generator=generator) / 20 + 0.5
+        return z.clamp(0, 1), torch.full((n,), -1, dtype=torch.int64)
+    if rule != "random_image":
+        raise ValueError(f"start={rule!r} is not a start rule; valid: {', '.join(STARTS)}")
+    m = x_pool.shape[0]
+    if exclude_self and m < 2:
+        raise ValueError("exclude_self=True needs a pool of at least 2 images")
+    j = torch.randint(0, m, (n,), generator=generator)
+    if exclude_self:
+        for _ in range(64):
+            clash = j == index.cpu()
+            if not bool(clash.any()):
+                break
+            j[clash] = torch.randint(0, m, (int(clash.sum()),), generator=generator)
+        clash = j == index.cpu()
+        j[clash] = (j[clash] + 1) % m
+    return x_pool[j].clone(), j
+
+
+def _distances(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    d = (a - b).flatten(1).double()
+    return d.norm(dim=1).float(), d.abs().amax(dim=1).float()
+
+
+@torch.no_grad()
+def _predict(model: torch.nn.Module, x: torch.Tensor, device: Any, batch_size: int) -> torch.Tensor:
+    out = []
+    for i in range(0, x.shape[0], batch_size):
+        out.append(model(x[i : i + batch_size].to(device)).argmax(1).cpu())
+    return torch.cat(out) if out else torch.empty(0, dtype=torch.int64)
+
+
+@torch.no_grad()
+def _features(model: torch.nn.Module, x: torch.Tensor, device: Any, batch_size: int) -> torch.Tensor:
+    out = []
+    for i in range(0, x.shape[0], batch_size):
+        out.append(model.features(x[i : i + batch_size].to(device)).float().cpu())
+    return torch.cat(out)
+
+
+# --------------------------------------------------------------------------------------------
+# the four constructions
+# --------------------------------------------------------------------------------------------
+def build_representation_dataset(
+    root: str | Path,
+    *,
+    kind: str,
+    model: torch.nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    num_classes: int,
+    cfg: RepresentationConfig = RepresentationConfig(),
+    device: Any = "cpu",
+    source: Mapping[str, Any] | None = None,
+    base: Mapping[str, Any] | None = None,
+    on_shard: Callable[[int, dict], None] | None = None,
+    progress: bool = False,
+    dist_info: Any = None,
+) -> ConstructionResult:
+    """D_R (``model`` robust) or D_NR (``model`` standard) by representation matching.
+
+    Each x_R = argmin_{z in [0,1]^d} ||g(z) - g(x)||_2 from a start x' (spec sec. 2.2), with
+    g = ``model.features``; label y kept. Sanity aux (stored images): ``rep_loss`` (raw l2
+    distance of representations), ``rep_loss_rel`` (divided by ||g(x)||), ``l2_to_target``,
+    ``linf_to_target``, ``l2_to_start``, ``start_index``.
+    """
+    if kind not in ("D_R", "D_NR"):
+        raise ValueError(f"kind={kind!r} is not a representation construction; valid: D_R, D_NR")
+    from empirical.attacks import match_representation
+
+    model.eval()
+    x_pool = x.detach().cpu()
+
+    def make_shard(i: int, xs: torch.Tensor, ys: torch.Tensor, idx: torch.Tensor, gen: torch.Generator) -> ShardOutput:
+        start, j = start_points(cfg.start, x_pool, idx, tuple(xs.shape), gen, exclude_self=cfg.exclude_self)
+        x_new, _ = match_representation(
+            model.features, xs.to(device), start.to(device), steps=cfg.steps, step_size=cfg.step_size,
+            normalize_loss=cfg.normalize_loss, use_best=cfg.use_best, batch_size=cfg.batch_size,
+        )
+        l2s, _ = _distances(x_new.detach().cpu().float(), start)
+        return ShardOutput(x=x_new, y=ys, aux={"start_index": j, "l2_to_start": l2s})
+
+    def assess(x_st: torch.Tensor, x0: torch.Tensor, y0: torch.Tensor, y1: torch.Tensor) -> dict[str, torch.Tensor]:
+        g0 = _features(model, x0, device, cfg.batch_size)
+        g1 = _features(model, x_st, device, cfg.batch_size)
+        raw = (g1 - g0).double().norm(dim=1)
+        rel = raw / g0.double().norm(dim=1).clamp_min(1e-12)
+        l2, linf = _distances(x_st, x0)
+        return {"rep_loss": raw.float(), "rep_loss_rel": rel.float(), "l2_to_target": l2, "linf_to_target": linf}
+
+    settings = {"construction": kind, "method": "representation_matching", **asdict(cfg), "base": dict(base or {})}
+    return construct_sharded(
+        root, name=kind, kind=kind, x=x, y=y, num_classes=num_classes, make_shard=make_shard, assess=assess,
+        seed=cfg.seed, shard_size=cfg.shard_size, storage=cfg.storage, settings=settings, source=source,
+        on_shard=on_shard, progress=progress, dist_info=dist_info,
+    )
+
+
+def build_targeted_dataset(
+    root: str | Path,
+    *,
+    kind: str,
+    model: torch.nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    num_classes: int,
+    cfg: TargetedConfig = TargetedConfig(),
+    device: Any = "cpu",
+    source: Mapping[str, Any] | None = None,
+    base: Mapping[str, Any] | None = None,
+    on_shard: Callable[[int, dict], None] | None = None,
+    progress: bool = False,
+    dist_info: Any = None,
+) -> ConstructionResult:
+    """D_rand or D_det: x_NR = argmin_{||x'-x|| <= eps} CE(C(x'), t) by targeted PGD; label t.
+
+    Sanity aux (stored images): ``target_success`` (source model predicts t), ``l2``, ``linf``
+    (distance to x), ``orig_label`` (y, kept for the shifted-label analysis), ``target_is_true``.
+    """
+    if kind not in ("D_rand", "D_det"):
+        raise ValueError(f"kind={kind!r} is not a targeted-attack construction; valid: D_rand, D_det")
+    from empirical.attacks import pgd
+
+    model.eval()
+    dev = torch.device(device)
+
+    def make_shard(i: int, xs: torch.Tensor, ys: torch.Tensor, idx: torch.Tensor, gen: torch.Generator) -> ShardOutput:
+        t = targets_for(kind, ys.cpu(), num_classes, gen, exclude_true_label=cfg.exclude_true_label)
+        attack_gen = None
+        if cfg.random_start or cfg.restarts > 1:
+            attack_gen = torch.Generator(device=dev)
+            attack_gen.manual_seed(shard_seed(cfg.seed + 1, i))
+        x_adv = pgd(
+            model, xs.to(dev), t.to(dev), norm=cfg.norm, eps=cfg.eps, steps=cfg.steps, step_size=cfg.step_size,
+            targeted=True, random_start=cfg.random_start, restarts=cfg.restarts, use_best=cfg.use_best,
+            generator=attack_gen, batch_size=cfg.batch_size,
+        )
+        return ShardOutput(x=x_adv, y=t, aux={"orig_label": ys.cpu().to(torch.int64), "target_is_true": t == ys.cpu()})
+
+    def assess(x_st: torch.Tensor, x0: torch.Tensor, y0: torch.Tensor, y1: torch.Tensor) -> dict[str, torch.Tensor]:
+        pred = _predict(model, x_st, dev, cfg.batch_size)
+        l2, linf = _distances(x_st, x0)
+        return {"target_success": pred == y1, "source_pred_is_orig": pred == y0, "l2": l2, "linf": linf}
+
+    settings = {"construction": kind, "method": "targeted_pgd", **asdict(cfg), "base": dict(base or {})}
+    return construct_sharded(
+        root, name=kind, kind=kind, x=x, y=y, num_classes=num_classes, make_shard=make_shard, assess=assess,
+        seed=cfg.seed, shard_size=cfg.shard_size, storage=cfg.storage, settings=settings, source=source,
+        on_shard=on_shard, progress=progress, dist_info=dist_info,
+    )
