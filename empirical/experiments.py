@@ -1,0 +1,650 @@
+"""The paper's section-3 experiments as staged, cached, recorded functions.
+
+* :func:`run_fig2`   - Figure 2(b): standard / adversarial training on D, standard training on
+  D_R and D_NR; clean accuracy and l2 robust accuracy (eps = 0.25 on CIFAR-10) on the original
+  test set, with the paper's PGD-7 (step eps/5) AND a stronger PGD-20 x 5 random restarts
+  (step 2.5*eps/20).
+* :func:`run_table1` - Table 1: standard training on D, D_rand, D_det; accuracy on the original
+  test set, and for D_det also against the shifted labels (y + 1) mod C.
+* :func:`run_fig3`   - Figure 3: D_det from the source architecture; per target architecture its
+  accuracy when trained on D_det against the transfer success of the source's adversarial
+  examples on that architecture trained on D (:mod:`empirical.transfer`).
+
+All three take one frozen :class:`ExperimentConfig` (the presets of :mod:`empirical.reproduce`
+are instances of it) and a :class:`Workspace`, which runs every stage (train a model, build a
+dataset, evaluate) at most once: a stage's folder holds ``stage.json`` with the hash of every
+input that determines it (config, seeds, upstream artifacts' sha256) and the sha256 of what it
+produced; a stage whose key and artifact hashes still match is skipped, anything else is
+rebuilt. Training resumes from the core's ``latest.pt``; constructions resume shard by shard.
+Each experiment writes one JSON record (``fig2.json``, ``table1.json``, ``fig3.json``) through
+:func:`robust_features.records.write_record`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import shutil
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from empirical.construct import RepresentationConfig, TargetedConfig
+from empirical.transfer import TransferConfig
+from robust_features.records import atomic_write_json, to_jsonable, utc_now, write_record
+
+# ---------------------------------------------------------------------------------------------
+# the paper's numbers (spec sec. 2.5, 3.2, 4), for side-by-side reports and figure overlays
+# ---------------------------------------------------------------------------------------------
+PAPER_NUMBERS: dict[str, Any] = {
+    "source": "Ilyas et al. 2019, CIFAR-10; Fig. 2(b) values read off the figure (+-0.3), Table 1 and "
+              "Fig. 3 as in docs/paper-spec.md sec. 2.5, 3.2, 4",
+    "fig2": {   # percent: clean accuracy, l2 eps=0.25 PGD-7 robust accuracy
+        "std_D": {"clean": 95.2, "robust": 4.6},
+        "adv_D": {"clean": 90.8, "robust": 82.5},
+        "std_DR": {"clean": 84.2, "robust": 48.3},
+        "std_DNR": {"clean": 87.7, "robust": 0.8},
+    },
+    "table1": {"D": 95.3, "D_rand": 63.3, "D_det": 43.7, "chance": 10.0},
+    "table1_restricted_imagenet": {"D": 96.6, "D_rand": 87.9, "D_det": 64.4, "chance": 100 / 9},
+    "fig3": {   # architecture: (test accuracy trained on D_det, transfer success rate), percent
+        "VGG-16": (27.9, 65.7),
+        "Inception-v3": (39.4, 82.7),
+        "ResNet-18": (40.8, 92.1),
+        "DenseNet": (41.7, 92.8),
+        "ResNet-50": (44.7, 98.8),
+    },
+}
+
+FIG2_ROWS: tuple[tuple[str, str], ...] = (
+    ("std_D", "Std training on D"),
+    ("adv_D", "Adv training on D"),
+    ("std_DR", "Std training on D_R"),
+    ("std_DNR", "Std training on D_NR"),
+)
+
+
+# ---------------------------------------------------------------------------------------------
+# configs
+# ---------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Recipe:
+    """A training recipe, turned into the core's ``TrainConfig`` at run time.
+
+    ``adv_eps`` set = adversarial training (PGD with ``adv_steps`` steps of ``adv_step_size``,
+    default 2.5*eps/steps) under ``adv_norm``; ``None`` = standard training.
+    """
+
+    epochs: int
+    batch_size: int = 128
+    lr: float = 0.1
+    schedule: str = "onecycle"
+    optimizer: str = "sgd"
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    label_smoothing: float = 0.0
+    crop_padding: int = 0
+    flip: bool = False
+    adv_norm: str = "l2"
+    adv_eps: float | None = None
+    adv_steps: int = 7
+    adv_step_size: float | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.epochs, int) or self.epochs < 1:
+            raise ValueError(f"epochs={self.epochs!r} must be a positive integer")
+        if not isinstance(self.batch_size, int) or self.batch_size < 1:
+            raise ValueError(f"batch_size={self.batch_size!r} must be a positive integer")
+        if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
+            raise ValueError(f"lr={self.lr!r} must be a positive finite number")
+        if self.schedule not in ("onecycle", "step", "constant"):
+            raise ValueError(f"schedule={self.schedule!r} is not a schedule; valid: onecycle, step, constant")
+        if self.optimizer not in ("sgd", "adam"):
+            raise ValueError(f"optimizer={self.optimizer!r} is not an optimizer; valid: sgd, adam")
+        if self.adv_eps is not None and not (self.adv_eps > 0):
+            raise ValueError(f"adv_eps={self.adv_eps!r} must be positive (or None for standard training)")
+
+    def to_train_config(self, seed: int) -> Any:
+        from empirical.data import Augment
+        from empirical.train import ThreatModel, TrainConfig
+
+        augment = Augment(crop_padding=self.crop_padding, flip=self.flip) if (self.crop_padding or self.flip) else None
+        adv = ThreatModel(norm=self.adv_norm, eps=float(self.adv_eps)) if self.adv_eps is not None else None
+        step = self.adv_step_size
+        if adv is not None and step is None:
+            step = 2.5 * float(self.adv_eps) / self.adv_steps
+        return TrainConfig(
+            epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, momentum=self.momentum,
+            weight_decay=self.weight_decay, schedule=self.schedule, label_smoothing=self.label_smoothing,
+            augment=augment, adv=adv, adv_steps=self.adv_steps, adv_step_size=step,
+            optimizer=self.optimizer, seed=seed,
+        )
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """Robust-accuracy evaluation: the paper's PGD-7 (step eps/5, start at x) and a stronger
+    PGD-``strong_steps`` with ``strong_restarts`` random restarts (step 2.5*eps/steps)."""
+
+    norm: str = "l2"
+    eps: float = 0.25
+    paper_steps: int = 7
+    strong_steps: int = 20
+    strong_restarts: int = 5
+    n_robust: int | None = 1000        # test examples attacked (None = all); clean accuracy uses all
+    batch_size: int = 512
+
+    def __post_init__(self) -> None:
+        if self.norm not in ("l2", "linf"):
+            raise ValueError(f"norm={self.norm!r} is not a threat model; valid: l2, linf")
+        if not self.eps > 0:
+            raise ValueError(f"eps={self.eps!r} must be positive")
+
+    @property
+    def paper_step(self) -> float:
+        return self.eps / 5
+
+    @property
+    def strong_step(self) -> float:
+        return 2.5 * self.eps / self.strong_steps
+
+    def describe(self, which: str) -> str:
+        if which == "paper":
+            return f"{self.norm} eps={self.eps:g}, PGD-{self.paper_steps} (step {self.paper_step:.4g}), 1 restart, start at x"
+        return (f"{self.norm} eps={self.eps:g}, PGD-{self.strong_steps} (step {self.strong_step:.4g}), "
+                f"{self.strong_restarts} random restarts")
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    """Everything the Figure 2 / Table 1 / Figure 3 chain depends on (a preset is one of these)."""
+
+    name: str
+    data: str
+    arch: str
+    std: Recipe
+    adv: Recipe
+    on_dr: Recipe
+    on_dnr: Recipe
+    on_drand: Recipe
+    on_ddet: Recipe
+    rep: RepresentationConfig
+    targeted: TargetedConfig
+    eval: EvalConfig
+    transfer: TransferConfig
+    fig3_archs: tuple[str, ...]
+    data_root: str | None = None
+    n_train: int | None = None
+    n_test: int | None = None
+    seed: int = 0
+    notes: str = ""
+    expected_runtime: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.fig3_archs:
+            raise ValueError("fig3_archs must name at least one architecture")
+        for name in ("n_train", "n_test"):
+            v = getattr(self, name)
+            if v is not None and (not isinstance(v, int) or v < 1):
+                raise ValueError(f"{name}={v!r} must be a positive integer or None (all)")
+
+
+_NESTED = {"std": Recipe, "adv": Recipe, "on_dr": Recipe, "on_dnr": Recipe, "on_drand": Recipe,
+           "on_ddet": Recipe, "rep": RepresentationConfig, "targeted": TargetedConfig,
+           "eval": EvalConfig, "transfer": TransferConfig}
+
+
+def valid_keys(cfg: ExperimentConfig) -> list[str]:
+    keys = []
+    for f in fields(cfg):
+        if f.name in _NESTED:
+            keys.extend(f"{f.name}.{g.name}" for g in fields(_NESTED[f.name]))
+        else:
+            keys.append(f.name)
+    return keys
+
+
+def _coerce(value: Any, current: Any, key: str) -> Any:
+    if isinstance(value, str) and not isinstance(current, str):
+        text = value.strip()
+        if text.lower() in ("none", "null"):
+            return None
+        if isinstance(current, bool):
+            if text.lower() in ("true", "1", "yes"):
+                return True
+            if text.lower() in ("false", "0", "no"):
+                return False
+            raise ValueError(f"{key}={value!r} must be true or false")
+        if isinstance(current, tuple):
+            return tuple(s.strip() for s in text.split(",") if s.strip())
+        if isinstance(current, int) or (current is None and text.lstrip("-").isdigit()):
+            try:
+                return int(text)
+            except ValueError:
+                pass
+        try:
+            if "/" in text:
+                num, den = text.split("/")
+                return float(num) / float(den)
+            return float(text)
+        except ValueError:
+            raise ValueError(f"{key}={value!r} is not a number") from None
+    if isinstance(current, tuple) and isinstance(value, list):
+        return tuple(value)
+    if isinstance(current, float) and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    return value
+
+
+def with_overrides(cfg: ExperimentConfig, overrides: Mapping[str, Any]) -> ExperimentConfig:
+    """Apply dotted-key overrides (``{"targeted.eps": 0.5, "std.epochs": 3}``); unknown keys raise.
+
+    Values may be strings (from ``--set key=value``; fractions like ``8/255`` are parsed, never
+    ``eval``-ed) or TOML values; nested TOML tables are flattened first.
+    """
+    flat: dict[str, Any] = {}
+
+    def _flatten(prefix: str, m: Mapping[str, Any]) -> None:
+        for k, v in m.items():
+            key = f"{prefix}{k}"
+            if isinstance(v, Mapping):
+                _flatten(f"{key}.", v)
+            else:
+                flat[key] = v
+
+    _flatten("", overrides)
+    valid = valid_keys(cfg)
+    unknown = [k for k in flat if k not in valid]
+    if unknown:
+        raise ValueError(f"unknown config key(s) {', '.join(unknown)}; valid keys: {', '.join(valid)}")
+    top: dict[str, Any] = {}
+    nested: dict[str, dict[str, Any]] = {}
+    for k, v in flat.items():
+        if "." in k:
+            outer, inner = k.split(".", 1)
+            nested.setdefault(outer, {})[inner] = _coerce(v, getattr(getattr(cfg, outer), inner), k)
+        else:
+            top[k] = _coerce(v, getattr(cfg, k), k)
+    for outer, changes in nested.items():
+        top[outer] = replace(getattr(cfg, outer), **changes)
+    return replace(cfg, **top)
+
+
+def config_from_dict(d: Mapping[str, Any]) -> ExperimentConfig:
+    """Rebuild an :class:`ExperimentConfig` from its JSON form (``to_jsonable(cfg)``)."""
+    kw: dict[str, Any] = {}
+    for f in fields(ExperimentConfig):
+        if f.name not in d:
+            continue
+        v = d[f.name]
+        if f.name in _NESTED:
+            kw[f.name] = _NESTED[f.name](**{k: (tuple(x) if isinstance(x, list) else x) for k, x in v.items()})
+        elif isinstance(v, list):
+            kw[f.name] = tuple(v)
+        else:
+            kw[f.name] = v
+    return ExperimentConfig(**kw)
+
+
+def stable_hash(obj: Any) -> str:
+    text = json.dumps(to_jsonable(obj), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+# ---------------------------------------------------------------------------------------------
+# the staged workspace
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class Workspace:
+    """Runs and caches the stages of one experiment chain under ``root``.
+
+    Layout: ``root/models/<name>/`` (core checkpoint + stage.json), ``root/datasets/<kind>/``
+    (shards + manifest + stage.json), ``root/evals/<name>.json``, records at ``root/*.json``.
+    ``timings`` collects per-stage wall seconds and whether the stage was skipped.
+    """
+
+    cfg: ExperimentConfig
+    root: Path
+    device: str = "cpu"
+    progress: bool = False
+    timings: dict[str, dict[str, Any]] = field(default_factory=dict)
+    _data: Any = None
+    _models: dict[str, Any] = field(default_factory=dict)
+    _model_hash: dict[str, str] = field(default_factory=dict)
+    _datasets: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.root = Path(self.root)
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    # ---- helpers
+    def _time(self, stage: str, seconds: float, skipped: bool, **extra: Any) -> None:
+        self.timings[stage] = {"wall_seconds": seconds, "skipped": skipped, **extra}
+
+    def log(self, msg: str) -> None:
+        if self.progress:
+            print(f"[{self.cfg.name}] {msg}", flush=True)
+
+    # ---- data
+    def data(self) -> Any:
+        """The base dataset D (optionally subset to ``n_train`` / ``n_test``), with a fingerprint."""
+        if self._data is None:
+            import torch
+
+            from empirical.data import ImageData, load_dataset
+
+            t0 = time.perf_counter()
+            d = load_dataset(self.cfg.data, root=self.cfg.data_root, seed=self.cfg.seed)
+            if self.cfg.n_train is not None or self.cfg.n_test is not None:
+                d = dataclasses.replace(
+                    d, x_train=d.x_train[: self.cfg.n_train], y_train=d.y_train[: self.cfg.n_train],
+                    x_test=d.x_test[: self.cfg.n_test], y_test=d.y_test[: self.cfg.n_test])
+            assert isinstance(d, ImageData)
+            h = hashlib.sha256()
+            for t in (d.x_train, d.y_train, d.x_test, d.y_test):
+                h.update(t.contiguous().numpy().tobytes())
+            self.data_sha256 = h.hexdigest()
+            self._data = d
+            self._time("data", time.perf_counter() - t0, False, n_train=int(d.y_train.shape[0]),
+                       n_test=int(d.y_test.shape[0]), sha256=self.data_sha256)
+            del torch
+        return self._data
+
+    # ---- models
+    def model(self, name: str, *, arch: str, recipe: Recipe, train_on: str = "D", seed: int | None = None) -> Any:
+        """Train (or load) model ``name`` of ``arch`` with ``recipe`` on D or a constructed set."""
+        if name in self._models:
+            return self._models[name]
+        from empirical.checkpoint import file_sha256, load_model
+        from empirical.models import build_model
+        from empirical.train import fit
+
+        d = self.data()
+        seed = self.cfg.seed if seed is None else seed
+        if train_on == "D":
+            x, y, upstream = d.x_train, d.y_train, self.data_sha256
+        else:
+            ds = self.dataset(train_on)
+            x, y, upstream = ds.x, ds.y, ds.content_sha256
+        key = stable_hash({"arch": arch, "recipe": recipe, "seed": seed, "train_on": train_on,
+                           "upstream": upstream, "num_classes": d.num_classes})
+        folder = self.root / "models" / name
+        stage = folder / "stage.json"
+        t0 = time.perf_counter()
+        if stage.is_file():
+            info = json.loads(stage.read_text())
+            ckpt = folder / info.get("checkpoint", "model.pt")
+            if info.get("key") == key and ckpt.is_file() and file_sha256(ckpt) == info.get("sha256"):
+                model = load_model(ckpt, device=self.device)
+                model.eval()
+                self._models[name], self._model_hash[name] = model, info["sha256"]
+                self._time(f"train:{name}", time.perf_counter() - t0, True)
+                self.log(f"model {name}: valid checkpoint, skipped")
+                return model
+            self.log(f"model {name}: stale stage (config or artifact changed), retraining")
+            shutil.rmtree(folder)
+        self.log(f"model {name}: training {arch} on {train_on} ({recipe.epochs} epochs)")
+        import torch
+
+        torch.manual_seed(seed)
+        model = build_model(arch, num_classes=d.num_classes, in_channels=d.in_channels,
+                            image_size=d.image_size, mean=d.mean, std=d.std)
+        result = fit(model, x, y, recipe.to_train_config(seed), device=self.device, out_dir=folder,
+                     resume=True, progress=self.progress)
+        model = result.model
+        model.eval()
+        ckpt = folder / "model.pt"
+        sha = file_sha256(ckpt)
+        atomic_write_json(stage, {"key": key, "checkpoint": "model.pt", "sha256": sha, "arch": arch,
+                                  "train_on": train_on, "recipe": recipe, "seed": seed,
+                                  "history": result.history, "wall_seconds": result.wall_seconds})
+        self._models[name], self._model_hash[name] = model, sha
+        self._time(f"train:{name}", time.perf_counter() - t0, False, epochs=recipe.epochs,
+                   images_per_second=recipe.epochs * int(x.shape[0]) / max(time.perf_counter() - t0, 1e-9))
+        return model
+
+    def model_sha256(self, name: str) -> str:
+        return self._model_hash[name]
+
+    # ---- constructed datasets
+    def dataset(self, kind: str) -> Any:
+        """Build (or load, hash-checked) D_R / D_NR (from the robust / standard model) or D_rand / D_det."""
+        if kind in self._datasets:
+            return self._datasets[kind]
+        from empirical.construct import build_representation_dataset, build_targeted_dataset
+        from empirical.shards import load_constructed, read_manifest, verify_constructed
+
+        cfg, d = self.cfg, self.data()
+        source_name = "robust" if kind == "D_R" else "standard"
+        source_model = self.source_model(source_name)
+        source = {"model": source_name, "arch": cfg.arch, "checkpoint_sha256": self.model_sha256(source_name)}
+        base = {"dataset": d.name, "sha256": self.data_sha256, "n": int(d.y_train.shape[0])}
+        folder = self.root / "datasets" / kind
+        t0 = time.perf_counter()
+        if (folder / "manifest.json").is_file():
+            m = read_manifest(folder)
+            same = m.get("source") == to_jsonable(source) and m.get("settings", {}).get("base") == to_jsonable(base)
+            rc = cfg.rep if kind in ("D_R", "D_NR") else cfg.targeted
+            same = same and all(m.get("settings", {}).get(k) == v for k, v in to_jsonable(asdict(rc)).items())
+            if same and m.get("complete"):
+                try:
+                    verify_constructed(folder)
+                    ds = load_constructed(folder, verify=False)
+                    self._datasets[kind] = ds
+                    self._time(f"construct:{kind}", time.perf_counter() - t0, True)
+                    self.log(f"dataset {kind}: valid shards, skipped")
+                    return ds
+                except (ValueError, FileNotFoundError) as exc:
+                    self.log(f"dataset {kind}: {exc}; resuming/rebuilding damaged shards")
+            elif not same:
+                self.log(f"dataset {kind}: built with other settings or source model; rebuilding")
+                shutil.rmtree(folder)
+        self.log(f"dataset {kind}: constructing {int(d.y_train.shape[0])} images")
+        common = dict(kind=kind, model=source_model, x=d.x_train, y=d.y_train, num_classes=d.num_classes,
+                      device=self.device, source=source, base=base, progress=self.progress)
+        if kind in ("D_R", "D_NR"):
+            res = build_representation_dataset(folder, cfg=cfg.rep, **common)
+        elif kind in ("D_rand", "D_det"):
+            res = build_targeted_dataset(folder, cfg=cfg.targeted, **common)
+        else:
+            raise ValueError(f"kind={kind!r} is not a construction; valid: D_R, D_NR, D_rand, D_det")
+        ds = load_constructed(folder)
+        self._datasets[kind] = ds
+        self._time(f"construct:{kind}", time.perf_counter() - t0, False,
+                   images_per_second=res.images_per_second, shards_built=len(res.built_shards),
+                   shards_reused=len(res.reused_shards))
+        return ds
+
+    def source_model(self, which: str) -> Any:
+        cfg = self.cfg
+        if which == "standard":
+            return self.model("standard", arch=cfg.arch, recipe=cfg.std)
+        if which == "robust":
+            return self.model("robust", arch=cfg.arch, recipe=cfg.adv)
+        raise ValueError(f"source model {which!r} unknown; valid: standard, robust")
+
+    # ---- evaluation
+    def evaluate(self, name: str, *, robust: bool = True, shifted: bool = False) -> dict[str, float]:
+        """Clean accuracy on the whole original test set; robust accuracy (paper PGD-7 and the
+        strong PGD with restarts) on its first ``eval.n_robust`` images. Cached per model hash."""
+        import torch
+
+        from empirical.evaluate import accuracy, robust_accuracy
+        from empirical.train import ThreatModel
+
+        d, ev = self.data(), self.cfg.eval
+        model = self._models[name]
+        key = stable_hash({"model": self._model_hash[name], "eval": ev, "robust": robust, "shifted": shifted,
+                           "test": self.data_sha256})
+        path = self.root / "evals" / f"{name}.json"
+        t0 = time.perf_counter()
+        if path.is_file():
+            old = json.loads(path.read_text())
+            if old.get("key") == key:
+                self._time(f"eval:{name}", time.perf_counter() - t0, True)
+                return old["metrics"]
+        out: dict[str, float] = {"clean": accuracy(model, d.x_test, d.y_test, batch_size=ev.batch_size,
+                                                   device=self.device)}
+        if shifted:
+            out["shifted"] = accuracy(model, d.x_test, (d.y_test + 1) % d.num_classes,
+                                      batch_size=ev.batch_size, device=self.device)
+        if robust:
+            n = d.y_test.shape[0] if ev.n_robust is None else min(ev.n_robust, d.y_test.shape[0])
+            xr, yr = d.x_test[:n], d.y_test[:n]
+            threat = ThreatModel(norm=ev.norm, eps=ev.eps)
+            out["robust_paper"] = robust_accuracy(model, xr, yr, threat=threat, steps=ev.paper_steps,
+                                                  step_size=ev.paper_step, restarts=1, random_start=False,
+                                                  batch_size=ev.batch_size, device=self.device)
+            gen = torch.Generator(device=torch.device(self.device))
+            gen.manual_seed(self.cfg.seed + 12345)
+            out["robust_strong"] = robust_accuracy(model, xr, yr, threat=threat, steps=ev.strong_steps,
+                                                   step_size=ev.strong_step, restarts=ev.strong_restarts,
+                                                   random_start=True, batch_size=ev.batch_size,
+                                                   device=self.device, generator=gen)
+            out["n_robust"] = int(n)
+        out = {k: float(v) for k, v in out.items()}
+        atomic_write_json(path, {"key": key, "metrics": out})
+        self._time(f"eval:{name}", time.perf_counter() - t0, False)
+        return out
+
+    def record(self, filename: str, *, experiment: str, metrics: Any, extra: Mapping[str, Any] | None = None,
+               started_at: str, start_time: float) -> dict[str, Any]:
+        return write_record(self.root / filename, experiment=experiment, config=self.cfg, metrics=metrics,
+                            seeds={"seed": self.cfg.seed, "construction_seed_rep": self.cfg.rep.seed,
+                                   "construction_seed_targeted": self.cfg.targeted.seed,
+                                   "transfer_seed": self.cfg.transfer.seed},
+                            device=str(self.device), started_at=started_at, start_time=start_time,
+                            extra=extra)
+
+
+# ---------------------------------------------------------------------------------------------
+# the experiments
+# ---------------------------------------------------------------------------------------------
+def _pct(v: float) -> float:
+    return 100.0 * float(v)
+
+
+def run_fig2(ws: Workspace) -> dict[str, Any]:
+    """Figure 2(b): clean and l2 robust accuracy of std/adv training on D and std training on D_R, D_NR."""
+    started, t0 = utc_now(), time.perf_counter()
+    cfg = ws.cfg
+    ws.source_model("standard")
+    ws.source_model("robust")
+    ws.model("std_DR", arch=cfg.arch, recipe=cfg.on_dr, train_on="D_R")
+    ws.model("std_DNR", arch=cfg.arch, recipe=cfg.on_dnr, train_on="D_NR")
+    names = {"std_D": "standard", "adv_D": "robust", "std_DR": "std_DR", "std_DNR": "std_DNR"}
+    metrics = {row: {k: _pct(v) if k != "n_robust" else v for k, v in ws.evaluate(model).items()}
+               for row, model in names.items()}
+    return ws.record("fig2.json", experiment="empirical.fig2", metrics=metrics, started_at=started, start_time=t0,
+                     extra={"attacks": {"paper": cfg.eval.describe("paper"), "strong": cfg.eval.describe("strong")},
+                            "units": "percent", "paper": PAPER_NUMBERS["fig2"], "rows": dict(FIG2_ROWS),
+                            "models": {row: ws.model_sha256(m) for row, m in names.items()}})
+
+
+def run_table1(ws: Workspace) -> dict[str, Any]:
+    """Table 1: accuracy on the original test set after standard training on D, D_rand, D_det."""
+    started, t0 = utc_now(), time.perf_counter()
+    cfg = ws.cfg
+    ws.source_model("standard")
+    ws.model("std_Drand", arch=cfg.arch, recipe=cfg.on_drand, train_on="D_rand")
+    ws.model("std_Ddet", arch=cfg.arch, recipe=cfg.on_ddet, train_on="D_det")
+    rows = {"D": "standard", "D_rand": "std_Drand", "D_det": "std_Ddet"}
+    metrics: dict[str, Any] = {}
+    for row, model in rows.items():
+        ev = ws.evaluate(model, robust=True, shifted=(row == "D_det"))
+        metrics[row] = {k: _pct(v) if k != "n_robust" else v for k, v in ev.items()}
+    metrics["chance"] = 100.0 / ws.data().num_classes
+    constructions = {k: ws.dataset(k).manifest.get("metrics", {}) for k in ("D_rand", "D_det")}
+    return ws.record("table1.json", experiment="empirical.table1", metrics=metrics, started_at=started,
+                     start_time=t0, extra={"units": "percent", "paper": PAPER_NUMBERS["table1"],
+                                           "construction_sanity": constructions,
+                                           "attacks": {"paper": cfg.eval.describe("paper"),
+                                                       "strong": cfg.eval.describe("strong")}})
+
+
+def _linear_fit(xs: Sequence[float], ys: Sequence[float]) -> dict[str, float]:
+    import numpy as np
+
+    x, y = np.asarray(xs, float), np.asarray(ys, float)
+    if len(x) < 2 or float(np.ptp(x)) == 0:
+        return {"slope": float("nan"), "intercept": float("nan"), "pearson_r": float("nan"), "spearman_rho": float("nan")}
+    slope, intercept = np.polyfit(x, y, 1)
+    r = float(np.corrcoef(x, y)[0, 1]) if float(np.ptp(y)) > 0 else float("nan")
+    rx, ry = np.argsort(np.argsort(x)), np.argsort(np.argsort(y))
+    rho = float(np.corrcoef(rx, ry)[0, 1]) if float(np.ptp(ry)) > 0 else float("nan")
+    return {"slope": float(slope), "intercept": float(intercept), "pearson_r": r, "spearman_rho": rho}
+
+
+def run_fig3(ws: Workspace) -> dict[str, Any]:
+    """Figure 3: per architecture, accuracy when trained on D_det vs transfer success from the source."""
+    from empirical.transfer import transfer_success
+
+    started, t0 = utc_now(), time.perf_counter()
+    cfg, d = ws.cfg, ws.data()
+    source = ws.source_model("standard")
+    ws.dataset("D_det")
+    targets: dict[str, Any] = {}
+    ddet_acc: dict[str, float] = {}
+    for i, arch in enumerate(cfg.fig3_archs):
+        # a fresh instance even for the source architecture (different seed), trained on D
+        targets[arch] = ws.model(f"fig3_std_{arch}", arch=arch, recipe=cfg.std, seed=cfg.seed + 1000 + i)
+        if arch == cfg.arch:
+            name = "std_Ddet"
+            ws.model(name, arch=arch, recipe=cfg.on_ddet, train_on="D_det")
+        else:
+            name = f"fig3_ddet_{arch}"
+            ws.model(name, arch=arch, recipe=cfg.on_ddet, train_on="D_det", seed=cfg.seed + 2000 + i)
+        ddet_acc[arch] = ws.evaluate(name, robust=False)["clean"]
+    ts0 = time.perf_counter()
+    tr = transfer_success(source, targets, d.x_test, d.y_test, cfg.transfer, num_classes=d.num_classes,
+                          device=ws.device)
+    ws._time("transfer", time.perf_counter() - ts0, False)
+    points = {arch: {"ddet_accuracy": _pct(ddet_acc[arch]), "transfer_success": _pct(tr[arch]["success_rate"]),
+                     "n_used": tr[arch]["n_used"], "target_clean_accuracy": _pct(tr[arch]["clean_accuracy"])}
+              for arch in cfg.fig3_archs}
+    trend = _linear_fit([p["ddet_accuracy"] for p in points.values()], [p["transfer_success"] for p in points.values()])
+    metrics = {"points": points, "trend": trend,
+               "source_whitebox_success": _pct(tr["__source__"]["success_rate"])}
+    return ws.record("fig3.json", experiment="empirical.fig3", metrics=metrics, started_at=started, start_time=t0,
+                     extra={"units": "percent", "source_arch": cfg.arch, "attack": cfg.transfer.describe(),
+                            "paper": {k: list(v) for k, v in PAPER_NUMBERS["fig3"].items()}})
+
+
+def run_constructions(ws: Workspace, *, samples_per_set: int = 10) -> dict[str, Any]:
+    """Build all four datasets; record their sanity metrics, build speed and a few sample images.
+
+    The samples (the first example of each class of D, and the same indices in every
+    constructed set) go to ``samples.json`` beside the record, referenced by its sha256.
+    """
+    import numpy as np
+
+    started, t0 = utc_now(), time.perf_counter()
+    d = ws.data()
+    sets = {k: ws.dataset(k) for k in ("D_R", "D_NR", "D_rand", "D_det")}
+    y = d.y_train.numpy()
+    idx = [int(np.flatnonzero(y == c)[0]) for c in range(d.num_classes) if (y == c).any()][:samples_per_set]
+    samples = {"indices": idx, "classes": list(d.classes), "D": {"x": d.x_train[idx].numpy().round(4).tolist(),
+                                                               "y": d.y_train[idx].tolist()}}
+    for k, ds in sets.items():
+        samples[k] = {"x": ds.x[idx].numpy().round(4).tolist(), "y": ds.y[idx].tolist()}
+    samples_path = atomic_write_json(ws.root / "samples.json", samples)
+    sha = hashlib.sha256(samples_path.read_bytes()).hexdigest()
+    metrics: dict[str, Any] = {}
+    for k, ds in sets.items():
+        m = ds.manifest
+        timing = ws.timings.get(f"construct:{k}", {})
+        metrics[k] = {**m.get("metrics", {}), "label_histogram": m["label_histogram"],
+                      "num_examples": m["num_examples"],
+                      "images_per_second": timing.get("images_per_second")
+                      if timing.get("images_per_second") is not None
+                      else m.get("build", {}).get("images_per_second_last_call")}
+    return ws.record("constructions.json", experiment="empirical.constructions", metrics=metrics,
+                     started_at=started, start_time=t0,
+                     extra={"samples": {"file": "samples.json", "sha256": sha},
+                            "datasets": {k: {"content_sha256": ds.content_sha256, "storage": ds.manifest["storage"],
+                                             "settings": ds.manifest["settings"], "source": ds.manifest["source"]}
+                                         for k, ds in sets.items()}})

@@ -1,0 +1,101 @@
+"""Experiment configs, presets, overrides and the CLI's input validation (no training)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from empirical.construct import RepresentationConfig, TargetedConfig
+from empirical.experiments import (
+    PAPER_NUMBERS,
+    EvalConfig,
+    Recipe,
+    _linear_fit,
+    config_from_dict,
+    valid_keys,
+    with_overrides,
+)
+from empirical.reproduce import PRESETS, check_claims, get_preset
+from empirical.transfer import TransferConfig
+from robust_features.cli import main
+from robust_features.records import to_jsonable
+
+
+def test_every_preset_and_its_smoke_variant_round_trips_through_json():
+    for name in [*PRESETS, *(f"{p}-smoke" for p in PRESETS)]:
+        cfg = get_preset(name)
+        assert config_from_dict(json.loads(json.dumps(to_jsonable(cfg)))) == cfg
+        assert len(cfg.fig3_archs) >= 3
+        assert cfg.targeted.eps == pytest.approx(2 * cfg.eval.eps)      # the paper's ratio (0.5 vs 0.25)
+    smoke = get_preset("paper-smoke")
+    assert smoke.arch == "resnet50" and smoke.data == "synthetic" and smoke.std.epochs == 1
+    assert get_preset("digits-smoke").data == "digits"
+
+
+def test_paper_preset_carries_the_papers_budgets():
+    p = PRESETS["paper"]
+    assert (p.rep.steps, p.rep.step_size, p.rep.start, p.rep.normalize_loss) == (1000, 0.1, "random_image", False)
+    assert (p.targeted.eps, p.targeted.steps, p.targeted.step_size, p.targeted.random_start) == (0.5, 100, 0.1, False)
+    assert (p.eval.eps, p.eval.paper_steps, p.eval.paper_step) == (0.25, 7, 0.05)
+    assert p.adv.adv_eps == 0.5 and p.on_ddet.crop_padding == 0 and p.on_drand.lr == 0.01
+    assert PAPER_NUMBERS["table1"]["D_det"] == 43.7 and PAPER_NUMBERS["fig3"]["ResNet-50"] == (44.7, 98.8)
+
+
+def test_overrides_parse_strings_fractions_and_nested_tables():
+    cfg = get_preset("digits")
+    new = with_overrides(cfg, {"targeted.eps": "8/255", "std.epochs": "3", "fig3_archs": "mlp,cnn_small",
+                               "rep": {"normalize_loss": "true", "start": "noise"}, "n_train": "100"})
+    assert new.targeted.eps == pytest.approx(8 / 255) and new.std.epochs == 3
+    assert new.fig3_archs == ("mlp", "cnn_small") and new.rep.normalize_loss and new.rep.start == "noise"
+    assert new.n_train == 100 and cfg.std.epochs != 3           # frozen original untouched
+    assert "targeted.exclude_true_label" in valid_keys(cfg)
+
+
+def test_bad_configs_raise_errors_naming_the_parameter():
+    cfg = get_preset("digits")
+    with pytest.raises(ValueError, match=r"unknown config key\(s\) targeted.epz; valid keys: .*targeted.eps"):
+        with_overrides(cfg, {"targeted.epz": 1})
+    with pytest.raises(ValueError, match=r"targeted.eps='abc' is not a number"):
+        with_overrides(cfg, {"targeted.eps": "abc"})
+    with pytest.raises(ValueError, match=r"eps=-1.0 must be a positive finite number"):
+        with_overrides(cfg, {"targeted.eps": "-1"})
+    with pytest.raises(ValueError, match=r"start='zeros' is not a start rule; valid: random_image, noise"):
+        RepresentationConfig(start="zeros")
+    with pytest.raises(ValueError, match=r"storage='int4' is not a storage precision"):
+        TargetedConfig(storage="int4")
+    with pytest.raises(ValueError, match=r"schedule='cosine' is not a schedule"):
+        Recipe(epochs=1, schedule="cosine")
+    with pytest.raises(ValueError, match=r"norm='l3' is not a threat model"):
+        EvalConfig(norm="l3")
+    with pytest.raises(ValueError, match=r"n_examples=0 must be a positive integer"):
+        TransferConfig(n_examples=0)
+    with pytest.raises(ValueError, match=r"preset='mnist' is unknown; valid: digits, synthetic, cifar10, paper"):
+        get_preset("mnist")
+
+
+def test_cli_rejects_bad_input_with_one_line_and_status_2(tmp_path, capsys):
+    assert main(["reproduce", "--preset", "nope", "--out-dir", str(tmp_path)]) == 2
+    assert "preset='nope' is unknown" in capsys.readouterr().err
+    assert main(["fig2", "--set", "targeted.epz=1", "--out-dir", str(tmp_path)]) == 2
+    assert "unknown config key(s) targeted.epz" in capsys.readouterr().err
+    assert main(["table1", "--set", "novalue", "--out-dir", str(tmp_path)]) == 2
+    assert "must look like KEY=VALUE" in capsys.readouterr().err
+    toml = tmp_path / "c.toml"
+    toml.write_text("[targeted]\nepz = 0.5\n")
+    assert main(["construct", "D_det", "--config", str(toml), "--out-dir", str(tmp_path)]) == 2
+    assert "unknown config key(s) targeted.epz" in capsys.readouterr().err
+
+
+def test_trend_fit_recovers_a_planted_line_and_claims_are_judged_from_records():
+    fit = _linear_fit([10, 20, 30, 40], [25, 45, 65, 85])
+    assert fit["slope"] == pytest.approx(2.0) and fit["intercept"] == pytest.approx(5.0)
+    assert fit["pearson_r"] == pytest.approx(1.0) and fit["spearman_rho"] == pytest.approx(1.0)
+    row = lambda r: {"clean": 90.0, "robust_strong": r}  # noqa: E731
+    fig2 = {"metrics": {"std_D": row(2.0), "std_DR": row(30.0), "std_DNR": row(5.0)}}
+    table1 = {"metrics": {"D_rand": {"clean": 55.0}, "D_det": {"clean": 25.0}}}
+    fig3 = {"metrics": {"points": {"a": {}, "b": {}, "c": {}}, "trend": {"spearman_rho": 0.5}}}
+    claims = check_claims(fig2, table1, fig3)
+    assert {k: v["met"] for k, v in claims.items()} == {
+        "d_rand_accuracy_ge_50": True, "d_det_accuracy_ge_30": False, "d_r_robust_well_above_standard": True,
+        "d_nr_robust_not_above_standard": True, "transfer_rises_with_d_det_accuracy": True}
