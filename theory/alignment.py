@@ -6,7 +6,7 @@ direction mu is at worst (Kantorovich inequality, over all mu)
 
     min_mu cos(mu, Sigma^-1 mu) = 2 sqrt(kappa) / (1 + kappa),    kappa = cond(Sigma),
 
-attained at mu = sqrt(s_max) e_min + sqrt(s_min) e_max (eigenvectors of the extreme eigenvalues).
+attained at mu = sqrt(s_min) e_min + sqrt(s_max) e_max (eigenvectors of the extreme eigenvalues).
 Since cond(Sigma_r) <= cond(Sigma*) (Theorem 2), the robust model's worst case is larger.
 """
 
@@ -43,9 +43,9 @@ def kantorovich_cosine(kappa: Any) -> Array | float:
 
 
 def worst_case_mean_direction(sigma: CovarianceLike) -> Array:
-    """A unit mu attaining the Kantorovich bound: prop. to sqrt(s_max) e_min + sqrt(s_min) e_max."""
+    """A unit mu attaining the Kantorovich bound: prop. to sqrt(s_min) e_min + sqrt(s_max) e_max."""
     spec = spectrum_of(sigma, "sigma")
-    v = np.sqrt(spec.max) * spec.vectors[:, 0] + np.sqrt(spec.min) * spec.vectors[:, -1]
+    v = np.sqrt(spec.min) * spec.vectors[:, 0] + np.sqrt(spec.max) * spec.vectors[:, -1]
     return v / np.linalg.norm(v)
 
 
