@@ -178,7 +178,7 @@ def run_theorems(
         std_worst.append(cf.worst_case_cosine(s_hat))
     std_cos_e, std_worst_e = replicate_estimate(std_cos), replicate_estimate(std_worst)
     checks["thm3_standard_cosine"] = check_line(std_cos_e, cf.mean_cosine(sig, mu))
-    for c_rel in (1.5, 4.0, 16.0):
+    for c_rel in (0.05, 0.3, 2.0, 16.0):
         lam = c_rel / s_min
         closed = cf.robust_covariance(sig, lam)
         sig_runs, mu_runs, cos_runs, worst_runs = [], [], [], []
@@ -329,8 +329,8 @@ def pipeline_model(xp: XP, d: int = 10) -> tuple[Any, Any, np.ndarray, np.ndarra
 
 def run_pipeline(
     xp: XP, *, seed: int = 0, n: int = 20_000, replicates: int = 8, d: int = 10,
-    eps_grid: tuple[float, ...] = (0.1, 0.3, 0.5, 0.7, 1.0, 1.5), eval_eps: float = 0.25,
-    lam_rel: float = 2.0,
+    eps_grid: tuple[float, ...] = (0.1, 0.3, 0.5, 0.7, 1.0, 1.5), eval_eps: float = 0.5,
+    lam_rel: float = 0.2,
 ) -> dict[str, Any]:
     """D_det / D_rand / D_R / D_NR built with real attacks and real representation matching in the
     Gaussian world; accuracy on D of the classifier learned from each vs the closed forms in

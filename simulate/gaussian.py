@@ -314,7 +314,7 @@ def adversarial_training(
     mu (chart mu' = mu + L L^T m) it is -mean y (x + delta - y mu). The update is therefore
     L <- L (I - lr tril(I - mean z z^T)), mu <- mu + lr mean(y (x + delta) - mu).
     Returned parameters are Polyak averages of (mu, Sigma) over the second half of the run.
-    Starts from ``init`` or from the MLE of (x, y).
+    Starts from ``init`` or from the MLE of (x, y) (plus 2 I/penalty for the Lagrangian attack).
     """
     xp = backend_of(x, y)
     if attack_kind not in ATTACKS:
@@ -327,9 +327,16 @@ def adversarial_training(
         raise ValueError(f"steps={steps!r} must be >= 2")
     batch = int(min(batch, n))
     check_sample_size("batch", batch)
-    mu, sigma = init if init is not None else mle_fit(x, y)
-    chol = xp.linalg.cholesky(sigma)
     eye = xp.eye(d, dtype=x.dtype)
+    if init is not None:
+        mu, sigma = init
+    else:
+        mu, sigma = mle_fit(x, y)
+        if attack_kind == "lagrangian" and penalty is not None and penalty > 0:
+            # feasible start for any penalty: lam sigma_min(Sigma_hat + 2 I/lam) > 1; the optimum
+            # itself satisfies Sigma_r >= Sigma* + I/lam (Theorem 2), so iterates stay feasible
+            sigma = sigma + (2.0 / penalty) * eye
+    chol = xp.linalg.cholesky(sigma)
     mu_avg = xp.zeros_like(mu)
     sig_avg = xp.zeros_like(sigma)
     n_avg = 0
