@@ -323,7 +323,10 @@ class Workspace:
 
     # ---- helpers
     def _time(self, stage: str, seconds: float, skipped: bool, **extra: Any) -> None:
-        self.timings[stage] = {"wall_seconds": seconds, "skipped": skipped, **extra}
+        key, k = stage, 2
+        while key in self.timings:
+            key, k = f"{stage}#{k}", k + 1
+        self.timings[key] = {"wall_seconds": seconds, "skipped": skipped, **extra}
 
     def log(self, msg: str) -> None:
         if self.progress:
@@ -480,7 +483,8 @@ class Workspace:
         model = self._models[name]
         key = stable_hash({"model": self._model_hash[name], "eval": ev, "robust": robust, "shifted": shifted,
                            "test": self.data_sha256})
-        path = self.root / "evals" / f"{name}.json"
+        variant = ("" if robust else "-clean") + ("-shifted" if shifted else "")
+        path = self.root / "evals" / f"{name}{variant}.json"
         t0 = time.perf_counter()
         if path.is_file():
             old = json.loads(path.read_text())
