@@ -40,6 +40,7 @@ from theory.monte_carlo import (
     usefulness_mc,
     vulnerability_mc,
 )
+from theory.robust_fit import RobustFit, fit_robust, spectral_lam
 from theory.robust_learning import robust_covariance, robust_eigenvalues, robust_objective
 from theory.trust_region import TrustRegionMax, trust_region_max
 
@@ -57,11 +58,14 @@ __all__ = [
     "linear_accuracy",
     "linear_robust_accuracy",
     "linear_robust_accuracy_mc",
+    "RobustFit",
+    "fit_robust",
     "robust_covariance",
     "robust_eigenvalues",
     "robust_objective",
     "robust_usefulness",
     "robust_usefulness_mc",
+    "spectral_lam",
     "spectrum_of",
     "trust_region_max",
     "usefulness",

@@ -69,41 +69,48 @@ def trust_region_eig(p: Array, u: Array, eps: float, *, rtol: float = 1e-12,
     if eps == 0.0:
         return np.zeros_like(u), np.full(n, np.inf), np.sum(p * u * u, axis=1)
     pmax = float(p[-1])
-    top = p >= pmax * (1.0 - 1e-12)
+    gap = pmax - p  # >= 0; exactly 0 on the top eigenvalue(s)
+    top = gap <= pmax * 1e-12
+    gap[top] = 0.0
     a_top = np.sqrt(np.sum(a[:, top] ** 2, axis=1))
-    # valid lower bounds on the root: nu* >= p_i + |a_i|/eps and >= pmax + ||a_top||/eps
-    nu = np.maximum(np.max(p + np.abs(a) / eps, axis=1), pmax + a_top / eps)
-    nu = np.maximum(nu, pmax)
+    # Work with rho = nu - pmax >= 0 so that nu close to pmax keeps full relative precision.
+    # Valid lower bounds on the root: rho* >= |a_i|/eps - gap_i and rho* >= ||a_top||/eps.
+    rho = np.maximum(np.max(np.abs(a) / eps - gap, axis=1), a_top / eps)
+    rho = np.maximum(rho, 0.0)
     hard = np.zeros(n, dtype=bool)
     zero_top = a_top == 0.0
-    if zero_top.any():
-        r = pmax - p[~top]
-        phi = np.sum((a[zero_top][:, ~top] / r) ** 2, axis=1)
+    if zero_top.any() and (~top).any():
+        phi = np.sum((a[zero_top][:, ~top] / gap[~top]) ** 2, axis=1)
         hard[np.flatnonzero(zero_top)[phi <= eps * eps]] = True
+    elif zero_top.any():  # isotropic P and v = 0
+        hard[zero_top] = True
 
     active = ~hard
+    tiny = np.finfo(float).eps
     for _ in range(max_iter):
         idx = np.flatnonzero(active)
         if idx.size == 0:
             break
-        r = nu[idx, None] - p[None, :]
+        r = rho[idx, None] + gap[None, :]
         w = np.divide(a[idx], r, out=np.zeros((idx.size, d)), where=a[idx] != 0.0)
         phi = np.sum(w * w, axis=1)
         norm = np.sqrt(phi)
-        done = np.abs(norm - eps) <= rtol * eps
         dphi = np.sum(np.divide(w * w, r, out=np.zeros_like(w), where=w != 0.0), axis=1)
         # psi = 1/norm - 1/eps ; psi' = dphi / norm^3  (dphi = sum w^2 / r > 0)
         step = (1.0 / norm - 1.0 / eps) * norm**3 / dphi
-        new = nu[idx] - step
-        nu[idx] = np.where(done, nu[idx], np.maximum(new, nu[idx]))  # monotone from the left
+        # converged: on the sphere, or the next step is below the resolution of rho
+        done = (np.abs(norm - eps) <= rtol * eps) | (np.abs(step) <= 4 * tiny * rho[idx])
+        new = rho[idx] - step
+        rho[idx] = np.where(done, rho[idx], np.maximum(new, rho[idx]))  # monotone from the left
         active[idx[done]] = False
     if active.any():
         raise RuntimeError(
             f"secular equation did not converge for {int(active.sum())} of {n} rows in "
             f"{max_iter} Newton steps"
         )
-    r = nu[:, None] - p[None, :]
+    r = rho[:, None] + gap[None, :]
     delta = np.divide(a, r, out=np.zeros_like(a), where=a != 0.0)
+    nu = pmax + rho
     if hard.any():
         nu[hard] = pmax
         h = np.flatnonzero(hard)
