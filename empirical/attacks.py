@@ -1,0 +1,254 @@
+"""PGD under l2 / linf (Madry et al. 2018) and the representation-matching optimiser (paper sec. 3.1).
+
+Conventions (conventions sec. 1, spec sec. 2.2 / 3.1):
+
+* images and budgets in [0, 1] pixel units; every iterate stays in the eps-ball of ``x`` and in
+  the [0, 1] box (project onto the ball, then clamp, which never leaves the ball because x is in
+  the box);
+* l2 steps are normalised-gradient steps x <- x + a g / ||g||_2, linf steps are sign steps
+  x <- x + a sign(g) (the ``robustness`` library's L2Step / LinfStep);
+* untargeted PGD ascends CE(f(x'), y); targeted PGD (``y`` = target) descends CE(f(x'), y);
+* random start: uniform in the l2 ball (direction ~ Gaussian, radius eps U^(1/d)) or the linf
+  cube, then clamped to the box;
+* "best for the attacker": first success (untargeted: prediction != y; targeted: == target),
+  then the objective. ``use_best`` keeps each example's best iterate (including the start);
+  with ``restarts`` > 1 all restarts run as one batch and the per-example best is kept.
+  Restart r draws its start from ``generator`` in order, so restart 0 is exactly the
+  single-start attack and more restarts are never weaker;
+* bf16 autocast on CUDA, fp32 on CPU; model parameters never receive gradients and the model's
+  train/eval mode is left as it is.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from contextlib import nullcontext
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+NORMS: tuple[str, ...] = ("l2", "linf")
+
+
+def _autocast(device: torch.device, enabled: bool = True):
+    if enabled and device.type == "cuda":
+        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+    return nullcontext()
+
+
+def check_budget(norm: str, eps: float, *, name: str = "eps") -> None:
+    """Raise ``ValueError`` for an unknown norm or a negative / non-finite budget."""
+    if norm not in NORMS:
+        raise ValueError(f"unknown threat-model norm {norm!r}; valid: {', '.join(NORMS)}")
+    if not (isinstance(eps, (int, float)) and math.isfinite(eps) and eps >= 0):
+        raise ValueError(f"{name}={eps!r} must be a finite number >= 0 (pixel units, images in [0, 1])")
+
+
+def _check_inputs(x: torch.Tensor, y: torch.Tensor | None = None, name: str = "x") -> None:
+    if not x.is_floating_point() or x.ndim < 2:
+        raise ValueError(f"{name} must be a floating batch (N, ...); got dtype {x.dtype}, shape {tuple(x.shape)}")
+    if x.numel():
+        lo, hi = float(x.min()), float(x.max())
+        if lo < 0.0 or hi > 1.0:
+            raise ValueError(f"{name} has values in [{lo:.4g}, {hi:.4g}]; images must lie in [0, 1]")
+    if y is not None and (y.ndim != 1 or y.shape[0] != x.shape[0]):
+        raise ValueError(f"labels must have shape ({x.shape[0]},); got {tuple(y.shape)}")
+
+
+def _norms(v: torch.Tensor) -> torch.Tensor:
+    return v.flatten(1).norm(dim=1).view(-1, *([1] * (v.ndim - 1)))
+
+
+def project(delta: torch.Tensor, norm: str, eps: float) -> torch.Tensor:
+    """Euclidean projection of each perturbation onto the ``norm`` ball of radius ``eps``."""
+    if norm == "linf":
+        return delta.clamp(-eps, eps)
+    n = _norms(delta)
+    return delta * torch.where(n > eps, eps / n.clamp_min(1e-12), torch.ones_like(n))
+
+
+def random_start(x: torch.Tensor, norm: str, eps: float, generator: torch.Generator | None) -> torch.Tensor:
+    """A uniform random point of the eps-ball around ``x``, clamped to [0, 1]."""
+    if norm == "linf":
+        u = torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+        delta = (2 * u - 1) * eps
+    else:
+        g = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+        d = x[0].numel()
+        r = torch.rand((x.shape[0],), generator=generator, device=x.device, dtype=x.dtype) ** (1.0 / d)
+        delta = g / _norms(g).clamp_min(1e-12) * (eps * r).view(-1, *([1] * (x.ndim - 1)))
+    return (x + delta).clamp(0, 1)
+
+
+def _step(g: torch.Tensor, norm: str) -> torch.Tensor:
+    if norm == "linf":
+        return g.sign()
+    return g / _norms(g).clamp_min(1e-12)
+
+
+def _objective(logits: torch.Tensor, y: torch.Tensor, targeted: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """(objective to ascend, success) per example."""
+    ce = F.cross_entropy(logits.float(), y, reduction="none")
+    pred = logits.argmax(1)
+    if targeted:
+        return -ce, pred == y
+    return ce, pred != y
+
+
+def _better(obj_new: torch.Tensor, succ_new: torch.Tensor, obj_old: torch.Tensor, succ_old: torch.Tensor) -> torch.Tensor:
+    return (succ_new & ~succ_old) | ((succ_new == succ_old) & (obj_new > obj_old))
+
+
+def _pgd_batch(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, norm: str, eps: float, steps: int,
+               step_size: float, targeted: bool, random_start_: bool, restarts: int, use_best: bool,
+               generator: torch.Generator | None, amp: bool) -> torch.Tensor:
+    n = x.shape[0]
+    starts = []
+    for r in range(restarts):
+        if random_start_ or r > 0:
+            starts.append(random_start(x, norm, eps, generator))
+        else:
+            starts.append(x.clone())
+    x0 = x.repeat(restarts, *([1] * (x.ndim - 1)))
+    yy = y.repeat(restarts)
+    xa = torch.cat(starts).detach()
+    best_x = xa.clone()
+    best_obj = torch.full((xa.shape[0],), -math.inf, device=x.device)
+    best_succ = torch.zeros(xa.shape[0], dtype=torch.bool, device=x.device)
+    dev = x.device
+    for it in range(steps + 1):
+        xa.requires_grad_(True)
+        with _autocast(dev, amp):
+            logits = model(xa)
+        obj, succ = _objective(logits, yy, targeted)
+        if use_best or it == steps:
+            with torch.no_grad():
+                upd = _better(obj, succ, best_obj, best_succ) if use_best else torch.ones_like(succ)
+                best_x[upd] = xa.detach()[upd]
+                best_obj = torch.where(upd, obj.detach(), best_obj)
+                best_succ = torch.where(upd, succ, best_succ)
+        if it == steps:
+            break
+        (grad,) = torch.autograd.grad(obj.sum(), xa)
+        with torch.no_grad():
+            xa = xa.detach() + step_size * _step(grad.float().to(xa.dtype), norm)
+            xa = (x0 + project(xa - x0, norm, eps)).clamp(0, 1)
+    if restarts == 1:
+        return best_x.detach()
+    obj_r = best_obj.view(restarts, n)
+    succ_r = best_succ.view(restarts, n)
+    pick = torch.zeros(n, dtype=torch.long, device=dev)
+    cur_obj, cur_succ = obj_r[0], succ_r[0]
+    for r in range(1, restarts):
+        upd = _better(obj_r[r], succ_r[r], cur_obj, cur_succ)
+        pick = torch.where(upd, torch.full_like(pick, r), pick)
+        cur_obj = torch.where(upd, obj_r[r], cur_obj)
+        cur_succ = torch.where(upd, succ_r[r], cur_succ)
+    return best_x.view(restarts, *x.shape)[pick, torch.arange(n, device=dev)].detach()
+
+
+def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, norm: str, eps: float, steps: int,
+        step_size: float, targeted: bool = False, random_start: bool = False, restarts: int = 1,
+        use_best: bool = True, generator: torch.Generator | None = None, batch_size: int | None = None,
+        amp: bool = True) -> torch.Tensor:
+    """Projected gradient descent in the ``norm`` ball of radius ``eps`` around ``x``, in [0, 1].
+
+    Untargeted (default): maximise CE(model(x'), y). Targeted: ``y`` holds the targets and
+    CE(model(x'), y) is minimised. ``steps`` iterations of size ``step_size`` (pixel units), from
+    ``x`` or (``random_start``) a uniform point of the ball; ``restarts`` > 1 adds random starts
+    run as one batch (restart 0 starts as ``random_start`` says, the others randomly) and keeps
+    each example's best. ``use_best`` returns the best iterate instead of the last. Works on
+    ``batch_size`` examples at a time (all at once by default). Returns x' (same shape, device,
+    dtype as x). Source: Madry et al. 2018; the ``robustness`` library's steps (spec sec. 2.2).
+    """
+    check_budget(norm, eps)
+    if not isinstance(steps, int) or isinstance(steps, bool) or steps < 0:
+        raise ValueError(f"steps={steps!r} must be a non-negative integer")
+    if not (isinstance(step_size, (int, float)) and math.isfinite(step_size) and step_size > 0):
+        raise ValueError(f"step_size={step_size!r} must be a positive finite number")
+    if not isinstance(restarts, int) or restarts < 1:
+        raise ValueError(f"restarts={restarts!r} must be a positive integer")
+    if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
+        raise ValueError(f"batch_size={batch_size!r} must be a positive integer or None")
+    _check_inputs(x, y)
+    y = y.to(x.device, torch.long)
+    if eps == 0 or steps == 0 and not random_start and restarts == 1:
+        return x.detach().clone()
+    bs = x.shape[0] if batch_size is None else batch_size
+    outs = []
+    for i in range(0, x.shape[0], max(bs, 1)):
+        outs.append(_pgd_batch(model, x[i : i + bs].detach(), y[i : i + bs], norm=norm, eps=float(eps), steps=steps,
+                               step_size=float(step_size), targeted=targeted, random_start_=random_start,
+                               restarts=restarts, use_best=use_best, generator=generator, amp=amp))
+    return torch.cat(outs) if outs else x.detach().clone()
+
+
+def fgsm_rs(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, norm: str, eps: float,
+            step_size: float | None = None, generator: torch.Generator | None = None, amp: bool = True) -> torch.Tensor:
+    """FGSM with a random start (Wong, Rice & Kolter 2020, "Fast is better than free"): one
+    gradient step of ``step_size`` (default 1.25 eps) from a uniform point of the ball, projected
+    back to the ball and the box. Used for fast adversarial training."""
+    check_budget(norm, eps)
+    alpha = 1.25 * eps if step_size is None else step_size
+    xa = random_start(x.detach(), norm, eps, generator).requires_grad_(True)
+    with _autocast(x.device, amp):
+        logits = model(xa)
+    obj, _ = _objective(logits, y, targeted=False)
+    (grad,) = torch.autograd.grad(obj.sum(), xa)
+    with torch.no_grad():
+        xa = xa.detach() + alpha * _step(grad.float().to(xa.dtype), norm)
+        return (x + project(xa - x, norm, eps)).clamp(0, 1).detach()
+
+
+def match_representation(feature_fn: Callable[[torch.Tensor], torch.Tensor], target_x: torch.Tensor,
+                         start_x: torch.Tensor, *, steps: int, step_size: float, normalize_loss: bool = False,
+                         use_best: bool = False, batch_size: int | None = None,
+                         amp: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """Minimise ||g(x') - g(target_x)||_2 over x' in [0, 1]^d from ``start_x`` (paper sec. 3.1).
+
+    Normalised-gradient l2 steps x <- clamp(x - step_size * grad / ||grad||_2, 0, 1), per example,
+    no eps-ball (the paper's GETROBUSTDATASET, spec sec. 2.2). ``normalize_loss`` divides by
+    ||g(target_x)||_2 (the official inversion notebook). ``use_best`` returns each example's
+    lowest-loss iterate instead of the last. Returns (x', loss of x' per example, fp32).
+    """
+    if not isinstance(steps, int) or steps < 0:
+        raise ValueError(f"steps={steps!r} must be a non-negative integer")
+    if not (isinstance(step_size, (int, float)) and math.isfinite(step_size) and step_size > 0):
+        raise ValueError(f"step_size={step_size!r} must be a positive finite number")
+    if target_x.shape != start_x.shape:
+        raise ValueError(f"target_x {tuple(target_x.shape)} and start_x {tuple(start_x.shape)} must have the same shape")
+    _check_inputs(target_x, name="target_x")
+    _check_inputs(start_x, name="start_x")
+    bs = target_x.shape[0] if batch_size is None else batch_size
+    xs, losses = [], []
+    dev = start_x.device
+    for i in range(0, target_x.shape[0], max(bs, 1)):
+        t = target_x[i : i + bs].detach()
+        with torch.no_grad(), _autocast(dev, amp):
+            gt = feature_fn(t).float()
+        scale = gt.norm(dim=1).clamp_min(1e-12) if normalize_loss else torch.ones(gt.shape[0], device=gt.device)
+        xa = start_x[i : i + bs].detach().clone()
+        best_x, best_l = xa.clone(), torch.full((xa.shape[0],), math.inf, device=dev)
+        for it in range(steps + 1):
+            xa.requires_grad_(True)
+            with _autocast(dev, amp):
+                g = feature_fn(xa).float()
+            loss = (g - gt).norm(dim=1) / scale
+            with torch.no_grad():
+                upd = (loss < best_l) if use_best else torch.ones_like(loss, dtype=torch.bool)
+                if use_best or it == steps:
+                    best_x[upd] = xa.detach()[upd]
+                    best_l = torch.where(upd, loss.detach(), best_l)
+            if it == steps:
+                break
+            (grad,) = torch.autograd.grad(loss.sum(), xa)
+            with torch.no_grad():
+                xa = (xa.detach() - step_size * _step(grad.float().to(xa.dtype), "l2")).clamp(0, 1)
+        xs.append(best_x.detach())
+        losses.append(best_l.detach().float())
+    return torch.cat(xs), torch.cat(losses)
+
+
+__all__ = ["NORMS", "check_budget", "fgsm_rs", "match_representation", "pgd", "project", "random_start"]

@@ -1,0 +1,613 @@
+"""Image datasets as float NCHW tensors in [0, 1], and a loader that lives on the training device.
+
+Datasets (``load_dataset(spec)``):
+
+* ``digits``      scikit-learn's bundled UCI handwritten digits (offline): 1x8x8, pixel / 16,
+                  a fixed stratified 1437/360 train/test split (seeded; indices hashed in meta).
+* ``synthetic``   generated 3x16x16 images with a planted robust feature (large l2 norm, lowest
+                  spatial frequencies, agrees with the label 80% of the time) and a planted
+                  non-robust feature (small l2 norm, highest spatial frequencies, always agrees
+                  with the label). See :func:`make_synthetic` for the construction.
+* ``cifar10``     the lossless ``cifar-10-batches-py`` pickle layout under ``root`` (optional
+                  download from the official URL, MD5-checked, for users who are online).
+* ``imagefolder:PATH``  ``PATH/{train,test}/<class>/*.{png,jpg,jpeg,bmp}`` decoded once with
+                  Pillow and cached as uint8 arrays (``.npz``) keyed by the file list.
+
+All images are float32 in [0, 1], NCHW, on the CPU; models put the (mean, std) normalisation
+inside themselves (conventions sec. 1), and attack budgets are in [0, 1] pixel units.
+
+:class:`Loader` iterates ``(xb, yb)`` already on the device: for CUDA the whole dataset is moved
+to the GPU once and batches are cut, shuffled and augmented there (random crop with padding,
+horizontal flip), deterministically given ``(seed, epoch)``; on CPU the same code runs on CPU
+tensors, so the API and the random streams are identical.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import math
+import os
+import pickle
+import shutil
+import tarfile
+import tempfile
+import urllib.request
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from robust_features.records import atomic_write_bytes
+
+DATASETS: tuple[str, ...] = ("digits", "synthetic", "cifar10", "imagefolder:PATH")
+
+CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
+CIFAR10_MD5 = "c58f30108f718f92721af3b95e74349a"
+CIFAR10_CLASSES: tuple[str, ...] = (
+    "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
+)
+CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR10_STD = (0.2470, 0.2435, 0.2616)
+CIFAR10_LAYOUT = (
+    "ROOT/cifar-10-batches-py/{data_batch_1 .. data_batch_5, test_batch, batches.meta} "
+    "(the standard pickle layout of cifar-10-python.tar.gz; pass download=True / --download to fetch it)"
+)
+IMAGEFOLDER_LAYOUT = "PATH/train/<class>/*.png|jpg and PATH/test/<class>/*.png|jpg (same classes in both)"
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+
+
+# ---------------------------------------------------------------------------------------------
+# the dataset container
+# ---------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ImageData:
+    """A labelled image dataset with a train/test split; float32 NCHW in [0, 1] on the CPU."""
+
+    name: str
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+    classes: tuple[str, ...]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    meta: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for split in ("train", "test"):
+            x, y = getattr(self, f"x_{split}"), getattr(self, f"y_{split}")
+            if x.ndim != 4:
+                raise ValueError(f"x_{split} must be NCHW (4-d); got shape {tuple(x.shape)}")
+            if y.ndim != 1 or y.shape[0] != x.shape[0]:
+                raise ValueError(f"y_{split} must have shape ({x.shape[0]},); got {tuple(y.shape)}")
+        if self.x_train.shape[1:] != self.x_test.shape[1:]:
+            raise ValueError(f"train images {tuple(self.x_train.shape[1:])} and test images "
+                             f"{tuple(self.x_test.shape[1:])} differ in shape")
+        if len(self.mean) != self.in_channels or len(self.std) != self.in_channels:
+            raise ValueError(f"mean/std need {self.in_channels} entries; got {self.mean}, {self.std}")
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def in_channels(self) -> int:
+        return int(self.x_train.shape[1])
+
+    @property
+    def image_size(self) -> int:
+        return int(self.x_train.shape[2])
+
+    def describe(self) -> str:
+        return (f"{self.name}: {self.x_train.shape[0]} train / {self.x_test.shape[0]} test images, "
+                f"{self.in_channels}x{self.image_size}x{self.image_size}, {self.num_classes} classes")
+
+
+def check_images(x: torch.Tensor, name: str = "x") -> None:
+    """Raise ``ValueError`` unless ``x`` is a floating NCHW tensor with values in [0, 1]."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor; got {type(x).__name__}")
+    if not x.is_floating_point():
+        raise ValueError(f"{name} must be a floating tensor with values in [0, 1]; got dtype {x.dtype}")
+    if x.ndim != 4:
+        raise ValueError(f"{name} must be NCHW (4-d); got shape {tuple(x.shape)}")
+    if x.numel():
+        lo, hi = float(x.min()), float(x.max())
+        if not (lo >= 0.0 and hi <= 1.0):
+            raise ValueError(f"{name} has values in [{lo:.4g}, {hi:.4g}]; images must lie in [0, 1] "
+                             "(pixel units, normalisation is inside the model)")
+
+
+def _channel_stats(x: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    xd = x.double()
+    mean = xd.mean(dim=(0, 2, 3))
+    std = xd.std(dim=(0, 2, 3)).clamp_min(1e-3)
+    return tuple(round(float(v), 6) for v in mean), tuple(round(float(v), 6) for v in std)
+
+
+# ---------------------------------------------------------------------------------------------
+# digits
+# ---------------------------------------------------------------------------------------------
+def load_digits(*, seed: int = 0, n_test: int = 360) -> ImageData:
+    """scikit-learn's 8x8 digits (1797 images): 1x8x8 in [0, 1] (grey level / 16).
+
+    Split: stratified, ``n_test`` = 360 test images (1437 train), drawn with ``seed``; the split's
+    indices are hashed into ``meta["split_sha256"]`` so runs can check they share it.
+    """
+    from sklearn.datasets import load_digits as _sk_digits
+    from sklearn.model_selection import train_test_split
+
+    bunch = _sk_digits()
+    x = torch.from_numpy(bunch.images.astype(np.float32) / 16.0).unsqueeze(1)
+    y = torch.from_numpy(bunch.target.astype(np.int64))
+    idx = np.arange(len(y))
+    tr, te = train_test_split(idx, test_size=n_test, stratify=bunch.target, random_state=seed)
+    tr, te = np.sort(tr), np.sort(te)
+    split_hash = hashlib.sha256(tr.tobytes() + b"|" + te.tobytes()).hexdigest()
+    x_train, x_test = x[tr].contiguous(), x[te].contiguous()
+    mean, std = _channel_stats(x_train)
+    return ImageData(
+        name="digits", x_train=x_train, y_train=y[tr].contiguous(), x_test=x_test, y_test=y[te].contiguous(),
+        classes=tuple(str(i) for i in range(10)), mean=mean, std=std,
+        meta={"source": "sklearn.datasets.load_digits (UCI ML hand-written digits, 8x8, 17 grey levels)",
+              "split": "stratified", "split_seed": seed, "n_train": len(tr), "n_test": len(te),
+              "split_sha256": split_hash, "scale": "pixel / 16"},
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# synthetic: planted robust and non-robust features
+# ---------------------------------------------------------------------------------------------
+def _dct_basis(size: int) -> np.ndarray:
+    """Orthonormal 1-D DCT-II basis, rows = frequencies 0..size-1."""
+    n = np.arange(size)
+    k = n[:, None]
+    basis = np.cos(np.pi * (n[None, :] + 0.5) * k / size) * math.sqrt(2.0 / size)
+    basis[0] /= math.sqrt(2.0)
+    return basis
+
+
+def _band_patterns(rng: np.random.Generator, num_classes: int, channels: int, size: int,
+                   freqs: list[tuple[int, int]], norm: float) -> np.ndarray:
+    """``num_classes`` mutually orthogonal patterns of l2 norm ``norm`` spanned by the given
+    2-D DCT frequencies (in every channel)."""
+    b = _dct_basis(size)
+    atoms = []
+    for c in range(channels):
+        for kx, ky in freqs:
+            a = np.zeros((channels, size, size))
+            a[c] = np.outer(b[ky], b[kx])
+            atoms.append(a.ravel())
+    atoms_m = np.stack(atoms)                             # (m, D), orthonormal rows
+    if atoms_m.shape[0] < num_classes:
+        raise ValueError(f"the frequency band has {atoms_m.shape[0]} atoms, fewer than num_classes={num_classes}")
+    coef = rng.standard_normal((num_classes, atoms_m.shape[0]))
+    q, _ = np.linalg.qr(coef.T)                           # (m, C) orthonormal columns
+    pats = (q.T @ atoms_m) * norm                         # orthogonal, each of norm `norm`
+    return pats.reshape(num_classes, channels, size, size)
+
+
+def make_synthetic(*, n_train: int = 3000, n_test: int = 1000, num_classes: int = 10, channels: int = 3,
+                   image_size: int = 16, robust_norm: float = 4.0, nonrobust_norm: float = 0.4,
+                   robust_agreement: float = 0.8, noise_std: float = 0.05, seed: int = 0) -> ImageData:
+    """Images with a planted robust and a planted non-robust feature (ground truth in ``meta``).
+
+    Construction, per example with label y (uniform over the C classes):
+
+        x = clamp(0.5 + r[y_r] + n[y] + noise, 0, 1)
+
+    * ``r[c]`` (``meta["robust_pattern"]``, shape (C, c, h, w)): the *robust* feature. Spanned by
+      the lowest 2-D DCT frequencies (1 <= kx + ky <= 3, every channel), the C patterns mutually
+      orthogonal with l2 norm ``robust_norm`` (default 4.0). It shows class ``y_r``, which equals
+      y with probability ``robust_agreement`` (default 0.8) and is a uniformly drawn *other*
+      class otherwise: large-norm, so no small perturbation changes it, but only 80% predictive.
+    * ``n[c]`` (``meta["nonrobust_pattern"]``): the *non-robust* feature. Spanned by the highest
+      DCT frequencies (kx + ky >= 2(size-1) - 3), mutually orthogonal with l2 norm
+      ``nonrobust_norm`` (default 0.4), and always shows y: perfectly predictive, but an l2
+      perturbation of norm ``nonrobust_norm / sqrt(2)`` ~ 0.28 moves an image halfway to another
+      class's pattern, and one of norm ``sqrt(2) * nonrobust_norm`` swaps it.
+    * ``noise``: i.i.d. N(0, ``noise_std``^2) pixels (default 0.05), i.e. N(0, 0.05^2) along any
+      unit direction, so both features are detected with high signal-to-noise ratio.
+
+    The two bands and the constant image are mutually orthogonal, so
+    :func:`planted_feature_scores` reads each feature off an image by projection. Ground truth:
+    a standard model reaches ~100% by relying on the non-robust feature; an adversarially
+    trained model (l2 eps between ~0.3 and ~2.8, e.g. 0.5 or 1.0) cannot use it and falls back to
+    the robust feature (~``robust_agreement`` clean accuracy, robust at that eps).
+    """
+    for name, v in (("n_train", n_train), ("n_test", n_test)):
+        if not isinstance(v, int) or v < 1:
+            raise ValueError(f"{name}={v!r} must be a positive integer")
+    if not 2 <= num_classes:
+        raise ValueError(f"num_classes={num_classes} must be at least 2")
+    if not 0.0 <= robust_agreement <= 1.0:
+        raise ValueError(f"robust_agreement={robust_agreement} must lie in [0, 1]")
+    if image_size < 6:
+        raise ValueError(f"image_size={image_size} must be at least 6 for two disjoint frequency bands")
+    rng = np.random.default_rng(seed)
+    low = [(kx, ky) for kx in range(4) for ky in range(4) if 1 <= kx + ky <= 3]
+    top = 2 * (image_size - 1)
+    high = [(kx, ky) for kx in range(image_size) for ky in range(image_size) if kx + ky >= top - 3]
+    r = _band_patterns(rng, num_classes, channels, image_size, low, robust_norm)
+    nr = _band_patterns(rng, num_classes, channels, image_size, high, nonrobust_norm)
+
+    def sample(n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        y = rng.integers(0, num_classes, n)
+        flip = rng.random(n) >= robust_agreement
+        other = (y + rng.integers(1, num_classes, n)) % num_classes
+        y_r = np.where(flip, other, y)
+        x = 0.5 + r[y_r] + nr[y] + noise_std * rng.standard_normal((n, channels, image_size, image_size))
+        x = np.clip(x, 0.0, 1.0).astype(np.float32)
+        return torch.from_numpy(x), torch.from_numpy(y.astype(np.int64)), torch.from_numpy(y_r.astype(np.int64))
+
+    x_train, y_train, yr_train = sample(n_train)
+    x_test, y_test, yr_test = sample(n_test)
+    mean, std = _channel_stats(x_train)
+    clipped = float(((x_train == 0) | (x_train == 1)).float().mean())
+    meta: dict[str, Any] = {
+        "robust_pattern": torch.from_numpy(r.astype(np.float32)),
+        "nonrobust_pattern": torch.from_numpy(nr.astype(np.float32)),
+        "robust_norm": float(robust_norm), "nonrobust_norm": float(nonrobust_norm),
+        "robust_agreement": float(robust_agreement), "noise_std": float(noise_std),
+        "robust_label_train": yr_train, "robust_label_test": yr_test,
+        "robust_band": "2-D DCT 1 <= kx+ky <= 3", "nonrobust_band": f"2-D DCT kx+ky >= {top - 3}",
+        "background": 0.5, "clipped_fraction": clipped, "seed": seed,
+        "construction": "x = clamp(0.5 + robust_pattern[y_r] + nonrobust_pattern[y] + N(0, noise_std^2), 0, 1)",
+    }
+    return ImageData(name="synthetic", x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test,
+                     classes=tuple(f"class{i}" for i in range(num_classes)), mean=mean, std=std, meta=meta)
+
+
+def planted_feature_scores(x: torch.Tensor, meta: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+    """Projection of each image onto each class's planted pattern, in units of the pattern norm.
+
+    Returns ``{"robust": (N, C), "nonrobust": (N, C)}`` with score[i, c] = <x_i - 0.5, p_c> / ||p_c||^2,
+    so a clean synthetic image scores ~1 for the class its feature shows and ~0 for the others
+    (the patterns are orthogonal and orthogonal to the constant background); ``argmax(1)`` reads
+    off the class each feature points to.
+    """
+    out: dict[str, torch.Tensor] = {}
+    xf = (x.detach().to("cpu", torch.float64) - float(meta.get("background", 0.5))).flatten(1)
+    for key in ("robust", "nonrobust"):
+        p = torch.as_tensor(meta[f"{key}_pattern"]).to(torch.float64).flatten(1)
+        out[key] = (xf @ p.T / (p * p).sum(1)).to(torch.float32)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# CIFAR-10 (pickle layout), with download
+# ---------------------------------------------------------------------------------------------
+def _md5(path: Path) -> str:
+    h = hashlib.md5()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def download_cifar10(root: str | os.PathLike, *, url: str = CIFAR10_URL, md5: str = CIFAR10_MD5,
+                     timeout: float = 60.0) -> Path:
+    """Download ``cifar-10-python.tar.gz`` from ``url``, verify its MD5 and unpack it under ``root``.
+
+    The archive is streamed to a temporary file, checked against ``md5`` (the official value
+    ``c58f30108f718f92721af3b95e74349a`` by default), then extracted with tarfile's ``data``
+    filter (no absolute paths or links outside ``root``). A mismatching download is deleted and
+    raises ``ValueError``. Returns ``root/cifar-10-batches-py``.
+    """
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".cifar10.", suffix=".tar.gz.tmp", dir=root)
+    try:
+        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310
+            shutil.copyfileobj(resp, out, length=1 << 20)
+        got = _md5(Path(tmp))
+        if got != md5:
+            raise ValueError(f"download from {url} has md5 {got}, expected {md5}; the file was discarded")
+        with tarfile.open(tmp, "r:gz") as tar:
+            tar.extractall(root, filter="data")
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    folder = root / "cifar-10-batches-py"
+    if not folder.is_dir():
+        raise ValueError(f"archive from {url} did not contain cifar-10-batches-py/; expected layout {CIFAR10_LAYOUT}")
+    return folder
+
+
+def _read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    try:
+        with open(path, "rb") as fh:
+            d = pickle.load(fh, encoding="bytes")
+        data = np.asarray(d[b"data"], dtype=np.uint8)
+        labels = np.asarray(d.get(b"labels", d.get(b"fine_labels")), dtype=np.int64)
+    except (OSError, pickle.UnpicklingError, EOFError, KeyError, TypeError, AttributeError) as exc:
+        raise ValueError(f"{path} is not a CIFAR-10 pickle batch ({exc.__class__.__name__}: {exc}); "
+                         f"expected layout {CIFAR10_LAYOUT}") from None
+    if data.ndim != 2 or data.shape[1] != 3072 or labels.shape[0] != data.shape[0]:
+        raise ValueError(f"{path}: data has shape {data.shape} with {labels.shape[0]} labels; expected (N, 3072) "
+                         f"uint8 rows and N labels; layout {CIFAR10_LAYOUT}")
+    return data.reshape(-1, 3, 32, 32), labels
+
+
+def load_cifar10(root: str | os.PathLike | None, *, download: bool = False, url: str = CIFAR10_URL,
+                 md5: str = CIFAR10_MD5) -> ImageData:
+    """CIFAR-10 from the lossless ``cifar-10-batches-py`` layout (50000 train / 10000 test, 3x32x32).
+
+    ``root`` is the folder *containing* ``cifar-10-batches-py`` (torchvision convention); passing
+    the batches folder itself also works. With ``download=True`` a missing copy is fetched from
+    ``url`` and checked against ``md5`` first. Normalisation: the standard CIFAR-10 statistics.
+    """
+    if root is None:
+        raise ValueError(f"cifar10 needs a data root (--data-root / root=); expected layout {CIFAR10_LAYOUT}")
+    root = Path(root).expanduser()
+    folder = root if (root / "data_batch_1").exists() else root / "cifar-10-batches-py"
+    if not folder.is_dir() and download:
+        folder = download_cifar10(root, url=url, md5=md5)
+    names = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
+    missing = [n for n in names if not (folder / n).is_file()]
+    if missing:
+        raise FileNotFoundError(f"CIFAR-10 not found under {root}: missing {', '.join(missing)} in {folder}; "
+                                f"expected layout {CIFAR10_LAYOUT}")
+    parts = [_read_cifar_batch(folder / n) for n in names]
+    x_train = np.concatenate([p[0] for p in parts[:5]])
+    y_train = np.concatenate([p[1] for p in parts[:5]])
+    x_test, y_test = parts[5]
+    classes = CIFAR10_CLASSES
+    if (folder / "batches.meta").is_file():
+        try:
+            with open(folder / "batches.meta", "rb") as fh:
+                m = pickle.load(fh, encoding="bytes")
+            classes = tuple(n.decode() if isinstance(n, bytes) else str(n) for n in m[b"label_names"])
+        except (OSError, pickle.UnpicklingError, EOFError, KeyError, TypeError):
+            raise ValueError(f"{folder / 'batches.meta'} is malformed; expected layout {CIFAR10_LAYOUT}") from None
+    for split, y in (("train", y_train), ("test", y_test)):
+        if y.size and (y.min() < 0 or y.max() >= len(classes)):
+            raise ValueError(f"CIFAR-10 {split} labels range over [{y.min()}, {y.max()}], not 0..{len(classes) - 1}")
+    return ImageData(
+        name="cifar10",
+        x_train=torch.from_numpy(x_train).float().div_(255), y_train=torch.from_numpy(y_train),
+        x_test=torch.from_numpy(x_test).float().div_(255), y_test=torch.from_numpy(y_test),
+        classes=classes, mean=CIFAR10_MEAN, std=CIFAR10_STD,
+        meta={"root": str(folder), "format": "cifar-10-batches-py (lossless)"},
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# imagefolder
+# ---------------------------------------------------------------------------------------------
+def _scan_split(folder: Path) -> tuple[list[str], list[tuple[Path, int]]]:
+    classes = sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    files: list[tuple[Path, int]] = []
+    for ci, c in enumerate(classes):
+        for f in sorted((folder / c).iterdir()):
+            if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES:
+                files.append((f, ci))
+    return classes, files
+
+
+def _decode(files: list[tuple[Path, int]], mode: str) -> tuple[np.ndarray, np.ndarray]:
+    from PIL import Image
+
+    imgs, labels, shape = [], [], None
+    for f, ci in files:
+        try:
+            with Image.open(f) as im:
+                arr = np.asarray(im.convert(mode), dtype=np.uint8)
+        except OSError as exc:
+            raise ValueError(f"cannot decode image {f}: {exc}") from None
+        if arr.ndim == 2:
+            arr = arr[:, :, None]
+        if shape is None:
+            shape = arr.shape
+        elif arr.shape != shape:
+            raise ValueError(f"image {f} has size {arr.shape[:2]} but earlier images have {shape[:2]}; "
+                             "all images of an imagefolder dataset must share one size")
+        if arr.shape[0] != arr.shape[1]:
+            raise ValueError(f"image {f} is {arr.shape[0]}x{arr.shape[1]}; only square images are supported")
+        imgs.append(arr)
+        labels.append(ci)
+    return np.stack(imgs).transpose(0, 3, 1, 2).copy(), np.asarray(labels, dtype=np.int64)
+
+
+def load_imagefolder(path: str | os.PathLike, *, cache_dir: str | os.PathLike | None = None,
+                     mode: str = "RGB") -> ImageData:
+    """``PATH/{train,test}/<class>/*`` images (class names sorted = labels 0..C-1).
+
+    Decoded once with Pillow (``mode`` "RGB" or "L") and cached as uint8 arrays in
+    ``cache_dir`` (default ``PATH/.robust_features_cache``), keyed by a hash of every file's
+    relative path, size and mtime; a changed file list rebuilds the cache. Mean/std are the
+    training set's per-channel statistics.
+    """
+    path = Path(path).expanduser()
+    if not path.is_dir():
+        raise FileNotFoundError(f"imagefolder root {path} does not exist; expected layout {IMAGEFOLDER_LAYOUT}")
+    splits = {}
+    for split in ("train", "test"):
+        if not (path / split).is_dir():
+            raise FileNotFoundError(f"imagefolder root {path} has no '{split}' folder; expected layout "
+                                    f"{IMAGEFOLDER_LAYOUT}")
+        classes, files = _scan_split(path / split)
+        if not files:
+            raise ValueError(f"{path / split} holds no images ({', '.join(IMAGE_SUFFIXES)}) in class folders; "
+                             f"expected layout {IMAGEFOLDER_LAYOUT}")
+        splits[split] = (classes, files)
+    if splits["train"][0] != splits["test"][0]:
+        raise ValueError(f"train classes {splits['train'][0]} differ from test classes {splits['test'][0]} in {path}")
+    h = hashlib.sha256(mode.encode())
+    for split in ("train", "test"):
+        for f, ci in splits[split][1]:
+            st = f.stat()
+            h.update(f"{f.relative_to(path)}|{st.st_size}|{st.st_mtime_ns}|{ci}\n".encode())
+    key = h.hexdigest()[:20]
+    cache = Path(cache_dir) if cache_dir is not None else path / ".robust_features_cache"
+    cache_file = cache / f"imagefolder-{key}.npz"
+    arrays: dict[str, np.ndarray] | None = None
+    if cache_file.is_file():
+        try:
+            with np.load(cache_file) as z:
+                arrays = {k: z[k] for k in ("x_train", "y_train", "x_test", "y_test")}
+        except (OSError, ValueError, KeyError):
+            arrays = None                                   # damaged cache: rebuild
+    cached = arrays is not None
+    if arrays is None:
+        xtr, ytr = _decode(splits["train"][1], mode)
+        xte, yte = _decode(splits["test"][1], mode)
+        if xtr.shape[1:] != xte.shape[1:]:
+            raise ValueError(f"train images {xtr.shape[1:]} and test images {xte.shape[1:]} differ in size")
+        arrays = {"x_train": xtr, "y_train": ytr, "x_test": xte, "y_test": yte}
+        buf = io.BytesIO()
+        np.savez(buf, **arrays)
+        atomic_write_bytes(cache_file, buf.getvalue())
+    x_train = torch.from_numpy(arrays["x_train"]).float().div_(255)
+    mean, std = _channel_stats(x_train)
+    return ImageData(
+        name=f"imagefolder:{path}", x_train=x_train, y_train=torch.from_numpy(arrays["y_train"]),
+        x_test=torch.from_numpy(arrays["x_test"]).float().div_(255), y_test=torch.from_numpy(arrays["y_test"]),
+        classes=tuple(splits["train"][0]), mean=mean, std=std,
+        meta={"root": str(path), "cache_file": str(cache_file), "from_cache": cached, "file_list_sha": key},
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# dispatcher
+# ---------------------------------------------------------------------------------------------
+def load_dataset(spec: str, *, root: str | None = None, download: bool = False,
+                 cache_dir: str | None = None, seed: int = 0) -> ImageData:
+    """Load a dataset by name: ``digits``, ``synthetic``, ``cifar10`` or ``imagefolder:PATH``.
+
+    ``root`` is the data folder for ``cifar10`` (and the default PATH for a bare ``imagefolder``);
+    ``seed`` fixes the digits split and the synthetic draw. Unknown names list the valid ones.
+    """
+    if not isinstance(spec, str):
+        raise TypeError(f"dataset spec must be a string; got {type(spec).__name__}")
+    if spec == "digits":
+        return load_digits(seed=seed)
+    if spec == "synthetic":
+        return make_synthetic(seed=seed)
+    if spec == "cifar10":
+        return load_cifar10(root, download=download)
+    if spec == "imagefolder" or spec.startswith("imagefolder:"):
+        path = spec.partition(":")[2] or root
+        if not path:
+            raise ValueError(f"imagefolder needs a path: 'imagefolder:PATH' or --data-root; layout {IMAGEFOLDER_LAYOUT}")
+        return load_imagefolder(path, cache_dir=cache_dir)
+    raise ValueError(f"unknown dataset {spec!r}; valid: {', '.join(DATASETS)}")
+
+
+# ---------------------------------------------------------------------------------------------
+# loader with on-device augmentation
+# ---------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Augment:
+    """Batch augmentation done on the loader's device: random crop after padding, horizontal flip.
+
+    ``crop_padding`` p > 0 pads by p pixels (``padding_mode`` "zeros" or "reflect") and crops a
+    random HxW window per image; ``flip`` mirrors each image with probability 1/2.
+    """
+
+    crop_padding: int = 0
+    flip: bool = False
+    padding_mode: str = "zeros"
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.crop_padding, int) or self.crop_padding < 0:
+            raise ValueError(f"crop_padding={self.crop_padding!r} must be a non-negative integer")
+        if self.padding_mode not in ("zeros", "reflect"):
+            raise ValueError(f"padding_mode={self.padding_mode!r} is not valid; valid: zeros, reflect")
+
+    @property
+    def active(self) -> bool:
+        return self.crop_padding > 0 or self.flip
+
+
+def augment_batch(x: torch.Tensor, aug: Augment, generator: torch.Generator) -> torch.Tensor:
+    """Apply ``aug`` to a batch on ``x``'s device, drawing from ``generator`` (same device)."""
+    n, c, h, w = x.shape
+    dev = x.device
+    if aug.crop_padding > 0:
+        p = aug.crop_padding
+        mode = "constant" if aug.padding_mode == "zeros" else "reflect"
+        xp = torch.nn.functional.pad(x, (p, p, p, p), mode=mode)
+        oy = torch.randint(0, 2 * p + 1, (n,), generator=generator, device=dev)
+        ox = torch.randint(0, 2 * p + 1, (n,), generator=generator, device=dev)
+        rows = (oy[:, None] + torch.arange(h, device=dev))[:, None, :, None]     # (n,1,h,1)
+        cols = (ox[:, None] + torch.arange(w, device=dev))[:, None, None, :]     # (n,1,1,w)
+        bi = torch.arange(n, device=dev)[:, None, None, None]
+        ci = torch.arange(c, device=dev)[None, :, None, None]
+        x = xp[bi, ci, rows, cols]
+    if aug.flip:
+        m = torch.rand((n,), generator=generator, device=dev) < 0.5
+        x = torch.where(m[:, None, None, None], x.flip(3), x)
+    return x
+
+
+def _mix_seed(*parts: int) -> int:
+    h = hashlib.sha256(("|".join(str(int(p)) for p in parts)).encode()).digest()
+    return int.from_bytes(h[:8], "little") & ((1 << 63) - 1)
+
+
+class Loader:
+    """Mini-batches ``(xb, yb)`` on ``device``, shuffled and augmented deterministically.
+
+    The whole dataset is moved to ``device`` once (GPU-resident when it fits; that is the fast
+    path of airbench-style training), the permutation of epoch e comes from a CPU generator
+    seeded by (seed, e), and augmentation draws from a generator on the device seeded the same
+    way; so iterating an epoch twice, or after a restart, yields the same batches.
+    """
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, *, batch_size: int, shuffle: bool, device: Any,
+                 augment: Augment | None = None, seed: int = 0, drop_last: bool = False) -> None:
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size={batch_size!r} must be a positive integer")
+        if x.shape[0] != y.shape[0]:
+            raise ValueError(f"x has {x.shape[0]} examples but y has {y.shape[0]}")
+        self.device = torch.device(device)
+        self.x = x.to(self.device)
+        self.y = y.to(self.device)
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.augment = augment if augment is not None and augment.active else None
+        self.seed = int(seed)
+        self.drop_last = drop_last
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        n = self.x.shape[0]
+        return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        n = self.x.shape[0]
+        if self.shuffle:
+            g = torch.Generator()
+            g.manual_seed(_mix_seed(self.seed, self.epoch, 0))
+            order = torch.randperm(n, generator=g).to(self.device)
+        else:
+            order = None
+        gen = None
+        if self.augment is not None:
+            gen = torch.Generator(device=self.device)
+            gen.manual_seed(_mix_seed(self.seed, self.epoch, 1))
+        for b in range(len(self)):
+            sl = slice(b * self.batch_size, min((b + 1) * self.batch_size, n))
+            if order is None:
+                xb, yb = self.x[sl], self.y[sl]
+            else:
+                idx = order[sl]
+                xb, yb = self.x[idx], self.y[idx]
+            if gen is not None:
+                xb = augment_batch(xb, self.augment, gen)
+            yield xb, yb
+
+
+__all__ = [
+    "CIFAR10_CLASSES", "CIFAR10_MD5", "CIFAR10_MEAN", "CIFAR10_STD", "CIFAR10_URL", "DATASETS",
+    "Augment", "ImageData", "Loader", "augment_batch", "check_images", "download_cifar10", "load_cifar10",
+    "load_dataset", "load_digits", "load_imagefolder", "make_synthetic", "planted_feature_scores",
+]

@@ -1,0 +1,128 @@
+"""Clean and robust accuracy, with the attack described next to every number.
+
+Robust accuracy counts an example as robust when the model classifies it correctly *and* the
+PGD adversarial example (untargeted, best iterate, per-example worst case over restarts) is still
+classified correctly. Numbers are fractions in [0, 1]. Report format (conventions sec. 1):
+"clean x% / robust y% at l2 eps=0.25, PGD-20 (step 0.03125), 1 restart, n=10000".
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from empirical.attacks import check_budget, pgd
+from empirical.data import check_images
+from empirical.train import ThreatModel
+
+
+def _autocast(dev: torch.device):
+    return torch.autocast("cuda", dtype=torch.bfloat16) if dev.type == "cuda" else nullcontext()
+
+
+@torch.no_grad()
+def predict(model: nn.Module, x: torch.Tensor, *, batch_size: int = 512, device: Any = "cpu") -> torch.Tensor:
+    """Predicted classes (CPU int64) of ``model`` (put in eval mode) on ``x``, in batches."""
+    dev = torch.device(device)
+    model.eval()
+    out = []
+    for i in range(0, x.shape[0], batch_size):
+        with _autocast(dev):
+            out.append(model(x[i : i + batch_size].to(dev)).argmax(1).cpu())
+    return torch.cat(out) if out else torch.zeros(0, dtype=torch.long)
+
+
+def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, batch_size: int = 512, device: Any = "cpu") -> float:
+    """Fraction of ``x`` classified as ``y`` (eval mode)."""
+    check_images(x)
+    if y.shape[0] != x.shape[0]:
+        raise ValueError(f"x has {x.shape[0]} examples but y has {y.shape[0]}")
+    if x.shape[0] == 0:
+        raise ValueError("cannot measure accuracy on an empty set")
+    return float((predict(model, x, batch_size=batch_size, device=device) == y.cpu()).float().mean())
+
+
+def robust_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, threat: ThreatModel, steps: int,
+                    step_size: float, restarts: int = 1, random_start: bool = False, batch_size: int = 512,
+                    device: Any = "cpu", generator: torch.Generator | None = None) -> float:
+    """Fraction of ``x`` classified correctly both clean and under untargeted PGD in ``threat``
+    (``steps`` x ``step_size``, ``restarts`` batched restarts, best iterate)."""
+    check_images(x)
+    if y.shape[0] != x.shape[0]:
+        raise ValueError(f"x has {x.shape[0]} examples but y has {y.shape[0]}")
+    dev = torch.device(device)
+    model.eval()
+    robust = 0
+    for i in range(0, x.shape[0], batch_size):
+        xb, yb = x[i : i + batch_size].to(dev), y[i : i + batch_size].to(dev)
+        xa = pgd(model, xb, yb, norm=threat.norm, eps=threat.eps, steps=steps, step_size=step_size,
+                 random_start=random_start, restarts=restarts, use_best=True, generator=generator)
+        with torch.no_grad(), _autocast(dev):
+            ok = (model(xb).argmax(1) == yb) & (model(xa).argmax(1) == yb)
+        robust += int(ok.sum())
+    return robust / max(x.shape[0], 1)
+
+
+@dataclass(frozen=True)
+class AttackSpec:
+    """A PGD evaluation attack. ``step_size`` None = 2.5 * eps / steps (Madry et al.)."""
+
+    norm: str
+    eps: float
+    steps: int = 20
+    step_size: float | None = None
+    restarts: int = 1
+    random_start: bool = False
+
+    def __post_init__(self) -> None:
+        check_budget(self.norm, self.eps)
+        if not isinstance(self.steps, int) or self.steps < 1:
+            raise ValueError(f"steps={self.steps!r} must be a positive integer")
+        if not isinstance(self.restarts, int) or self.restarts < 1:
+            raise ValueError(f"restarts={self.restarts!r} must be a positive integer")
+        if self.step_size is not None and not (math.isfinite(self.step_size) and self.step_size > 0):
+            raise ValueError(f"step_size={self.step_size!r} must be positive")
+
+    @property
+    def step(self) -> float:
+        if self.step_size is not None:
+            return float(self.step_size)
+        return 2.5 * self.eps / self.steps if self.eps > 0 else 1.0
+
+    def describe(self) -> str:
+        r = f"{self.restarts} restart{'s' if self.restarts != 1 else ''}"
+        start = ", random start" if self.random_start else ""
+        return f"{self.norm} eps={self.eps:g}, PGD-{self.steps} (step {self.step:g}){start}, {r}"
+
+    def key(self) -> str:
+        return f"{self.norm}_eps{self.eps:g}_pgd{self.steps}_r{self.restarts}"
+
+
+def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, attacks: Sequence[AttackSpec], device: Any,
+             batch_size: int = 512, seed: int = 0) -> dict[str, Any]:
+    """Clean accuracy and robust accuracy under each attack.
+
+    Returns ``{"n": N, "clean": acc, "robust": {key: acc}, "attacks": {key: description}}``
+    (accuracies as fractions); random starts draw from a generator seeded with ``seed``.
+    """
+    dev = torch.device(device)
+    out: dict[str, Any] = {"n": int(x.shape[0]), "clean": accuracy(model, x, y, batch_size=batch_size, device=dev),
+                           "robust": {}, "attacks": {}}
+    for a in attacks:
+        gen = torch.Generator(device=dev)
+        gen.manual_seed(seed)
+        acc = robust_accuracy(model, x, y, threat=ThreatModel(a.norm, a.eps), steps=a.steps, step_size=a.step,
+                              restarts=a.restarts, random_start=a.random_start, batch_size=batch_size, device=dev,
+                              generator=gen)
+        out["robust"][a.key()] = acc
+        out["attacks"][a.key()] = a.describe()
+    return out
+
+
+__all__ = ["AttackSpec", "accuracy", "evaluate", "predict", "robust_accuracy"]

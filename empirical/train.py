@@ -1,0 +1,432 @@
+"""Standard and adversarial training (PGD-AT, Madry et al. 2018; FGSM-RS, Wong et al. 2020).
+
+``fit(model, x, y, cfg, device=..., out_dir=...)`` trains with SGD + Nesterov momentum (or Adam),
+a per-iteration one-cycle / step / constant learning-rate schedule and optional label
+smoothing; the data stays on the device (:class:`empirical.data.Loader`) with on-device
+augmentation. On CUDA it runs under bf16 autocast with channels_last, optionally compiled.
+
+Adversarial training replaces each batch by adversarial examples made against the current
+model (in eval mode, so the attack does not disturb BatchNorm statistics): PGD-``adv_steps`` with
+step ``adv_step_size`` (default 2.5 eps / steps) from a random start, or one FGSM step of 1.25 eps
+from a random start (FGSM-RS). FGSM-RS can overfit catastrophically (robustness to PGD collapses
+within an epoch, Wong et al. sec. 5); the guard measures PGD accuracy on a fixed probe of
+training images after each epoch and, when it drops by more than ``co_tolerance`` below the best
+so far, restores the best epoch's weights and stops (their early stopping).
+
+Crash safety: with ``out_dir`` the state after every epoch (model, optimizer, scheduler, RNG,
+history, guard state) is written atomically to ``latest.pt``; ``fit(..., resume=True)`` continues
+from it, and because every random stream derives from (seed, epoch), an interrupted and resumed
+run ends with exactly the weights of an uninterrupted one (on CPU). A non-finite loss stops
+training with :class:`NonFiniteLossError` before that epoch is saved, so ``latest.pt`` keeps the
+last good state. On completion ``model.pt`` + ``model.json`` are written by
+:func:`empirical.checkpoint.save_checkpoint`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import io
+import json
+import math
+import os
+import time
+from collections.abc import Callable
+from contextlib import nullcontext
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from empirical.attacks import NORMS, fgsm_rs, pgd
+from empirical.data import Augment, Loader, _mix_seed, check_images
+from robust_features.records import atomic_write_bytes, to_jsonable
+
+SCHEDULES: tuple[str, ...] = ("onecycle", "step", "constant")
+OPTIMIZERS: tuple[str, ...] = ("sgd", "adam")
+ADV_METHODS: tuple[str, ...] = ("pgd", "fgsm")
+
+
+def parse_fraction(text: str | float | int, name: str = "eps") -> float:
+    """Parse ``0.5``, ``"0.5"`` or ``"8/255"`` into a float without ``eval``."""
+    if isinstance(text, bool):
+        raise ValueError(f"{name}={text!r} is not a number")
+    if isinstance(text, (int, float)):
+        return float(text)
+    try:
+        return float(Fraction(str(text).strip()))
+    except (ValueError, ZeroDivisionError):
+        raise ValueError(f"{name}={text!r} is not a number or fraction such as 0.5 or 8/255") from None
+
+
+@dataclass(frozen=True)
+class ThreatModel:
+    """An lp ball of radius ``eps`` in [0, 1] pixel units; ``norm`` is ``l2`` or ``linf``."""
+
+    norm: str
+    eps: float
+
+    def __post_init__(self) -> None:
+        if self.norm not in NORMS:
+            raise ValueError(f"unknown threat-model norm {self.norm!r}; valid: {', '.join(NORMS)} (e.g. l2:0.5, linf:8/255)")
+        if not (isinstance(self.eps, (int, float)) and math.isfinite(self.eps) and self.eps >= 0):
+            raise ValueError(f"eps={self.eps!r} must be a finite number >= 0 (pixel units)")
+        object.__setattr__(self, "eps", float(self.eps))
+
+    @classmethod
+    def parse(cls, text: str) -> ThreatModel:
+        """``"l2:0.5"`` or ``"linf:8/255"`` -> ThreatModel."""
+        norm, sep, eps = str(text).partition(":")
+        if not sep:
+            raise ValueError(f"threat model {text!r} must look like NORM:EPS, e.g. l2:0.5 or linf:8/255; "
+                             f"valid norms: {', '.join(NORMS)}")
+        return cls(norm.strip().lower(), parse_fraction(eps, "eps"))
+
+    def describe(self) -> str:
+        return f"{self.norm} eps={self.eps:g}"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that determines a training run (validated on construction).
+
+    Schedules (per iteration): ``onecycle`` = linear warm-up from 0 over ``warmup_frac`` of the
+    iterations, then linear decay to 0; ``step`` = x``step_gamma`` at the ``step_milestones``
+    fractions of training; ``constant``. ``adv`` None = standard training.
+    """
+
+    epochs: int
+    batch_size: int
+    lr: float
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: float = 5e-4
+    schedule: str = "onecycle"
+    label_smoothing: float = 0.0
+    augment: Augment | None = None
+    adv: ThreatModel | None = None
+    adv_method: str = "pgd"
+    adv_steps: int = 7
+    adv_step_size: float | None = None
+    optimizer: str = "sgd"
+    seed: int = 0
+    bf16: bool = True
+    channels_last: bool = True
+    compile: bool = False
+    warmup_frac: float = 0.2
+    step_milestones: tuple[float, ...] = (0.5, 0.75)
+    step_gamma: float = 0.1
+    co_guard: bool = True
+    co_tolerance: float = 0.2
+    co_probe_size: int = 512
+    co_probe_steps: int = 10
+
+    def __post_init__(self) -> None:
+        def pos_int(name: str) -> None:
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                raise ValueError(f"{name}={v!r} must be a positive integer")
+
+        for n in ("epochs", "batch_size", "adv_steps", "co_probe_size", "co_probe_steps"):
+            pos_int(n)
+        if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
+            raise ValueError(f"lr={self.lr!r} must be a positive finite number")
+        if not 0 <= self.momentum < 1:
+            raise ValueError(f"momentum={self.momentum!r} must lie in [0, 1)")
+        if self.weight_decay < 0:
+            raise ValueError(f"weight_decay={self.weight_decay!r} must be >= 0")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule={self.schedule!r} is not a schedule; valid: {', '.join(SCHEDULES)}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer={self.optimizer!r} is not an optimizer; valid: {', '.join(OPTIMIZERS)}")
+        if self.adv_method not in ADV_METHODS:
+            raise ValueError(f"adv_method={self.adv_method!r} is not valid; valid: {', '.join(ADV_METHODS)}")
+        if not 0 <= self.label_smoothing < 1:
+            raise ValueError(f"label_smoothing={self.label_smoothing!r} must lie in [0, 1)")
+        if self.adv_step_size is not None and not (self.adv_step_size > 0):
+            raise ValueError(f"adv_step_size={self.adv_step_size!r} must be positive (or None for 2.5*eps/steps)")
+        if not 0 <= self.warmup_frac < 1:
+            raise ValueError(f"warmup_frac={self.warmup_frac!r} must lie in [0, 1)")
+        if any(not 0 < m < 1 for m in self.step_milestones):
+            raise ValueError(f"step_milestones={self.step_milestones!r} must be fractions in (0, 1)")
+        if not 0 < self.co_tolerance <= 1:
+            raise ValueError(f"co_tolerance={self.co_tolerance!r} must lie in (0, 1]")
+        object.__setattr__(self, "step_milestones", tuple(float(m) for m in self.step_milestones))
+
+    @property
+    def attack_step_size(self) -> float | None:
+        if self.adv is None:
+            return None
+        if self.adv_step_size is not None:
+            return float(self.adv_step_size)
+        return 1.25 * self.adv.eps if self.adv_method == "fgsm" else 2.5 * self.adv.eps / self.adv_steps
+
+    def fingerprint(self) -> str:
+        """Hash of the fields that change the trained weights (not bf16/compile bookkeeping)."""
+        d = to_jsonable(self)
+        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+
+
+@dataclass
+class TrainResult:
+    """The trained model (eval mode), per-epoch history, wall time, and why training stopped early."""
+
+    model: nn.Module
+    history: list[dict[str, float]]
+    wall_seconds: float
+    stopped_early: str | None = None
+    resumed_from_epoch: int = 0
+
+
+class NonFiniteLossError(FloatingPointError):
+    """Training produced a NaN/inf loss; the message names the epoch and the last good checkpoint."""
+
+
+def lr_factor(cfg: TrainConfig, it: int, total: int) -> float:
+    """Learning-rate multiplier at iteration ``it`` of ``total`` for ``cfg.schedule``."""
+    t = it / max(total, 1)
+    if cfg.schedule == "constant":
+        return 1.0
+    if cfg.schedule == "step":
+        return cfg.step_gamma ** sum(t >= m for m in cfg.step_milestones)
+    w = cfg.warmup_frac
+    if w > 0 and t < w:
+        return t / w
+    return max(0.0, (1 - t) / (1 - w))
+
+
+def _autocast(dev: torch.device, on: bool):
+    return torch.autocast("cuda", dtype=torch.bfloat16) if on and dev.type == "cuda" else nullcontext()
+
+
+def _adv_batch(model: nn.Module, xb: torch.Tensor, yb: torch.Tensor, cfg: TrainConfig, gen: torch.Generator,
+               amp: bool) -> torch.Tensor:
+    assert cfg.adv is not None
+    was = model.training
+    model.eval()
+    try:
+        if cfg.adv_method == "fgsm":
+            return fgsm_rs(model, xb, yb, norm=cfg.adv.norm, eps=cfg.adv.eps, step_size=cfg.attack_step_size,
+                           generator=gen, amp=amp)
+        return pgd(model, xb, yb, norm=cfg.adv.norm, eps=cfg.adv.eps, steps=cfg.adv_steps,
+                   step_size=cfg.attack_step_size, random_start=True, use_best=False, generator=gen, amp=amp)
+    finally:
+        model.train(was)
+
+
+def _probe_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, dev: torch.device,
+                    amp: bool) -> float:
+    """PGD accuracy on the fixed catastrophic-overfitting probe (fixed random start)."""
+    assert cfg.adv is not None
+    gen = torch.Generator(device=dev)
+    gen.manual_seed(_mix_seed(cfg.seed, 99))
+    model.eval()
+    xa = pgd(model, x, y, norm=cfg.adv.norm, eps=cfg.adv.eps, steps=cfg.co_probe_steps,
+             step_size=2.5 * cfg.adv.eps / cfg.co_probe_steps, random_start=True, generator=gen, amp=amp,
+             batch_size=512)
+    with torch.no_grad(), _autocast(dev, amp):
+        return float((model(xa).argmax(1) == y).float().mean())
+
+
+def _state_to_cpu(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v.detach().to("cpu", copy=True) for k, v in sd.items()}
+
+
+def fit(model: nn.Module, x_train: torch.Tensor, y_train: torch.Tensor, cfg: TrainConfig, *, device: Any,
+        out_dir: str | os.PathLike | None = None, eval_data: tuple[torch.Tensor, torch.Tensor] | None = None,
+        resume: bool = True, progress: bool = True, dataset: str | None = None,
+        on_epoch_end: Callable[[int, nn.Module], None] | None = None) -> TrainResult:
+    """Train ``model`` on (x_train, y_train) with ``cfg``; see the module docstring.
+
+    ``eval_data`` = (x_test, y_test) adds clean test accuracy to each epoch's history line.
+    ``on_epoch_end(epoch, model)`` runs after each epoch's updates, before the epoch is
+    checkpointed (used by tests to interrupt a run). Returns a :class:`TrainResult`.
+    """
+    t_start = time.perf_counter()
+    check_images(x_train, "x_train")
+    if y_train.ndim != 1 or y_train.shape[0] != x_train.shape[0]:
+        raise ValueError(f"y_train must have shape ({x_train.shape[0]},); got {tuple(y_train.shape)}")
+    if x_train.shape[0] == 0:
+        raise ValueError("x_train is empty")
+    dev = torch.device(device)
+    cuda = dev.type == "cuda"
+    amp = cfg.bf16 and cuda
+    model.to(dev)
+    if cuda and cfg.channels_last:
+        model.to(memory_format=torch.channels_last)
+    step_model = torch.compile(model) if cfg.compile else model
+    y_train = y_train.to(torch.long)
+    n = x_train.shape[0]
+    loader = Loader(x_train, y_train, batch_size=cfg.batch_size, shuffle=True, device=dev, augment=cfg.augment,
+                    seed=cfg.seed, drop_last=n > cfg.batch_size)
+    steps_per_epoch = len(loader)
+    total = cfg.epochs * steps_per_epoch
+    params = [p for p in model.parameters() if p.requires_grad]
+    if cfg.optimizer == "sgd":
+        opt: torch.optim.Optimizer = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum,
+                                                     nesterov=cfg.nesterov and cfg.momentum > 0,
+                                                     weight_decay=cfg.weight_decay)
+    else:
+        opt = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda it: lr_factor(cfg, it, total))
+
+    out = Path(out_dir) if out_dir is not None else None
+    latest = out / "latest.pt" if out is not None else None
+    history: list[dict[str, float]] = []
+    start_epoch = 0
+    stopped: str | None = None
+    co_best: dict[str, Any] = {"acc": -1.0, "epoch": 0, "state": None}
+    guard = cfg.adv is not None and cfg.adv_method == "fgsm" and cfg.co_guard
+    if latest is not None and latest.is_file() and resume:
+        try:
+            ck = torch.load(latest, map_location="cpu", weights_only=True)
+        except Exception as exc:  # noqa: BLE001 - a damaged file must not be silently reused
+            raise ValueError(f"cannot read {latest} ({exc.__class__.__name__}: {exc}); delete it or pass "
+                             "resume=False / --no-resume") from None
+        if ck.get("fingerprint") != cfg.fingerprint():
+            raise ValueError(f"{latest} was written by a different training config (fingerprint "
+                             f"{ck.get('fingerprint')} vs {cfg.fingerprint()}); use another --out-dir or "
+                             "resume=False / --no-resume to start over")
+        model.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["optimizer"])
+        sched.load_state_dict(ck["scheduler"])
+        torch.set_rng_state(ck["torch_rng"])
+        history = list(ck["history"])
+        start_epoch = int(ck["epoch"])
+        stopped = ck.get("stopped_early") or None
+        co_best = {"acc": float(ck["co_best_acc"]), "epoch": int(ck["co_best_epoch"]),
+                   "state": ck.get("co_best_state")}
+    resumed_from = start_epoch
+
+    if guard:
+        m = min(cfg.co_probe_size, n)
+        probe_x, probe_y = x_train[:m].to(dev), y_train[:m].to(dev)
+
+    def save_latest(epoch: int) -> None:
+        if latest is None:
+            return
+        state = {"fingerprint": cfg.fingerprint(), "epoch": epoch, "model": _state_to_cpu(model.state_dict()),
+                 "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "torch_rng": torch.get_rng_state(),
+                 "history": history, "stopped_early": stopped or "", "co_best_acc": float(co_best["acc"]),
+                 "co_best_epoch": int(co_best["epoch"])}
+        if co_best["state"] is not None:
+            state["co_best_state"] = co_best["state"]
+        buf = io.BytesIO()
+        torch.save(state, buf)
+        atomic_write_bytes(latest, buf.getvalue())
+
+    bar_ctx = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar_ctx = tqdm
+        header = f"{'epoch':>5} {'lr':>9} {'loss':>8} {'train':>7} {'test':>7} {'probe':>7} {'sec':>7}"
+        tqdm.write(header)
+    epoch = start_epoch
+    for epoch in range(start_epoch + 1, cfg.epochs + 1):
+        if stopped:
+            break
+        t0 = time.perf_counter()
+        loader.set_epoch(epoch)
+        gen = torch.Generator(device=dev)
+        gen.manual_seed(_mix_seed(cfg.seed, epoch, 2))
+        model.train()
+        loss_sum = torch.zeros((), device=dev)
+        correct = torch.zeros((), device=dev, dtype=torch.long)
+        seen = 0
+        lr_now = opt.param_groups[0]["lr"]
+        batches = loader
+        if bar_ctx is not None:
+            batches = bar_ctx(loader, desc=f"epoch {epoch}/{cfg.epochs}", leave=False, total=steps_per_epoch)
+        for xb, yb in batches:
+            if cfg.adv is not None:
+                xb = _adv_batch(model, xb, yb, cfg, gen, amp)
+            if cuda and cfg.channels_last:
+                xb = xb.contiguous(memory_format=torch.channels_last)
+            with _autocast(dev, amp):
+                logits = step_model(xb)
+            loss = F.cross_entropy(logits.float(), yb, label_smoothing=cfg.label_smoothing)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            loss_sum += loss.detach() * yb.shape[0]
+            correct += (logits.detach().argmax(1) == yb).sum()
+            seen += yb.shape[0]
+        mean_loss = float(loss_sum) / max(seen, 1)
+        if not math.isfinite(mean_loss):
+            where = (f"{latest} (epoch {epoch - 1})" if latest is not None and latest.is_file()
+                     else "none (no out_dir or no completed epoch)")
+            raise NonFiniteLossError(
+                f"non-finite training loss ({mean_loss}) in epoch {epoch} (lr {lr_now:.4g}); training stopped. "
+                f"Last good checkpoint: {where}. Lower the learning rate or check the data.")
+        if on_epoch_end is not None:
+            on_epoch_end(epoch, model)
+        row: dict[str, float] = {"epoch": epoch, "lr": lr_now, "train_loss": mean_loss,
+                                 "train_acc": float(correct) / max(seen, 1)}
+        if eval_data is not None:
+            from empirical.evaluate import accuracy
+
+            row["test_acc"] = accuracy(model, eval_data[0], eval_data[1], device=dev)
+        if guard:
+            acc = _probe_accuracy(model, probe_x, probe_y, cfg, dev, amp)
+            row["probe_pgd_acc"] = acc
+            if acc < co_best["acc"] - cfg.co_tolerance and co_best["state"] is not None:
+                stopped = (f"catastrophic overfitting guard: probe PGD-{cfg.co_probe_steps} accuracy fell to "
+                           f"{acc:.3f} in epoch {epoch} from {co_best['acc']:.3f} (epoch {co_best['epoch']}), more "
+                           f"than co_tolerance={cfg.co_tolerance}; restored the epoch-{co_best['epoch']} weights")
+                model.load_state_dict(co_best["state"])
+                row["co_triggered"] = 1.0
+            elif acc >= co_best["acc"]:
+                co_best = {"acc": acc, "epoch": epoch, "state": _state_to_cpu(model.state_dict())}
+        row["seconds"] = time.perf_counter() - t0
+        history.append(row)
+        if bar_ctx is not None:
+            bar_ctx.write(f"{epoch:>5} {lr_now:>9.4g} {mean_loss:>8.4f} {row['train_acc']:>7.4f} "
+                          f"{row.get('test_acc', float('nan')):>7.4f} {row.get('probe_pgd_acc', float('nan')):>7.4f} "
+                          f"{row['seconds']:>7.2f}")
+            if stopped:
+                bar_ctx.write(stopped)
+        save_latest(epoch)
+
+    model.eval()
+    wall = time.perf_counter() - t_start
+    if out is not None:
+        from empirical.checkpoint import save_checkpoint
+
+        ac = getattr(model, "arch_config", None)
+        if not ac:
+            raise ValueError("model has no arch_config (build it with empirical.models.build_model), so its "
+                             "checkpoint could not be rebuilt by load_model")
+        save_checkpoint(model, out / "model.pt", arch=ac["arch"], dataset=dataset or "unknown",
+                        num_classes=ac["num_classes"], in_channels=ac["in_channels"], image_size=ac["image_size"],
+                        mean=ac["mean"], std=ac["std"],
+                        extra={"train_config": cfg, "epochs_completed": len(history), "seed": cfg.seed,
+                               "threat_model": cfg.adv, "stopped_early": stopped,
+                               "final": history[-1] if history else {}})
+    return TrainResult(model=model, history=history, wall_seconds=wall, stopped_early=stopped,
+                       resumed_from_epoch=resumed_from)
+
+
+def config_from_dict(d: dict[str, Any]) -> TrainConfig:
+    """Rebuild a TrainConfig from its JSON form (``to_jsonable(cfg)``); unknown keys are rejected."""
+    names = {f.name for f in dataclasses.fields(TrainConfig)}
+    bad = sorted(set(d) - names)
+    if bad:
+        raise ValueError(f"unknown TrainConfig key(s) {', '.join(bad)}; valid keys: {', '.join(sorted(names))}")
+    d = dict(d)
+    if d.get("augment") is not None and not isinstance(d["augment"], Augment):
+        d["augment"] = Augment(**d["augment"])
+    if d.get("adv") is not None and not isinstance(d["adv"], ThreatModel):
+        d["adv"] = ThreatModel(**d["adv"])
+    if "step_milestones" in d:
+        d["step_milestones"] = tuple(d["step_milestones"])
+    return TrainConfig(**d)
+
+
+__all__ = ["ADV_METHODS", "OPTIMIZERS", "SCHEDULES", "NonFiniteLossError", "ThreatModel", "TrainConfig",
+           "TrainResult", "config_from_dict", "fit", "lr_factor", "parse_fraction"]
