@@ -425,11 +425,12 @@ def load_imagefolder(path: str | os.PathLike, *, cache_dir: str | os.PathLike | 
     path = Path(path).expanduser()
     if not path.is_dir():
         raise FileNotFoundError(f"imagefolder root {path} does not exist; expected layout {IMAGEFOLDER_LAYOUT}")
-    splits = {}
     for split in ("train", "test"):
         if not (path / split).is_dir():
             raise FileNotFoundError(f"imagefolder root {path} has no '{split}' folder; expected layout "
                                     f"{IMAGEFOLDER_LAYOUT}")
+    splits = {}
+    for split in ("train", "test"):
         classes, files = _scan_split(path / split)
         if not files:
             raise ValueError(f"{path / split} holds no images ({', '.join(IMAGE_SUFFIXES)}) in class folders; "
