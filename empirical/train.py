@@ -358,14 +358,17 @@ def fit(model: nn.Module, x_train: torch.Tensor, y_train: torch.Tensor, cfg: Tra
             correct += (logits.detach().argmax(1) == yb).sum()
             seen += yb.shape[0]
         mean_loss = float(loss_sum) / max(seen, 1)
-        if not math.isfinite(mean_loss):
-            where = (f"{latest} (epoch {epoch - 1})" if latest is not None and latest.is_file()
-                     else "none (no out_dir or no completed epoch)")
-            raise NonFiniteLossError(
-                f"non-finite training loss ({mean_loss}) in epoch {epoch} (lr {lr_now:.4g}); training stopped. "
-                f"Last good checkpoint: {where}. Lower the learning rate or check the data.")
         if on_epoch_end is not None:
             on_epoch_end(epoch, model)
+        bad_params = [k for k, v in model.state_dict().items() if v.is_floating_point() and not torch.isfinite(v).all()]
+        if not math.isfinite(mean_loss) or bad_params:
+            where = (f"{latest} (epoch {epoch - 1})" if latest is not None and latest.is_file()
+                     else "none (no out_dir or no completed epoch)")
+            what = f"training loss ({mean_loss})" if not math.isfinite(mean_loss) else \
+                f"weights ({', '.join(bad_params[:3])})"
+            raise NonFiniteLossError(
+                f"non-finite {what} in epoch {epoch} (lr {lr_now:.4g}); training stopped and this epoch was not "
+                f"saved. Last good checkpoint: {where}. Lower the learning rate or check the data.")
         row: dict[str, float] = {"epoch": epoch, "lr": lr_now, "train_loss": mean_loss,
                                  "train_acc": float(correct) / max(seen, 1)}
         if eval_data is not None:
