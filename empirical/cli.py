@@ -1,9 +1,384 @@
-"""Subcommands of `robust-features` owned by `empirical`."""
+"""Subcommands of `robust-features` owned by the empirical core: ``train``, ``eval``, ``attack``.
+
+    robust-features train --data digits --out-dir runs/digits-std
+    robust-features train --data synthetic --adv l2:1.0 --epochs 15 --out-dir runs/syn-adv
+    robust-features train --config train.toml --out-dir runs/x        # flags override the file
+    robust-features eval --checkpoint runs/digits-std/model.pt --threat l2:0.25 --threat l2:0.5
+    robust-features attack --checkpoint runs/digits-std/model.pt --threat l2:1.0 --targeted next --out-dir runs/adv
+
+Torch is imported only when a command runs. Every command writes one JSON record
+(``train.json`` / ``eval.json`` / ``attack.json``) through ``robust_features.records.write_record``.
+"""
 
 from __future__ import annotations
 
 import argparse
+import time
+from pathlib import Path
+from typing import Any
+
+# (dest, type, default, help) of every `train` option that may also come from a TOML file.
+_TRAIN_OPTIONS: tuple[tuple[str, Any, Any, str], ...] = (
+    ("data", str, "digits", "dataset: digits, synthetic, cifar10, imagefolder:PATH"),
+    ("data_root", str, None, "data folder (cifar10: the folder holding cifar-10-batches-py)"),
+    ("download", bool, False, "download CIFAR-10 if missing (official URL, MD5-checked)"),
+    ("data_seed", int, 0, "seed of the digits split / synthetic draw"),
+    ("n_train", int, None, "use only the first N training images"),
+    ("arch", str, None, "architecture (default per dataset: cnn_small for digits/synthetic, fastnet otherwise)"),
+    ("adv", str, None, "adversarial training threat model, e.g. l2:0.5 or linf:8/255 (default: standard training)"),
+    ("adv_method", str, "pgd", "pgd (PGD-AT) or fgsm (FGSM-RS with catastrophic-overfitting guard)"),
+    ("adv_steps", int, 7, "PGD steps for adversarial training"),
+    ("adv_step_size", float, None, "attack step size (default 2.5*eps/steps for PGD, 1.25*eps for FGSM)"),
+    ("epochs", int, None, "epochs (default: 15 for digits/synthetic, 20 otherwise)"),
+    ("batch_size", int, None, "batch size (default: 64 for digits/synthetic, 512 otherwise)"),
+    ("lr", float, None, "peak learning rate (default: 0.05 for digits/synthetic, 0.2 otherwise)"),
+    ("momentum", float, 0.9, "SGD momentum (Nesterov)"),
+    ("weight_decay", float, 5e-4, "weight decay"),
+    ("schedule", str, "onecycle", "onecycle, step or constant"),
+    ("optimizer", str, "sgd", "sgd or adam"),
+    ("label_smoothing", float, 0.0, "label smoothing"),
+    ("crop_padding", int, None, "random-crop padding (default: 4 for 32x32 data, 0 otherwise)"),
+    ("flip", bool, None, "random horizontal flips (default: on for 32x32 data)"),
+    ("seed", int, 0, "training seed (initialisation, shuffling, attack starts)"),
+    ("device", str, "auto", "cpu, cuda, cuda:1, ... (auto = cuda when available)"),
+    ("bf16", bool, True, "bf16 autocast on CUDA"),
+    ("channels_last", bool, True, "channels_last memory format on CUDA"),
+    ("compile", bool, False, "torch.compile the model"),
+    ("eval_eps", str, None, "comma-separated eps for robust test accuracy, in the --adv norm (default: adv eps, or l2 0.25)"),
+    ("eval_norm", str, None, "norm of --eval-eps (default: the --adv norm, else l2)"),
+    ("eval_steps", int, 20, "PGD steps of the evaluation attack (step 2.5*eps/steps)"),
+    ("eval_restarts", int, 1, "random restarts of the evaluation attack"),
+    ("n_eval", int, 1000, "test images attacked for robust accuracy (clean accuracy uses all)"),
+    ("resume", bool, True, "resume from OUT_DIR/latest.pt when present"),
+    ("progress", bool, True, "progress bars and the per-epoch table"),
+)
+TRAIN_KEYS: tuple[str, ...] = tuple(o[0] for o in _TRAIN_OPTIONS)
+
+
+def _flag(dest: str) -> str:
+    return "--" + dest.replace("_", "-")
+
+
+def _add_options(p: argparse.ArgumentParser, options) -> None:
+    for dest, typ, default, help_ in options:
+        if typ is bool:
+            p.add_argument(_flag(dest), dest=dest, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
+                           help=f"{help_} (default: {default})")
+        else:
+            p.add_argument(_flag(dest), dest=dest, type=typ, default=argparse.SUPPRESS,
+                           help=f"{help_} (default: {default})")
+
+
+def load_toml_config(path: str | Path) -> dict[str, Any]:
+    """Read a TOML file of `train` options (kebab- or snake-case keys, optionally under [train]);
+    unknown keys raise ``ValueError`` listing the valid ones."""
+    import tomllib
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"config file {path} not found")
+    try:
+        raw = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise ValueError(f"config file {path} is not valid TOML: {exc}") from None
+    if set(raw) == {"train"} and isinstance(raw["train"], dict):
+        raw = raw["train"]
+    out = {str(k).replace("-", "_"): v for k, v in raw.items()}
+    bad = sorted(k for k in out if k not in TRAIN_KEYS)
+    if bad:
+        raise ValueError(f"unknown config key(s) {', '.join(bad)} in {path}; valid keys: {', '.join(TRAIN_KEYS)}")
+    for dest, typ, _, _ in _TRAIN_OPTIONS:
+        if dest in out and out[dest] is not None:
+            v = out[dest]
+            ok = isinstance(v, bool) if typ is bool else (isinstance(v, (int, float)) and not isinstance(v, bool)
+                                                          if typ is float else isinstance(v, typ) and not isinstance(v, bool))
+            if not ok:
+                raise ValueError(f"config key {dest}={v!r} in {path} must be of type {typ.__name__}")
+            out[dest] = typ(v) if typ is float else v
+    return out
+
+
+def resolve_train_options(args: argparse.Namespace) -> dict[str, Any]:
+    """defaults < TOML file (--config) < explicit flags."""
+    opts = {dest: default for dest, _, default, _ in _TRAIN_OPTIONS}
+    if getattr(args, "config", None):
+        opts.update(load_toml_config(args.config))
+    opts.update({k: v for k, v in vars(args).items() if k in opts})
+    return opts
+
+
+def _device(name: str) -> Any:
+    import torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device={name!r} requested but CUDA is not available; use --device cpu")
+    return dev
+
+
+def _device_name(dev: Any) -> str:
+    import torch
+
+    if dev.type == "cuda":
+        return f"{dev} ({torch.cuda.get_device_name(dev)})"
+    return str(dev)
+
+
+def _parse_eps_list(text: str) -> list[float]:
+    from empirical.train import parse_fraction
+
+    vals = [parse_fraction(t, "eval_eps") for t in str(text).split(",") if t.strip()]
+    if not vals:
+        raise ValueError(f"eval_eps={text!r} holds no numbers; use e.g. 0.25,0.5")
+    for v in vals:
+        if v < 0:
+            raise ValueError(f"eval_eps value {v} must be >= 0")
+    return vals
+
+
+# ---------------------------------------------------------------------------------------------
+# train
+# ---------------------------------------------------------------------------------------------
+def _cmd_train(args: argparse.Namespace) -> int:
+    import torch
+
+    from empirical.data import Augment, check_dataset_spec, load_dataset
+    from empirical.evaluate import AttackSpec, evaluate
+    from empirical.models import ARCHS, build_model, default_arch
+    from empirical.train import NonFiniteLossError, ThreatModel, TrainConfig, fit
+    from robust_features.records import atomic_write_json, utc_now, write_record
+
+    started_at, t0 = utc_now(), time.perf_counter()
+    o = resolve_train_options(args)
+    out_dir = Path(args.out_dir)
+    check_dataset_spec(o["data"])
+    small = o["data"] in ("digits", "synthetic")
+    adv = ThreatModel.parse(o["adv"]) if o["adv"] else None
+    arch = o["arch"] or default_arch(o["data"])
+    if arch not in ARCHS:
+        raise ValueError(f"unknown architecture {arch!r}; valid: {', '.join(ARCHS)}")
+    dev = _device(o["device"])
+    d = load_dataset(o["data"], root=o["data_root"], download=o["download"], seed=o["data_seed"])
+    x_train, y_train = d.x_train, d.y_train
+    if o["n_train"] is not None:
+        if o["n_train"] < 1:
+            raise ValueError(f"n_train={o['n_train']} must be a positive integer")
+        x_train, y_train = x_train[: o["n_train"]], y_train[: o["n_train"]]
+    big = d.image_size >= 32
+    crop = o["crop_padding"] if o["crop_padding"] is not None else (4 if big else 0)
+    flip = o["flip"] if o["flip"] is not None else big
+    cfg = TrainConfig(
+        epochs=o["epochs"] or (15 if small else 20), batch_size=o["batch_size"] or (64 if small else 512),
+        lr=o["lr"] or (0.05 if small else 0.2), momentum=o["momentum"], weight_decay=o["weight_decay"],
+        schedule=o["schedule"], label_smoothing=o["label_smoothing"],
+        augment=Augment(crop_padding=crop, flip=flip) if (crop or flip) else None, adv=adv,
+        adv_method=o["adv_method"], adv_steps=o["adv_steps"], adv_step_size=o["adv_step_size"],
+        optimizer=o["optimizer"], seed=o["seed"], bf16=o["bf16"], channels_last=o["channels_last"],
+        compile=o["compile"],
+    )
+    eval_norm = o["eval_norm"] or (adv.norm if adv else "l2")
+    eval_eps = _parse_eps_list(o["eval_eps"]) if o["eval_eps"] else [adv.eps if adv else 0.25]
+    attacks = [AttackSpec(eval_norm, e, steps=o["eval_steps"], restarts=o["eval_restarts"],
+                          random_start=o["eval_restarts"] > 1) for e in eval_eps]
+    resolved = {**o, "arch": arch, "epochs": cfg.epochs, "batch_size": cfg.batch_size, "lr": cfg.lr,
+                "crop_padding": crop, "flip": flip, "eval_norm": eval_norm, "eval_eps": eval_eps, "device": str(dev),
+                "out_dir": str(out_dir), "train_config": cfg}
+    atomic_write_json(out_dir / "resolved_config.json", resolved)
+    torch.manual_seed(o["seed"])
+    model = build_model(arch, num_classes=d.num_classes, in_channels=d.in_channels, image_size=d.image_size,
+                        mean=d.mean, std=d.std)
+    if o["progress"]:
+        print(f"train {arch} on {d.describe()} | {adv.describe() + ' ' + cfg.adv_method.upper() + '-AT' if adv else 'standard'}"
+              f" | {cfg.epochs} epochs, batch {cfg.batch_size}, lr {cfg.lr} ({cfg.schedule}) | device {_device_name(dev)}")
+    try:
+        res = fit(model, x_train, y_train, cfg, device=dev, out_dir=out_dir, eval_data=(d.x_test, d.y_test),
+                  resume=o["resume"], progress=o["progress"], dataset=d.name,
+                  checkpoint_extra={"data_root": o["data_root"], "data_seed": o["data_seed"]})
+    except NonFiniteLossError as exc:
+        print(f"robust-features train: error: {exc}")
+        return 3
+    n = min(o["n_eval"], d.x_test.shape[0])
+    ev = evaluate(res.model, d.x_test[:n], d.y_test[:n], attacks=attacks, device=dev, seed=o["seed"])
+    from empirical.evaluate import accuracy
+
+    clean_all = accuracy(res.model, d.x_test, d.y_test, device=dev)
+    from empirical.checkpoint import file_sha256
+
+    metrics = {"clean_accuracy": clean_all, "robust_accuracy": ev["robust"], "n_robust_eval": n,
+               "n_test": int(d.x_test.shape[0]), "epochs_completed": len(res.history),
+               "final_train_loss": res.history[-1]["train_loss"] if res.history else None,
+               "train_seconds": res.wall_seconds,
+               "train_images_per_second": len(res.history) * x_train.shape[0] / max(res.wall_seconds, 1e-9)}
+    write_record(out_dir / "train.json", experiment="empirical.train", config=resolved, metrics=metrics,
+                 seeds={"seed": o["seed"], "data_seed": o["data_seed"]}, device=_device_name(dev),
+                 started_at=started_at, start_time=t0,
+                 extra={"attacks": ev["attacks"], "history": res.history, "stopped_early": res.stopped_early,
+                        "data": d.describe(), "checkpoint": {"path": "model.pt",
+                                                             "sha256": file_sha256(out_dir / "model.pt")}})
+    rob = ", ".join(f"{ev['attacks'][k]}: {100 * v:.1f}%" for k, v in ev["robust"].items())
+    print(f"clean {100 * clean_all:.1f}% (n={d.x_test.shape[0]}) / robust {rob} (n={n}); record {out_dir / 'train.json'}")
+    if res.stopped_early:
+        print(res.stopped_early)
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
+# eval / attack
+# ---------------------------------------------------------------------------------------------
+def _load_for_checkpoint(args: argparse.Namespace):
+    from empirical.checkpoint import load_model, read_sidecar
+    from empirical.data import load_dataset
+
+    meta = read_sidecar(args.checkpoint)
+    extra = meta.get("extra") or {}
+    data = args.data or meta.get("dataset")
+    if not data or data == "unknown":
+        raise ValueError(f"checkpoint {args.checkpoint} does not name its dataset; pass --data")
+    root = args.data_root or extra.get("data_root")
+    seed = args.data_seed if args.data_seed is not None else int(extra.get("data_seed") or 0)
+    d = load_dataset(data, root=root, seed=seed)
+    dev = _device(args.device)
+    model = load_model(args.checkpoint, device=dev)
+    if (d.in_channels, d.image_size, d.num_classes) != (meta["in_channels"], meta["image_size"], meta["num_classes"]):
+        raise ValueError(f"dataset {d.name} ({d.in_channels}x{d.image_size}, {d.num_classes} classes) does not match "
+                         f"the checkpoint ({meta['in_channels']}x{meta['image_size']}, {meta['num_classes']} classes)")
+    return d, model, dev, meta, {"data": data, "data_root": root, "data_seed": seed}
+
+
+def _split(d, split: str, n: int | None):
+    x, y = (d.x_test, d.y_test) if split == "test" else (d.x_train, d.y_train)
+    if n is not None:
+        if n < 1:
+            raise ValueError(f"n={n} must be a positive integer")
+        x, y = x[:n], y[:n]
+    return x, y
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from empirical.checkpoint import file_sha256
+    from empirical.evaluate import AttackSpec, evaluate
+    from empirical.train import ThreatModel
+    from robust_features.records import utc_now, write_record
+
+    started_at, t0 = utc_now(), time.perf_counter()
+    threats = [ThreatModel.parse(t) for t in (args.threat or ["l2:0.25"])]
+    d, model, dev, meta, data_cfg = _load_for_checkpoint(args)
+    x, y = _split(d, args.split, args.n)
+    specs = [AttackSpec(t.norm, t.eps, steps=args.steps, step_size=args.step_size, restarts=args.restarts,
+                        random_start=args.random_start or args.restarts > 1) for t in threats]
+    ev = evaluate(model, x, y, attacks=specs, device=dev, batch_size=args.batch_size, seed=args.seed)
+    out = Path(args.out) if args.out else Path(args.checkpoint).with_name("eval.json")
+    config = {"checkpoint": str(args.checkpoint), "checkpoint_sha256": file_sha256(args.checkpoint),
+              "arch": meta["arch"], **data_cfg, "split": args.split, "n": int(x.shape[0]),
+              "attacks": [s.__dict__ for s in specs], "batch_size": args.batch_size}
+    write_record(out, experiment="empirical.eval", config=config,
+                 metrics={"clean_accuracy": ev["clean"], "robust_accuracy": ev["robust"], "n": ev["n"]},
+                 seeds={"seed": args.seed}, device=_device_name(dev), started_at=started_at, start_time=t0,
+                 extra={"attacks": ev["attacks"]})
+    print(f"clean {100 * ev['clean']:.2f}% (n={ev['n']})")
+    for k, v in ev["robust"].items():
+        print(f"robust {100 * v:.2f}% at {ev['attacks'][k]}, n={ev['n']}")
+    print(f"record {out}")
+    return 0
+
+
+def _cmd_attack(args: argparse.Namespace) -> int:
+    import io
+
+    import torch
+
+    from empirical.attacks import pgd
+    from empirical.checkpoint import file_sha256
+    from empirical.evaluate import predict
+    from empirical.train import ThreatModel
+    from robust_features.records import atomic_write_bytes, utc_now, write_record
+
+    started_at, t0 = utc_now(), time.perf_counter()
+    threat = ThreatModel.parse(args.threat)
+    d, model, dev, meta, data_cfg = _load_for_checkpoint(args)
+    x, y = _split(d, args.split, args.n)
+    gen = torch.Generator(device=dev)
+    gen.manual_seed(args.seed)
+    if args.targeted == "none":
+        labels = y
+    elif args.targeted == "next":
+        labels = (y + 1) % d.num_classes
+    else:
+        g = torch.Generator().manual_seed(args.seed)
+        labels = (y + torch.randint(1, d.num_classes, y.shape, generator=g)) % d.num_classes
+    step = args.step_size if args.step_size is not None else 2.5 * threat.eps / args.steps
+    t_att = time.perf_counter()
+    x_adv = pgd(model, x.to(dev), labels.to(dev), norm=threat.norm, eps=threat.eps, steps=args.steps, step_size=step,
+                targeted=args.targeted != "none", random_start=args.random_start, restarts=args.restarts,
+                generator=gen, batch_size=args.batch_size).cpu()
+    attack_seconds = time.perf_counter() - t_att
+    pred_clean, pred_adv = predict(model, x, device=dev), predict(model, x_adv, device=dev)
+    success = (pred_adv == labels) if args.targeted != "none" else (pred_adv != y)
+    delta = (x_adv - x).flatten(1)
+    out_dir = Path(args.out_dir)
+    buf = io.BytesIO()
+    torch.save({"x_adv": x_adv.contiguous(), "y": y.clone(), "attack_labels": labels.clone()}, buf)
+    atomic_write_bytes(out_dir / "adversarial.pt", buf.getvalue())
+    config = {"checkpoint": str(args.checkpoint), "checkpoint_sha256": file_sha256(args.checkpoint),
+              "arch": meta["arch"], **data_cfg, "split": args.split, "n": int(x.shape[0]), "norm": threat.norm,
+              "eps": threat.eps, "steps": args.steps, "step_size": step, "restarts": args.restarts,
+              "random_start": args.random_start, "targeted": args.targeted}
+    metrics = {"success_rate": float(success.float().mean()), "clean_accuracy": float((pred_clean == y).float().mean()),
+               "adversarial_accuracy": float((pred_adv == y).float().mean()),
+               "mean_l2": float(delta.norm(dim=1).mean()), "max_l2": float(delta.norm(dim=1).max()),
+               "max_linf": float(delta.abs().max()), "attack_seconds": attack_seconds,
+               "images_per_second": x.shape[0] / max(attack_seconds, 1e-9)}
+    write_record(out_dir / "attack.json", experiment="empirical.attack", config=config, metrics=metrics,
+                 seeds={"seed": args.seed}, device=_device_name(dev), started_at=started_at, start_time=t0,
+                 extra={"tensors": {"path": "adversarial.pt", "sha256": file_sha256(out_dir / "adversarial.pt")}})
+    desc = f"{threat.describe()}, PGD-{args.steps} (step {step:g}), {args.restarts} restart(s), {args.targeted} target"
+    print(f"success {100 * metrics['success_rate']:.1f}% | clean {100 * metrics['clean_accuracy']:.1f}% -> "
+          f"adversarial {100 * metrics['adversarial_accuracy']:.1f}% at {desc}, n={x.shape[0]}; "
+          f"record {out_dir / 'attack.json'}")
+    return 0
+
+
+def _add_checkpoint_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--checkpoint", required=True, help="model.pt written by `train` (with its model.json)")
+    p.add_argument("--data", default=None, help="dataset (default: the one named in the checkpoint)")
+    p.add_argument("--data-root", default=None, help="data folder (default: the one recorded at training)")
+    p.add_argument("--data-seed", type=int, default=None, help="digits split / synthetic seed (default: recorded)")
+    p.add_argument("--split", choices=("test", "train"), default="test")
+    p.add_argument("--n", type=int, default=None, help="use the first N images of the split")
+    p.add_argument("--steps", type=int, default=20, help="PGD steps (default 20)")
+    p.add_argument("--step-size", type=float, default=None, help="PGD step size (default 2.5*eps/steps)")
+    p.add_argument("--restarts", type=int, default=1, help="random restarts, batched; per-example worst case kept")
+    p.add_argument("--random-start", action="store_true", help="start the first restart at a random point too")
+    p.add_argument("--batch-size", type=int, default=512)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add this package's subcommands to the top-level parser."""
+    """Add ``train``, ``eval`` and ``attack`` to the top-level parser."""
+    p = subparsers.add_parser("train", help="standard or adversarial training (writes model.pt, train.json)",
+                              description="Train a model; options may come from --config TOML (flags win).")
+    p.add_argument("--out-dir", required=True, help="run folder: latest.pt, model.pt + model.json, train.json")
+    p.add_argument("--config", default=None, help="TOML file of options (keys as the flags, e.g. adv = 'l2:0.5')")
+    _add_options(p, _TRAIN_OPTIONS)
+    p.set_defaults(func=_cmd_train)
+
+    p = subparsers.add_parser("eval", help="clean and PGD robust accuracy of a checkpoint (writes eval.json)")
+    _add_checkpoint_options(p)
+    p.add_argument("--threat", action="append", default=None,
+                   help="threat model NORM:EPS, repeatable (default l2:0.25), e.g. --threat linf:8/255")
+    p.add_argument("--out", default=None, help="record path (default: eval.json beside the checkpoint)")
+    p.set_defaults(func=_cmd_eval)
+
+    p = subparsers.add_parser("attack", help="PGD adversarial examples for a checkpoint (adversarial.pt, attack.json)")
+    _add_checkpoint_options(p)
+    p.add_argument("--threat", default="l2:0.5", help="threat model NORM:EPS (default l2:0.5)")
+    p.add_argument("--targeted", choices=("none", "next", "random"), default="none",
+                   help="untargeted, target (y+1) mod C, or a random other class")
+    p.add_argument("--out-dir", required=True)
+    p.set_defaults(func=_cmd_attack)
+
+
+__all__ = ["TRAIN_KEYS", "load_toml_config", "register", "resolve_train_options"]

@@ -476,6 +476,13 @@ def load_imagefolder(path: str | os.PathLike, *, cache_dir: str | os.PathLike | 
 # ---------------------------------------------------------------------------------------------
 # dispatcher
 # ---------------------------------------------------------------------------------------------
+def check_dataset_spec(spec: str) -> None:
+    """Raise ``ValueError`` (listing the valid names) unless ``spec`` names a known dataset."""
+    if not isinstance(spec, str) or not (spec in ("digits", "synthetic", "cifar10", "imagefolder")
+                                         or spec.startswith("imagefolder:")):
+        raise ValueError(f"unknown dataset {spec!r}; valid: {', '.join(DATASETS)}")
+
+
 def load_dataset(spec: str, *, root: str | None = None, download: bool = False,
                  cache_dir: str | None = None, seed: int = 0) -> ImageData:
     """Load a dataset by name: ``digits``, ``synthetic``, ``cifar10`` or ``imagefolder:PATH``.
@@ -609,6 +616,6 @@ class Loader:
 
 __all__ = [
     "CIFAR10_CLASSES", "CIFAR10_MD5", "CIFAR10_MEAN", "CIFAR10_STD", "CIFAR10_URL", "DATASETS",
-    "Augment", "ImageData", "Loader", "augment_batch", "check_images", "download_cifar10", "load_cifar10",
+    "Augment", "ImageData", "Loader", "augment_batch", "check_dataset_spec", "check_images", "download_cifar10", "load_cifar10",
     "load_dataset", "load_digits", "load_imagefolder", "make_synthetic", "planted_feature_scores",
 ]

@@ -239,12 +239,14 @@ def _state_to_cpu(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 def fit(model: nn.Module, x_train: torch.Tensor, y_train: torch.Tensor, cfg: TrainConfig, *, device: Any,
         out_dir: str | os.PathLike | None = None, eval_data: tuple[torch.Tensor, torch.Tensor] | None = None,
         resume: bool = True, progress: bool = True, dataset: str | None = None,
-        on_epoch_end: Callable[[int, nn.Module], None] | None = None) -> TrainResult:
+        on_epoch_end: Callable[[int, nn.Module], None] | None = None,
+        checkpoint_extra: dict[str, Any] | None = None) -> TrainResult:
     """Train ``model`` on (x_train, y_train) with ``cfg``; see the module docstring.
 
     ``eval_data`` = (x_test, y_test) adds clean test accuracy to each epoch's history line.
     ``on_epoch_end(epoch, model)`` runs after each epoch's updates, before the epoch is
-    checkpointed (used by tests to interrupt a run). Returns a :class:`TrainResult`.
+    checkpointed (used by tests to interrupt a run); ``checkpoint_extra`` is merged into the
+    ``model.json`` sidecar (e.g. the data root and data seed). Returns a :class:`TrainResult`.
     """
     t_start = time.perf_counter()
     check_images(x_train, "x_train")
@@ -369,6 +371,7 @@ def fit(model: nn.Module, x_train: torch.Tensor, y_train: torch.Tensor, cfg: Tra
             raise NonFiniteLossError(
                 f"non-finite {what} in epoch {epoch} (lr {lr_now:.4g}); training stopped and this epoch was not "
                 f"saved. Last good checkpoint: {where}. Lower the learning rate or check the data.")
+        lr_now = opt.param_groups[0]["lr"]                 # at the end of the epoch
         row: dict[str, float] = {"epoch": epoch, "lr": lr_now, "train_loss": mean_loss,
                                  "train_acc": float(correct) / max(seen, 1)}
         if eval_data is not None:
@@ -410,7 +413,7 @@ def fit(model: nn.Module, x_train: torch.Tensor, y_train: torch.Tensor, cfg: Tra
                         mean=ac["mean"], std=ac["std"],
                         extra={"train_config": cfg, "epochs_completed": len(history), "seed": cfg.seed,
                                "threat_model": cfg.adv, "stopped_early": stopped,
-                               "final": history[-1] if history else {}})
+                               "final": history[-1] if history else {}, **dict(checkpoint_extra or {})})
     return TrainResult(model=model, history=history, wall_seconds=wall, stopped_early=stopped,
                        resumed_from_epoch=resumed_from)
 
