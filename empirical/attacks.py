@@ -119,6 +119,8 @@ def _pgd_batch(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, norm: str,
     best_succ = torch.zeros(xa.shape[0], dtype=torch.bool, device=x.device)
     dev = x.device
     for it in range(steps + 1):
+        if it == steps and not use_best and restarts == 1:
+            return xa.detach()                      # last iterate, no scoring pass needed
         xa.requires_grad_(True)
         with _autocast(dev, amp):
             logits = model(xa)

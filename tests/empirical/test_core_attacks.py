@@ -219,3 +219,18 @@ def test_bad_attack_parameters_raise_errors_naming_them():
     with pytest.raises(ValueError, match=r"step_size=0 must be a positive finite number"):
         match_representation(model, x, x, steps=3, step_size=0)
     assert math.isfinite(float(pgd(model, x, y, norm="l2", eps=0.0, steps=3, step_size=0.1).sum()))
+
+
+@pytest.mark.gpu
+def test_bf16_pgd_on_cuda_is_as_strong_as_fp32_on_cpu(digits_model):
+    model, x, y = digits_model
+    cpu = pgd(model, x, y, norm="l2", eps=0.5, steps=10, step_size=0.125)
+    gpu_model = build_model("mlp", num_classes=10, in_channels=1, image_size=8, mean=model.arch_config["mean"],
+                            std=model.arch_config["std"]).cuda().eval()
+    gpu_model.load_state_dict(model.state_dict())
+    gpu = pgd(gpu_model, x.cuda(), y.cuda(), norm="l2", eps=0.5, steps=10, step_size=0.125).cpu()
+    assert float((gpu - x).flatten(1).norm(dim=1).max()) <= 0.5 + 1e-4
+    with torch.no_grad():
+        acc_cpu = float((model(cpu).argmax(1) == y).float().mean())
+        acc_gpu = float((model(gpu).argmax(1) == y).float().mean())
+    assert acc_gpu <= acc_cpu + 0.05

@@ -247,3 +247,12 @@ def test_gpu_bf16_channels_last_training_runs_and_matches_cpu_accuracy(digits):
     res = fit(m, digits.x_train, digits.y_train, TrainConfig(epochs=4, batch_size=64, lr=0.05), device="cuda",
               eval_data=(digits.x_test, digits.y_test), progress=False)
     assert res.history[-1]["test_acc"] > 0.95
+
+
+@pytest.mark.gpu
+def test_gpu_compiled_adversarial_training_runs(digits):
+    m = _model(digits, "cnn_small")
+    res = fit(m, digits.x_train, digits.y_train,
+              TrainConfig(epochs=2, batch_size=128, lr=0.05, adv=ThreatModel("l2", 0.5), adv_steps=3, compile=True),
+              device="cuda", progress=False)
+    assert all(torch.isfinite(torch.tensor(h["train_loss"])) for h in res.history)

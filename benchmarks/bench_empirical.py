@@ -1,0 +1,182 @@
+"""Throughput of the empirical core: training and PGD-step images/s, fast path vs plain fp32 eager.
+
+For each architecture (default: fastnet and resnet18) it measures, side by side in one run:
+
+* ``train``  images/s of SGD steps (forward + backward + update) at ``--batch-size``;
+* ``pgd``    images/s of one l2 PGD step (forward + input gradient + step + projection),
+  i.e. ``steps * batch / time``;
+* ``torchattacks`` the same PGD step through ``torchattacks.PGDL2`` (fp32 eager, as the library
+  runs) when torchattacks is installed,
+
+in two modes: ``fast`` = bf16 autocast + channels_last (+ ``torch.compile`` with ``--compile``),
+which only differs from ``plain`` on CUDA, and ``plain`` = fp32 eager. Optionally
+(``--cifar-root``) it times the fast network's full CIFAR-10 training run and reports its test
+accuracy (the issue's target: >= 93% in under 30 s on one H100).
+
+    python benchmarks/bench_empirical.py                       # CPU: tiny size (batch 32, 3 iters)
+    python benchmarks/bench_empirical.py --device cuda --batch-size 512 --iters 20 --compile
+    python benchmarks/bench_empirical.py --device cuda --cifar-root DATA --epochs 10
+
+Prints a table and writes a record with ``--out FILE.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from contextlib import nullcontext
+
+import torch
+from torch.nn import functional as F
+
+from empirical.attacks import pgd
+from empirical.models import build_model
+from robust_features.records import utc_now, write_record
+
+
+def _sync(dev: torch.device) -> None:
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+
+
+def _model(arch: str, dev: torch.device, fast: bool, compile_: bool, image_size: int):
+    torch.manual_seed(0)
+    m = build_model(arch, num_classes=10, in_channels=3, image_size=image_size, mean=(0.49, 0.48, 0.45),
+                    std=(0.25, 0.24, 0.26)).to(dev)
+    if fast and dev.type == "cuda":
+        m = m.to(memory_format=torch.channels_last)
+    run = torch.compile(m) if (fast and compile_) else m
+    return m, run
+
+
+def bench_train(arch: str, dev: torch.device, fast: bool, compile_: bool, batch: int, size: int, iters: int) -> float:
+    m, run = _model(arch, dev, fast, compile_, size)
+    opt = torch.optim.SGD(m.parameters(), lr=0.01, momentum=0.9, nesterov=True)
+    x = torch.rand(batch, 3, size, size, device=dev)
+    if fast and dev.type == "cuda":
+        x = x.contiguous(memory_format=torch.channels_last)
+    y = torch.randint(0, 10, (batch,), device=dev)
+    amp = torch.autocast("cuda", dtype=torch.bfloat16) if fast and dev.type == "cuda" else nullcontext()
+    m.train()
+
+    def step():
+        with amp:
+            loss = F.cross_entropy(run(x).float(), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    for _ in range(2 if not compile_ else 3):
+        step()
+    _sync(dev)
+    t = time.perf_counter()
+    for _ in range(iters):
+        step()
+    _sync(dev)
+    return iters * batch / (time.perf_counter() - t)
+
+
+def bench_pgd(arch: str, dev: torch.device, fast: bool, compile_: bool, batch: int, size: int, iters: int) -> float:
+    m, run = _model(arch, dev, fast, compile_, size)
+    run.eval()
+    x = torch.rand(batch, 3, size, size, device=dev)
+    y = torch.randint(0, 10, (batch,), device=dev)
+    pgd(run, x, y, norm="l2", eps=0.5, steps=2, step_size=0.1, amp=fast)       # warm-up (and compile)
+    _sync(dev)
+    t = time.perf_counter()
+    pgd(run, x, y, norm="l2", eps=0.5, steps=iters, step_size=0.1, use_best=False, amp=fast)
+    _sync(dev)
+    return iters * batch / (time.perf_counter() - t)
+
+
+def bench_torchattacks(arch: str, dev: torch.device, batch: int, size: int, iters: int) -> float | None:
+    try:
+        import torchattacks
+    except ImportError:
+        return None
+    m, _ = _model(arch, dev, False, False, size)
+    m.eval()
+    x = torch.rand(batch, 3, size, size, device=dev)
+    y = torch.randint(0, 10, (batch,), device=dev)
+    torchattacks.PGDL2(m, eps=0.5, alpha=0.1, steps=2, random_start=False)(x, y)
+    _sync(dev)
+    atk = torchattacks.PGDL2(m, eps=0.5, alpha=0.1, steps=iters, random_start=False)
+    t = time.perf_counter()
+    atk(x, y)
+    _sync(dev)
+    return iters * batch / (time.perf_counter() - t)
+
+
+def bench_cifar_fastnet(root: str, dev: torch.device, epochs: int, compile_: bool) -> dict[str, float]:
+    """Full fastnet CIFAR-10 run: wall seconds of training (data already on the device) and test accuracy."""
+    from empirical.data import Augment, load_dataset
+    from empirical.evaluate import accuracy
+    from empirical.train import TrainConfig, fit
+
+    d = load_dataset(root if root.startswith("imagefolder:") else "cifar10", root=root)
+    torch.manual_seed(0)
+    m = build_model("fastnet", num_classes=10, in_channels=3, image_size=32, mean=d.mean, std=d.std)
+    cfg = TrainConfig(epochs=epochs, batch_size=512, lr=0.2, weight_decay=5e-4, label_smoothing=0.2,
+                      augment=Augment(crop_padding=2, flip=True, padding_mode="reflect"), compile=compile_)
+    res = fit(m, d.x_train, d.y_train, cfg, device=dev, progress=False)
+    _sync(dev)
+    return {"train_seconds": res.wall_seconds, "test_accuracy": accuracy(res.model, d.x_test, d.y_test, device=dev),
+            "epochs": epochs}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--archs", default="fastnet,resnet18")
+    p.add_argument("--batch-size", type=int, default=None, help="default 512 on CUDA, 32 on CPU")
+    p.add_argument("--image-size", type=int, default=32)
+    p.add_argument("--iters", type=int, default=None, help="timed iterations (default 20 on CUDA, 3 on CPU)")
+    p.add_argument("--compile", action="store_true", help="torch.compile in the fast mode")
+    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (CPU)")
+    p.add_argument("--cifar-root", default=None, help="also time a full fastnet CIFAR-10 run (cifar10 root or imagefolder:PATH)")
+    p.add_argument("--epochs", type=int, default=10, help="epochs of the fastnet CIFAR-10 run")
+    p.add_argument("--out", default=None, help="write a JSON record here")
+    a = p.parse_args(argv)
+    dev = torch.device(a.device)
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    cuda = dev.type == "cuda"
+    batch = a.batch_size or (512 if cuda else 32)
+    iters = a.iters or (20 if cuda else 3)
+    started, t0 = utc_now(), time.perf_counter()
+    name = torch.cuda.get_device_name(dev) if cuda else f"cpu ({torch.get_num_threads()} threads)"
+    print(f"device {name}; batch {batch}, {a.image_size}x{a.image_size}, {iters} timed iterations"
+          + ("" if cuda else "; on CPU bf16/channels_last are off, so fast == plain"))
+    rows: dict[str, dict[str, float | None]] = {}
+    print(f"{'arch':<10} {'train fast':>11} {'train fp32':>11} {'pgd fast':>10} {'pgd fp32':>10} {'torchattacks':>13} "
+          f"{'pgd fast/fp32':>14} {'fast/ta':>8}   (images/s)")
+    for arch in a.archs.split(","):
+        r: dict[str, float | None] = {
+            "train_fast": bench_train(arch, dev, True, a.compile, batch, a.image_size, iters),
+            "train_fp32": bench_train(arch, dev, False, False, batch, a.image_size, iters),
+            "pgd_fast": bench_pgd(arch, dev, True, a.compile, batch, a.image_size, iters),
+            "pgd_fp32": bench_pgd(arch, dev, False, False, batch, a.image_size, iters),
+            "pgd_torchattacks": bench_torchattacks(arch, dev, batch, a.image_size, iters),
+        }
+        r["pgd_speedup_vs_fp32"] = r["pgd_fast"] / r["pgd_fp32"]
+        r["pgd_speedup_vs_torchattacks"] = r["pgd_fast"] / r["pgd_torchattacks"] if r["pgd_torchattacks"] else None
+        rows[arch] = r
+        ta = f"{r['pgd_torchattacks']:>13.0f}" if r["pgd_torchattacks"] else f"{'n/a':>13}"
+        vs = f"{r['pgd_speedup_vs_torchattacks']:>8.2f}" if r["pgd_speedup_vs_torchattacks"] else f"{'n/a':>8}"
+        print(f"{arch:<10} {r['train_fast']:>11.0f} {r['train_fp32']:>11.0f} {r['pgd_fast']:>10.0f} {r['pgd_fp32']:>10.0f} "
+              f"{ta} {r['pgd_speedup_vs_fp32']:>14.2f} {vs}")
+    metrics: dict = {"throughput": rows}
+    if a.cifar_root:
+        c = bench_cifar_fastnet(a.cifar_root, dev, a.epochs, a.compile)
+        metrics["cifar10_fastnet"] = c
+        print(f"fastnet CIFAR-10: {c['test_accuracy'] * 100:.2f}% test accuracy after {c['epochs']} epochs in "
+              f"{c['train_seconds']:.1f} s of training")
+    if a.out:
+        write_record(a.out, experiment="benchmarks.empirical", config=vars(a) | {"batch": batch, "iters": iters},
+                     metrics=metrics, device=name, started_at=started, start_time=t0)
+        print(f"record {a.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
