@@ -96,7 +96,7 @@ def fit_robust(
     lam_method: str = "multiplier",
     max_iter: int = 500,
     tol: float = 1e-7,
-    ftol: float = 1e-12,
+    ftol: float = 1e-10,
     patience: int = 10,
     init: RobustFit | None = None,
 ) -> RobustFit:
