@@ -254,6 +254,9 @@ def fit(model: nn.Module, x_train: torch.Tensor, y_train: torch.Tensor, cfg: Tra
         raise ValueError(f"y_train must have shape ({x_train.shape[0]},); got {tuple(y_train.shape)}")
     if x_train.shape[0] == 0:
         raise ValueError("x_train is empty")
+    if out_dir is not None and not getattr(model, "arch_config", None):
+        raise ValueError("model has no arch_config (build it with empirical.models.build_model), so its "
+                         "checkpoint could not be rebuilt by load_model; pass out_dir=None or use build_model")
     dev = torch.device(device)
     cuda = dev.type == "cuda"
     amp = cfg.bf16 and cuda
@@ -346,7 +349,7 @@ def fit(model: nn.Module, x_train: torch.Tensor, y_train: torch.Tensor, cfg: Tra
             batches = bar_ctx(loader, desc=f"epoch {epoch}/{cfg.epochs}", leave=False, total=steps_per_epoch)
         for xb, yb in batches:
             if cfg.adv is not None:
-                xb = _adv_batch(model, xb, yb, cfg, gen, amp)
+                xb = _adv_batch(step_model, xb, yb, cfg, gen, amp)
             if cuda and cfg.channels_last:
                 xb = xb.contiguous(memory_format=torch.channels_last)
             with _autocast(dev, amp):
@@ -404,10 +407,7 @@ def fit(model: nn.Module, x_train: torch.Tensor, y_train: torch.Tensor, cfg: Tra
     if out is not None:
         from empirical.checkpoint import save_checkpoint
 
-        ac = getattr(model, "arch_config", None)
-        if not ac:
-            raise ValueError("model has no arch_config (build it with empirical.models.build_model), so its "
-                             "checkpoint could not be rebuilt by load_model")
+        ac = model.arch_config
         save_checkpoint(model, out / "model.pt", arch=ac["arch"], dataset=dataset or "unknown",
                         num_classes=ac["num_classes"], in_channels=ac["in_channels"], image_size=ac["image_size"],
                         mean=ac["mean"], std=ac["std"],
