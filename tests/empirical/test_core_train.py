@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from empirical.checkpoint import file_sha256, load_model, save_checkpoint
-from empirical.data import Augment, load_dataset, make_synthetic, planted_feature_scores
+from empirical.data import Augment, load_dataset, make_synthetic
 from empirical.evaluate import AttackSpec, accuracy, evaluate, predict, robust_accuracy
 from empirical.models import ARCHS, build_model, default_arch
 from empirical.train import NonFiniteLossError, ThreatModel, TrainConfig, fit, lr_factor
