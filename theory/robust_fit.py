@@ -96,9 +96,10 @@ def fit_robust(
     lam_method: str = "multiplier",
     max_iter: int = 500,
     tol: float = 1e-7,
-    ftol: float = 1e-10,
+    ftol: float = 1e-9,
     patience: int = 10,
     init: RobustFit | None = None,
+    memory: int = 5,
 ) -> RobustFit:
     """Solve robust maximum likelihood against the exact l2 adversary of radius ``eps``.
 
@@ -107,6 +108,8 @@ def fit_robust(
     lam relates it to the closed form Sigma_r(lam). The sample is ``n_samples`` draws from
     ``model`` with ``seed`` (or the given ``x``, ``y``); the same draws are used for every
     iteration. ``init`` warm-starts from a previous fit (e.g. the neighbouring eps of a sweep).
+    ``memory`` > 0 enables Anderson acceleration of the fixed-point map with that many past
+    iterates (a candidate is used only if it keeps Sigma PD and lowers the objective).
     Stops when the fixed-point residual is below ``tol`` or the objective has stopped decreasing
     (relative ``ftol`` over ``patience`` iterations; with n samples the objective has kinks that
     leave a residual of order eps^2/n). Raises ``RuntimeError`` if neither happens in
@@ -133,10 +136,16 @@ def fit_robust(
     mu0, sig0 = _mle(xs, ys, model.mu, fit_mean)  # eps = 0 fit: the reference Sigma*
     if init is not None:
         mu, sigma = np.array(init.mu, float), np.array(init.sigma, float)
+        if init.eps < eps:  # the adversary adds about (eps^2 - eps_0^2)/d variance per direction
+            sigma = sigma + ((eps**2 - init.eps**2) / model.d) * np.eye(model.d)
     else:
         mu, sigma = mu0, sig0 + (eps**2 / model.d) * np.eye(model.d)
     f, delta, nu = _inner(mu, sigma, xs, ys, eps)
     history = [f]
+    d_z: list[Array] = []
+    d_r: list[Array] = []
+    z_prev: Array | None = None
+    r_prev: Array | None = None
     converged = False
     resid = np.inf
     it = 0
@@ -154,22 +163,47 @@ def fit_robust(
         if len(history) > patience and history[-patience - 1] - f <= ftol * abs(f):
             converged = True
             break
-        prec, prec_t = np.linalg.inv(sigma), np.linalg.inv(sig_t)
-        eta, eta_t = prec @ mu, prec_t @ mu_t
-        step = 1.0
-        for _ in range(40):
-            p_new = prec + step * (prec_t - prec)
-            sig_new = np.linalg.inv((p_new + p_new.T) / 2)
-            sig_new = (sig_new + sig_new.T) / 2
-            mu_new = sig_new @ (eta + step * (eta_t - eta))
-            f_new, d_new, nu_new = _inner(mu_new, sig_new, xs, ys, eps)
-            if f_new <= f + 1e-13 * abs(f):
+        # Anderson acceleration of the fixed-point map z -> G(z), z = (mu, vec Sigma), kept only
+        # when it yields a PD Sigma and a lower objective (so F still decreases monotonically).
+        z, gz = _pack(mu, sigma), _pack(mu_t, sig_t)
+        if memory > 0:
+            if z_prev is not None:
+                d_z.append(z - z_prev)
+                d_r.append((gz - z) - r_prev)
+                del d_z[:-memory], d_r[:-memory]
+            z_prev, r_prev = z, gz - z
+        accepted = False
+        if memory > 0 and len(d_r) >= 1:
+            dr, dz = np.array(d_r).T, np.array(d_z).T
+            gamma = np.linalg.lstsq(dr, gz - z, rcond=None)[0]
+            cand = gz - (dz + dr) @ gamma
+            mu_a, sig_a = _unpack(cand, model.d)
+            if np.all(np.isfinite(cand)) and np.linalg.eigvalsh(sig_a)[0] > 0:
+                f_a, d_a, nu_a = _inner(mu_a, sig_a, xs, ys, eps)
+                if f_a <= f - 1e-13 * abs(f):
+                    mu, sigma, f, delta, nu = mu_a, sig_a, f_a, d_a, nu_a
+                    accepted = True
+        if not accepted:
+            prec, prec_t = np.linalg.inv(sigma), np.linalg.inv(sig_t)
+            eta, eta_t = prec @ mu, prec_t @ mu_t
+            step = 1.0
+            for _ in range(40):
+                p_new = prec + step * (prec_t - prec)
+                sig_new = np.linalg.inv((p_new + p_new.T) / 2)
+                sig_new = (sig_new + sig_new.T) / 2
+                mu_new = sig_new @ (eta + step * (eta_t - eta))
+                f_new, d_new, nu_new = _inner(mu_new, sig_new, xs, ys, eps)
+                if f_new <= f + 1e-13 * abs(f):
+                    break
+                step /= 2
+            else:
+                converged = resid < 10 * tol
                 break
-            step /= 2
-        else:
-            converged = resid < 10 * tol
-            break
-        mu, sigma, f, delta, nu = mu_new, sig_new, f_new, d_new, nu_new
+            mu, sigma, f, delta, nu = mu_new, sig_new, f_new, d_new, nu_new
+            if step < 1.0:  # the history is no longer a fixed-point trajectory: restart it
+                d_z.clear()
+                d_r.clear()
+                z_prev = None
         history.append(f)
     if not converged:
         raise RuntimeError(
@@ -187,6 +221,15 @@ def fit_robust(
                      lam_multiplier_median=lam_med, lam_spectral=lam_spec, lam_method=lam_method,
                      objective=f, stationarity=float(resid), iterations=it, converged=converged,
                      n_samples=n, seed=seed, reference_sigma=sig0, history=tuple(history))
+
+
+def _pack(mu: Array, sigma: Array) -> Array:
+    return np.concatenate([mu, sigma.ravel()])
+
+
+def _unpack(z: Array, d: int) -> tuple[Array, Array]:
+    sig = z[d:].reshape(d, d)
+    return z[:d].copy(), (sig + sig.T) / 2
 
 
 def _residual(mu: Array, sigma: Array, mu_t: Array, sig_t: Array) -> float:
