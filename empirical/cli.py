@@ -159,8 +159,18 @@ def _cmd_train(args: argparse.Namespace) -> int:
     arch = o["arch"] or default_arch(o["data"])
     if arch not in ARCHS:
         raise ValueError(f"unknown architecture {arch!r}; valid: {', '.join(ARCHS)}")
+    from empirical.distributed import check_same_config, init_distributed, local_device, shutdown
+
     dev = _device(o["device"])
-    d = load_dataset(o["data"], root=o["data_root"], download=o["download"], seed=o["data_seed"])
+    info = init_distributed(dev)  # single process unless launched by torchrun
+    dev = local_device(dev, info)
+    if info.is_distributed and info.is_main and o["download"]:
+        load_dataset(o["data"], root=o["data_root"], download=True, seed=o["data_seed"])
+    if info.is_distributed:
+        import torch.distributed as tdist
+
+        tdist.barrier()  # rank 0 downloads once; the others read what it fetched
+    d = load_dataset(o["data"], root=o["data_root"], download=o["download"] and info.is_main, seed=o["data_seed"])
     x_train, y_train = d.x_train, d.y_train
     if o["n_train"] is not None:
         if o["n_train"] < 1:
@@ -185,20 +195,29 @@ def _cmd_train(args: argparse.Namespace) -> int:
     resolved = {**o, "arch": arch, "epochs": cfg.epochs, "batch_size": cfg.batch_size, "lr": cfg.lr,
                 "crop_padding": crop, "flip": flip, "eval_norm": eval_norm, "eval_eps": eval_eps, "device": str(dev),
                 "out_dir": str(out_dir), "train_config": cfg}
-    atomic_write_json(out_dir / "resolved_config.json", resolved)
+    # every rank must run the same command (the device differs per rank, so it is left out)
+    check_same_config({k: v for k, v in resolved.items() if k != "device"}, info)
+    if info.is_distributed:
+        resolved["world_size"] = info.world_size
+    if info.is_main:
+        atomic_write_json(out_dir / "resolved_config.json", resolved)
     torch.manual_seed(o["seed"])
     model = build_model(arch, num_classes=d.num_classes, in_channels=d.in_channels, image_size=d.image_size,
                         mean=d.mean, std=d.std)
-    if o["progress"]:
+    if o["progress"] and info.is_main:
         print(f"train {arch} on {d.describe()} | {adv.describe() + ' ' + cfg.adv_method.upper() + '-AT' if adv else 'standard'}"
               f" | {cfg.epochs} epochs, batch {cfg.batch_size}, lr {cfg.lr} ({cfg.schedule}) | device {_device_name(dev)}")
     try:
         res = fit(model, x_train, y_train, cfg, device=dev, out_dir=out_dir, eval_data=(d.x_test, d.y_test),
-                  resume=o["resume"], progress=o["progress"], dataset=d.name,
-                  checkpoint_extra={"data_root": o["data_root"], "data_seed": o["data_seed"]})
+                  resume=o["resume"], progress=o["progress"] and info.is_main, dataset=d.name,
+                  checkpoint_extra={"data_root": o["data_root"], "data_seed": o["data_seed"],
+                                    "world_size": info.world_size}, dist_info=info)
     except NonFiniteLossError as exc:
         print(f"robust-features train: error: {exc}")
         return 3
+    if not info.is_main:  # rank 0 evaluates and writes the record
+        shutdown()
+        return 0
     n = min(o["n_eval"], d.x_test.shape[0])
     ev = evaluate(res.model, d.x_test[:n], d.y_test[:n], attacks=attacks, device=dev, seed=o["seed"])
     from empirical.evaluate import accuracy
@@ -217,6 +236,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
                  extra={"attacks": ev["attacks"], "history": res.history, "stopped_early": res.stopped_early,
                         "data": d.describe(), "checkpoint": {"path": "model.pt",
                                                              "sha256": file_sha256(out_dir / "model.pt")}})
+    shutdown()
     rob = ", ".join(f"{ev['attacks'][k]}: {100 * v:.1f}%" for k, v in ev["robust"].items())
     print(f"clean {100 * clean_all:.1f}% (n={d.x_test.shape[0]}) / robust {rob} (n={n}); record {out_dir / 'train.json'}")
     if res.stopped_early:

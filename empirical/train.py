@@ -20,6 +20,17 @@ run ends with exactly the weights of an uninterrupted one (on CPU). A non-finite
 training with :class:`NonFiniteLossError` before that epoch is saved, so ``latest.pt`` keeps the
 last good state. On completion ``model.pt`` + ``model.json`` are written by
 :func:`empirical.checkpoint.save_checkpoint`.
+
+Distributed (``torchrun --nproc_per_node=N``, see :mod:`empirical.distributed`): every rank
+builds the same seeded loader and so draws the same global batch of ``batch_size`` examples;
+rank r trains on its contiguous slice of it inside DistributedDataParallel, with the loss scaled
+so that DDP's gradient average equals the gradient of the mean loss over the whole global batch.
+One step therefore equals the single-process step on that batch (up to float summation order),
+for any number of ranks, as long as the model has no batch-coupled layers (BatchNorm statistics
+are per rank, as usual under DDP). Adversarial examples are made per rank against the local
+replica (identical weights), from random starts drawn per rank. Metrics are summed over ranks;
+only rank 0 writes ``latest.pt`` and ``model.pt``, and every rank resumes from rank 0's
+``latest.pt``.
 """
 
 from __future__ import annotations
@@ -44,6 +55,7 @@ from torch.nn import functional as F
 
 from empirical.attacks import NORMS, fgsm_rs, pgd
 from empirical.data import Augment, Loader, _mix_seed, check_images
+from empirical.distributed import DistInfo, barrier, init_distributed, reduce_sums, shard_range
 from robust_features.records import atomic_write_bytes, to_jsonable
 
 SCHEDULES: tuple[str, ...] = ("onecycle", "step", "constant")
@@ -240,13 +252,15 @@ def fit(model: nn.Module, x_train: torch.Tensor, y_train: torch.Tensor, cfg: Tra
         out_dir: str | os.PathLike | None = None, eval_data: tuple[torch.Tensor, torch.Tensor] | None = None,
         resume: bool = True, progress: bool = True, dataset: str | None = None,
         on_epoch_end: Callable[[int, nn.Module], None] | None = None,
-        checkpoint_extra: dict[str, Any] | None = None) -> TrainResult:
+        checkpoint_extra: dict[str, Any] | None = None, dist_info: DistInfo | None = None) -> TrainResult:
     """Train ``model`` on (x_train, y_train) with ``cfg``; see the module docstring.
 
     ``eval_data`` = (x_test, y_test) adds clean test accuracy to each epoch's history line.
     ``on_epoch_end(epoch, model)`` runs after each epoch's updates, before the epoch is
     checkpointed (used by tests to interrupt a run); ``checkpoint_extra`` is merged into the
     ``model.json`` sidecar (e.g. the data root and data seed). Returns a :class:`TrainResult`.
+    ``dist_info`` defaults to the torchrun environment (single process when not launched by
+    torchrun); under several ranks each global batch is split across them (module docstring).
     """
     t_start = time.perf_counter()
     check_images(x_train, "x_train")
@@ -258,12 +272,22 @@ def fit(model: nn.Module, x_train: torch.Tensor, y_train: torch.Tensor, cfg: Tra
         raise ValueError("model has no arch_config (build it with empirical.models.build_model), so its "
                          "checkpoint could not be rebuilt by load_model; pass out_dir=None or use build_model")
     dev = torch.device(device)
+    info = dist_info if dist_info is not None else init_distributed(dev)
+    if info.is_distributed and cfg.batch_size < info.world_size:
+        raise ValueError(f"batch_size={cfg.batch_size} must be at least the world size {info.world_size} "
+                         "(each rank trains on a slice of every global batch)")
     cuda = dev.type == "cuda"
     amp = cfg.bf16 and cuda
     model.to(dev)
     if cuda and cfg.channels_last:
         model.to(memory_format=torch.channels_last)
     step_model = torch.compile(model) if cfg.compile else model
+    ddp_model = None  # the DDP wrapper used for the training forward/backward; attacks use the replica
+    if info.is_distributed:
+        from torch.nn.parallel import DistributedDataParallel
+
+        ddp_model = DistributedDataParallel(step_model, device_ids=[dev.index] if cuda else None,
+                                            broadcast_buffers=False)
     y_train = y_train.to(torch.long)
     n = x_train.shape[0]
     loader = Loader(x_train, y_train, batch_size=cfg.batch_size, shuffle=True, device=dev, augment=cfg.augment,
@@ -312,7 +336,7 @@ def fit(model: nn.Module, x_train: torch.Tensor, y_train: torch.Tensor, cfg: Tra
         probe_x, probe_y = x_train[:m].to(dev), y_train[:m].to(dev)
 
     def save_latest(epoch: int) -> None:
-        if latest is None:
+        if latest is None or not info.is_main:
             return
         state = {"fingerprint": cfg.fingerprint(), "epoch": epoch, "model": _state_to_cpu(model.state_dict()),
                  "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "torch_rng": torch.get_rng_state(),
@@ -348,21 +372,31 @@ def fit(model: nn.Module, x_train: torch.Tensor, y_train: torch.Tensor, cfg: Tra
         if bar_ctx is not None:
             batches = bar_ctx(loader, desc=f"epoch {epoch}/{cfg.epochs}", leave=False, total=steps_per_epoch)
         for xb, yb in batches:
+            full = yb.shape[0]
+            if info.is_distributed:
+                lo, hi = shard_range(full, info.rank, info.world_size)
+                xb, yb = xb[lo:hi], yb[lo:hi]
             if cfg.adv is not None:
                 xb = _adv_batch(step_model, xb, yb, cfg, gen, amp)
             if cuda and cfg.channels_last:
                 xb = xb.contiguous(memory_format=torch.channels_last)
             with _autocast(dev, amp):
-                logits = step_model(xb)
+                logits = (ddp_model or step_model)(xb)
             loss = F.cross_entropy(logits.float(), yb, label_smoothing=cfg.label_smoothing)
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            if ddp_model is not None:
+                # DDP averages gradients over ranks; weight each rank's mean by its share of the
+                # global batch so that the result is the gradient of the global-batch mean loss.
+                (loss * (yb.shape[0] * info.world_size / full)).backward()
+            else:
+                loss.backward()
             opt.step()
             sched.step()
             loss_sum += loss.detach() * yb.shape[0]
             correct += (logits.detach().argmax(1) == yb).sum()
             seen += yb.shape[0]
-        mean_loss = float(loss_sum) / max(seen, 1)
+        totals = reduce_sums({"loss": float(loss_sum), "correct": float(correct), "seen": float(seen)}, info)
+        mean_loss = totals["loss"] / max(totals["seen"], 1)
         if on_epoch_end is not None:
             on_epoch_end(epoch, model)
         bad_params = [k for k, v in model.state_dict().items() if v.is_floating_point() and not torch.isfinite(v).all()]
@@ -376,7 +410,7 @@ def fit(model: nn.Module, x_train: torch.Tensor, y_train: torch.Tensor, cfg: Tra
                 f"saved. Last good checkpoint: {where}. Lower the learning rate or check the data.")
         lr_now = opt.param_groups[0]["lr"]                 # at the end of the epoch
         row: dict[str, float] = {"epoch": epoch, "lr": lr_now, "train_loss": mean_loss,
-                                 "train_acc": float(correct) / max(seen, 1)}
+                                 "train_acc": totals["correct"] / max(totals["seen"], 1)}
         if eval_data is not None:
             from empirical.evaluate import accuracy
 
@@ -401,10 +435,11 @@ def fit(model: nn.Module, x_train: torch.Tensor, y_train: torch.Tensor, cfg: Tra
             if stopped:
                 bar_ctx.write(stopped)
         save_latest(epoch)
+        barrier(info)
 
     model.eval()
     wall = time.perf_counter() - t_start
-    if out is not None:
+    if out is not None and info.is_main:
         from empirical.checkpoint import save_checkpoint
 
         ac = model.arch_config
