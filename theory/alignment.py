@@ -72,12 +72,7 @@ def gradient_alignment(
         m = as_vector(mu, "mu", spec.d)
         if not np.any(m):
             raise ValueError("mu must be nonzero: the cosine with the zero vector is undefined")
-        if spec.vectors is not None:
-            g = spec.apply(lambda s: 1.0 / s) @ m
-        else:
-            import scipy.linalg
-
-            g = scipy.linalg.cho_solve(scipy.linalg.cho_factor(spec.matrix), m)
+        g = spec.solve(m)
         cosine = float(m @ g / (np.linalg.norm(m) * np.linalg.norm(g)))
     return GradientAlignment(worst_case=worst, cosine=cosine, condition_number=kappa)
 

@@ -107,8 +107,25 @@ class Spectrum:
         """The matrix function ``V diag(f(values)) V^T`` (symmetric by construction)."""
         if self.vectors is None:
             raise ValueError("this Spectrum holds eigenvalues only; build it with vectors=True")
-        out = (self.vectors * f(self.values)) @ self.vectors.T
+        vals = np.asarray(f(self.values), dtype=float)
+        if np.all(vals > 0):
+            # V diag(f) V^T = B B^T with B = V sqrt(f): a symmetric rank-k update (half a GEMM)
+            from scipy.linalg.blas import dsyrk
+
+            b = np.asfortranarray(self.vectors * np.sqrt(vals))
+            upper = dsyrk(1.0, b)
+            return np.triu(upper) + np.triu(upper, 1).T
+        out = (self.vectors * vals) @ self.vectors.T
         return (out + out.T) / 2
+
+    def solve(self, b: Array) -> Array:
+        """matrix^-1 b from the eigendecomposition, O(d^2) per right-hand side."""
+        if self.vectors is None:
+            import scipy.linalg
+
+            return scipy.linalg.cho_solve(scipy.linalg.cho_factor(self.matrix), b)
+        coef = self.vectors.T @ b
+        return self.vectors @ (coef / (self.values if coef.ndim == 1 else self.values[:, None]))
 
     def to_eigenbasis(self, v: Array) -> Array:
         """Coordinates of the rows of ``v`` in the eigenbasis."""
