@@ -213,6 +213,9 @@ def lam_fig(metrics: dict[str, Any], out_dir: Path) -> list[Path]:
         ax.plot(eps, ls["lam_spectral"], "s--", color=color, ms=3, mfc="none",
                 label=f"{label}: spectral fit")
         ax.plot(eps, ls["norm_matching_heuristic"], ":", color=color, lw=0.8)
+        if "small_eps_asymptote" in ls:
+            ax.plot(eps, ls["small_eps_asymptote"], "-", color=color, lw=3, alpha=0.2)
+            ax.plot(eps, ls["large_eps_asymptote"], "-", color=color, lw=3, alpha=0.2)
     eps = np.array(metrics["sweep_2d"]["lam_scaling"]["eps"])
     ax.plot(eps, metrics["sweep_2d"]["lam_scaling"]["paper_lower_shape"], "k-", lw=0.8,
             label="paper lower-bound shape (const. 1)")
@@ -222,8 +225,8 @@ def lam_fig(metrics: dict[str, Any], out_dir: Path) -> list[Path]:
     ax.set_yscale("log")
     ax.set_xlabel(r"$\epsilon$")
     ax.set_ylabel(r"effective $\lambda$")
-    ax.set_title(r"$\epsilon \leftrightarrow \lambda$ (dotted: $\sqrt{\mathrm{tr}\,\Sigma_*^{-1}}/\epsilon$)",
-                 fontsize=9)
+    ax.set_title(r"$\epsilon \leftrightarrow \lambda$; dotted $\sqrt{\mathrm{tr}\,\Sigma_*^{-1}}/\epsilon$; "
+                 r"bands $E\|\Sigma_*^{-1}v\|/\epsilon$, $d/\epsilon^2$", fontsize=8)
     ax.legend(fontsize=6)
     fig.tight_layout()
     paths = _save(fig, out_dir, "lam_vs_eps")

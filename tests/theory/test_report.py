@@ -77,3 +77,13 @@ def test_cli_report_end_to_end_small(tmp_path, capsys):
     assert "eps<->lam (2-D)" in text and "theory_report.json" in text
     rec = read_record(out / "theory_report.json")
     assert rec["config"]["n_samples"] == 400 and rec["seeds"]["seed"] == 0
+
+
+def test_lam_follows_the_measured_asymptotes(small_record):
+    # small eps: lam ~ E||Sigma*^-1 v|| / eps ; large eps: lam ~ d / eps^2 (docs/theory.md)
+    _, record = small_record
+    ls = record["metrics"]["sweep_2d"]["lam_scaling"]
+    lam, small, large = (np.array(ls[k]) for k in ("lam_multiplier", "small_eps_asymptote",
+                                                    "large_eps_asymptote"))
+    assert abs(lam[0] / small[0] - 1) < 0.1
+    assert 0.6 < lam[-1] / large[-1] < 1.0
