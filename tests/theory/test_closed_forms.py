@@ -139,3 +139,32 @@ def test_trust_region_max_is_the_constrained_optimum():
                              options={"ftol": 1e-14, "maxiter": 500}).fun for _ in range(6))
         assert res.value[i] >= best - 1e-7
         assert res.value[i] == pytest.approx(best, rel=1e-6)
+
+
+def test_trust_region_hard_case_is_solved_exactly():
+    # v has no component along the top precision eigenvector and ||(3I - P)^-1 P v|| < eps:
+    # nu = lambda_max, delta = (0.5, 1, sqrt(4 - 1.25)), value = 15 (worked by hand)
+    res = trust_region_max(np.diag([1.0, 2.0, 3.0]), np.array([[1.0, 0.5, 0.0], [0.0, 0.0, 0.0]]), 2.0)
+    np.testing.assert_allclose(res.nu, [3.0, 3.0])
+    np.testing.assert_allclose(res.delta[0], [0.5, 1.0, np.sqrt(2.75)], rtol=1e-12)
+    np.testing.assert_allclose(res.value, [15.0, 12.0], rtol=1e-12)
+    np.testing.assert_allclose(np.linalg.norm(res.delta, axis=1), 2.0, rtol=1e-12)
+    zero = trust_region_max(np.eye(3), np.ones(3), 0.0)
+    assert zero.nu == np.inf and np.all(zero.delta == 0) and zero.value == pytest.approx(3.0)
+
+
+def test_spectrum_matrix_functions_and_solve():
+    from theory import Spectrum
+
+    m = _model()
+    spec = Spectrum.of(m.sigma)
+    np.testing.assert_allclose(spec.apply(lambda s: s), m.sigma, atol=1e-12)
+    np.testing.assert_allclose(spec.apply(lambda s: s - 1.0), m.sigma - np.eye(4), atol=1e-12)
+    out = spec.apply(np.sqrt)
+    assert np.array_equal(out, out.T)
+    np.testing.assert_allclose(out @ out, m.sigma, atol=1e-12)
+    np.testing.assert_allclose(spec.solve(m.mu), np.linalg.solve(m.sigma, m.mu), rtol=1e-9)
+    values_only = Spectrum.of(m.sigma, vectors=False)
+    np.testing.assert_allclose(values_only.solve(m.mu), np.linalg.solve(m.sigma, m.mu), rtol=1e-9)
+    with pytest.raises(ValueError, match="eigenvalues only"):
+        values_only.apply(np.sqrt)
