@@ -128,7 +128,7 @@ def fig3_scatter(rec: dict, out: Path) -> Path:
     ax.set_xlabel("test accuracy (%; trained on $D_{det}$)")
     ax.set_ylabel("transfer success rate (%)")
     ax.set_title(rec.get("attack", ""), fontsize=7)
-    ax.legend(fontsize=7, loc="lower right")
+    ax.legend(fontsize=7, loc="upper left")
     fig.tight_layout()
     return _save(fig, out)
 
