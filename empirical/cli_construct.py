@@ -5,6 +5,10 @@
     robust-features table1  --preset digits --out-dir runs
     robust-features fig3    --preset digits --out-dir runs
     robust-features reproduce [--preset digits] [--out-dir runs] [--data cifar10] [--device cuda]
+    torchrun --standalone --nproc_per_node=8 -m robust_features construct D_R --preset cifar10
+
+``construct`` also runs under ``torchrun`` (shards split across ranks, rank 0 writes the manifest
+and the record; docs/distributed.md); the other subcommands here run in one process.
 
 Every subcommand starts from a preset (``digits``, ``synthetic``, ``cifar10``, ``paper`` or their
 ``-smoke`` variants), applies a TOML file (``--config``) and ``--set key=value`` overrides (dotted
@@ -82,14 +86,66 @@ def _workspace(args: argparse.Namespace) -> Any:
     return Workspace(cfg=cfg, root=root, device=_device(args), progress=not args.quiet)
 
 
+def _single_process_only(command: str) -> None:
+    from empirical.distributed import launched_by_torchrun
+
+    if launched_by_torchrun():
+        raise ValueError(
+            f"`robust-features {command}` runs in one process; under torchrun use `robust-features construct "
+            "KIND` (sharded across ranks), `train` (DDP) and `eval` (split by example), then run "
+            f"`{command}` without torchrun to reuse their results"
+        )
+
+
+def _distributed_workspace(args: argparse.Namespace) -> Any:
+    """The workspace of ``construct`` under torchrun: process group up, same config on every rank,
+    rank 0 writes the resolved config and trains the source model if it is missing."""
+    from pathlib import Path
+
+    from empirical.distributed import barrier, check_same_config, init_distributed, local_device, owned_shards
+    from empirical.experiments import Workspace
+    from robust_features.records import atomic_write_json
+
+    cfg = resolve_config(args)
+    root = Path(args.out_dir) / cfg.name
+    device = _device(args)
+    info = init_distributed(device, timeout_s=args.dist_timeout)
+    device = str(local_device(device, info))
+    check_same_config({"command": "construct", "kind": args.kind, "config": cfg, "root": str(root)}, info)
+    ws = Workspace(cfg=cfg, root=root, device=device, progress=not args.quiet and info.is_main, dist_info=info)
+    # fail on every rank before any training when there are fewer shards than ranks
+    shard_size = (cfg.rep if args.kind in ("D_R", "D_NR") else cfg.targeted).shard_size
+    owned_shards(-(-int(ws.data().y_train.shape[0]) // shard_size), info)
+    if info.is_main:
+        atomic_write_json(root / "resolved_config.json", cfg)
+        # trained in one process (exactly the single-process model) while the other ranks wait
+        ws.source_model("robust" if args.kind == "D_R" else "standard")
+    barrier(info)
+    return ws
+
+
 def _cmd_construct(args: argparse.Namespace) -> int:
     import time
 
+    from empirical.distributed import launched_by_torchrun, shutdown
     from robust_features.records import utc_now
 
-    ws = _workspace(args)
+    if not launched_by_torchrun():
+        ws = _workspace(args)
+    else:
+        try:
+            ws = _distributed_workspace(args)
+        except BaseException:
+            shutdown()
+            raise
     started, t0 = utc_now(), time.perf_counter()
-    ds = ws.dataset(args.kind)
+    try:
+        ds = ws.dataset(args.kind)
+    finally:
+        if ws.dist_info is not None:
+            shutdown()
+    if ws.dist_info is not None and not ws.dist_info.is_main:
+        return 0
     m = ds.manifest
     timing = ws.timings.get(f"construct:{args.kind}", {})
     ws.record(f"construct_{args.kind}.json", experiment=f"empirical.construct.{args.kind}",
@@ -105,6 +161,7 @@ def _cmd_experiment(which: str):
     def run(args: argparse.Namespace) -> int:
         from empirical import experiments as E
 
+        _single_process_only(which)
         ws = _workspace(args)
         rec = {"fig2": E.run_fig2, "table1": E.run_table1, "fig3": E.run_fig3}[which](ws)
         print(f"{which}: record {ws.root / (which + '.json')}")
@@ -120,6 +177,7 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
     from empirical.reproduce import run_reproduce
     from robust_features.records import atomic_write_json
 
+    _single_process_only("reproduce")
     cfg = resolve_config(args)
     atomic_write_json(Path(args.out_dir) / cfg.name / "resolved_config.json", cfg)
     rec = run_reproduce(cfg, out_dir=args.out_dir, device=_device(args), progress=not args.quiet,
@@ -139,6 +197,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("construct", help="build one of D_R, D_NR, D_rand, D_det (sharded, resumable)")
     p.add_argument("kind", choices=KINDS)
     _common(p)
+    p.add_argument("--dist-timeout", type=float, default=86400.0, metavar="SECONDS",
+                   help="under torchrun: how long ranks wait for each other, e.g. while rank 0 trains a "
+                        "missing source model (default: %(default)s)")
     p.set_defaults(func=_cmd_construct)
     for which, text in (("fig2", "Figure 2: std/adv training on D, std training on D_R and D_NR"),
                         ("table1", "Table 1: std training on D, D_rand, D_det"),

@@ -186,29 +186,35 @@ def construct_sharded(
         raise ValueError(f"x has {x.shape[0]} examples but y has {y.shape[0]}")
     if storage not in STORAGE_DTYPES:
         check_storage(storage)
-    is_main = True
-    owned: list[int] | None = None
-    if dist_info is not None and getattr(dist_info, "is_distributed", False):
+    distributed = dist_info is not None and getattr(dist_info, "is_distributed", False)
+    is_main = dist_info.is_main if distributed else True
+    if distributed:
         from empirical import distributed as D
 
-        is_main = dist_info.is_main
+        _positive_int("shard_size", shard_size)
+        # the same ValueError on every rank, before anything is written, when world > number of shards
+        owned = D.owned_shards(-(-int(x.shape[0]) // shard_size), dist_info)
     writer = ShardedDatasetWriter(
         root=Path(root), name=name, kind=kind, num_examples=int(x.shape[0]), shard_size=shard_size,
         storage=storage, seed=seed, image_shape=tuple(x.shape[1:]), num_classes=num_classes,
         settings=dict(settings or {}), source=dict(source or {}), write_manifest=is_main,
     )
-    if dist_info is not None and getattr(dist_info, "is_distributed", False):
-        owned = D.owned_shards(writer.num_shards, dist_info)
-    done = set(writer.completed())
-    todo = [i for i in (owned if owned is not None else range(writer.num_shards)) if i not in done]
+    if distributed:
+        # each rank checks (sha256) only the shards it owns, not the whole dataset
+        done = {i for i in owned if writer._entry(i) is not None}
+        todo = [i for i in owned if i not in done]
+    else:
+        done = set(writer.completed())
+        todo = [i for i in range(writer.num_shards) if i not in done]
     built: list[int] = []
     build_seconds = 0.0
     built_examples = 0
     iterator: Any = todo
-    if progress and todo:
+    if progress and todo and is_main:
         from tqdm.auto import tqdm
 
-        iterator = tqdm(todo, desc=f"construct {name}", unit="shard", leave=False)
+        desc = f"construct {name}" + (f" (rank 0 of {dist_info.world_size})" if distributed else "")
+        iterator = tqdm(todo, desc=desc, unit="shard", leave=False)
     for i in iterator:
         s0 = time.perf_counter()
         start, stop = writer.shard_range(i)
@@ -228,17 +234,50 @@ def construct_sharded(
         built.append(i)
         if on_shard is not None:
             on_shard(i, entry)
-    if dist_info is not None and getattr(dist_info, "is_distributed", False):
-        D.barrier(dist_info)
-    metrics = summarize_aux(writer) if is_main else {}
-    ips = built_examples / build_seconds if build_seconds > 0 else None
-    extra = {"build": {"images_per_second_last_call": ips, "shards_built_last_call": len(built),
-                       "shards_reused_last_call": len(done)}}
-    manifest = writer.finalize(metrics=metrics, extra=extra) if is_main else {}
+    if not distributed:
+        metrics = summarize_aux(writer)
+        ips = built_examples / build_seconds if build_seconds > 0 else None
+        extra = {"build": {"images_per_second_last_call": ips, "shards_built_last_call": len(built),
+                           "shards_reused_last_call": len(done)}}
+        manifest = writer.finalize(metrics=metrics, extra=extra)
+    else:
+        manifest, ips = _finalize_distributed(writer, dist_info, built_examples=built_examples,
+                                              build_seconds=build_seconds, built=len(built), reused=len(done))
     return ConstructionResult(
         root=Path(root), manifest=manifest, built_shards=tuple(built), reused_shards=tuple(sorted(done)),
         wall_seconds=time.perf_counter() - t0, images_per_second=ips,
     )
+
+
+def _finalize_distributed(writer: ShardedDatasetWriter, info: Any, *, built_examples: int, build_seconds: float,
+                          built: int, reused: int) -> tuple[dict[str, Any], float | None]:
+    """After every rank has written its shards: rank 0 writes the manifest, every rank reads it back.
+
+    The build statistics are summed over ranks (throughput = all images built / the slowest
+    rank's build time). A failure while rank 0 finalizes is reported on every rank instead of
+    leaving the others waiting at a barrier.
+    """
+    from empirical import distributed as D
+    from empirical.shards import read_manifest
+
+    # an all-reduce only completes once every rank has contributed, i.e. written all its shards
+    sums = D.reduce_sums({"examples": built_examples, "built": built, "reused": reused}, info)
+    slowest = D.reduce_max({"seconds": build_seconds}, info)["seconds"]
+    ips = sums["examples"] / slowest if slowest > 0 else None
+    failure: BaseException | None = None
+    if info.is_main:
+        try:
+            extra = {"build": {"images_per_second_last_call": ips, "shards_built_last_call": int(sums["built"]),
+                               "shards_reused_last_call": int(sums["reused"]), "world_size": info.world_size}}
+            writer.finalize(metrics=summarize_aux(writer), extra=extra)
+        except BaseException as exc:  # tell the other ranks, then re-raise below
+            failure = exc
+    failed = D.reduce_sums({"failed": 1.0 if failure is not None else 0.0}, info)["failed"]
+    if failure is not None:
+        raise failure
+    if failed:
+        raise RuntimeError(f"rank 0 failed to write the manifest of {writer.root}; see its error message")
+    return read_manifest(writer.root), ips
 
 
 def summarize_aux(writer: ShardedDatasetWriter) -> dict[str, float]:

@@ -12,7 +12,14 @@ gloo on CPU) and splits work by example index:
   world size, and augmentation randomness does not depend on the number of ranks.
 * dataset construction (``empirical.construct``): shard ``i`` is built by rank ``i % world``;
   per-shard seeds depend only on (seed, shard index), so the shards are bitwise identical to a
-  single-process run on CPU. Rank 0 writes the manifest after a barrier.
+  single-process run on CPU. Rank 0 writes the manifest once every rank has written its shards;
+  a rank that dies leaves only whole shards behind, so re-running the command (with any number of
+  ranks) resumes. ``robust-features construct`` runs this under torchrun (rank 0 first trains
+  any missing source model alone, so the model, and hence the dataset, is the single-process one).
+* evaluation (``empirical.evaluate.evaluate``, ``robust-features eval``): the examples are cut into
+  a fixed grid of batches whose random starts are seeded by (seed, batch index); rank r attacks a
+  contiguous run of whole batches and the correct counts are summed, so the accuracies equal the
+  single-process ones exactly.
 
 Before any work, :func:`check_same_config` broadcasts rank 0's config hash and every rank compares
 it with its own, so ranks started with different arguments fail fast with a clear error instead of
@@ -58,6 +65,14 @@ class DistInfo:
 SINGLE_PROCESS = DistInfo()
 
 
+class RendezvousError(RuntimeError, ValueError):
+    """torchrun's environment is incomplete or inconsistent.
+
+    A ``RuntimeError`` (what :func:`init_distributed` has always raised) and a ``ValueError``, so
+    the console script reports it as bad input: one line, exit status 2, no traceback.
+    """
+
+
 def _env_int(name: str) -> int:
     value = os.environ[name]
     try:
@@ -86,7 +101,7 @@ def init_distributed(device: str | torch.device | None = None, *, backend: str |
         return SINGLE_PROCESS
     missing = [v for v in _RENDEZVOUS_VARS if v not in os.environ]
     if missing:
-        raise RuntimeError(
+        raise RendezvousError(
             "distributed launch is incomplete: missing environment variable(s) "
             f"{', '.join(missing)}; start the command with `torchrun --nproc_per_node=N ...` "
             "(or set RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT yourself)"
@@ -94,7 +109,7 @@ def init_distributed(device: str | torch.device | None = None, *, backend: str |
     rank, world = _env_int("RANK"), _env_int("WORLD_SIZE")
     local_rank = int(os.environ.get("LOCAL_RANK", rank))
     if world < 1 or not 0 <= rank < world:
-        raise ValueError(f"RANK={rank} must lie in [0, WORLD_SIZE={world})")
+        raise RendezvousError(f"RANK={rank} must lie in [0, WORLD_SIZE={world})")
     if world == 1:
         return DistInfo(0, 1, local_rank, None)
     device_type = torch.device(device).type if device is not None else "cpu"
@@ -151,7 +166,8 @@ def owned_shards(num_shards: int, info: DistInfo) -> list[int]:
     if info.is_distributed and num_shards < info.world_size:
         raise ValueError(
             f"world size {info.world_size} is larger than the number of shards ({num_shards}); "
-            f"use at most {num_shards} processes or a smaller --shard-size"
+            f"use at most {num_shards} processes or a smaller shard size (`construct`: --set "
+            "targeted.shard_size=N or rep.shard_size=N)"
         )
     return [i for i in range(num_shards) if i % info.world_size == info.rank]
 
@@ -198,4 +214,15 @@ def reduce_sums(values: Mapping[str, float], info: DistInfo) -> dict[str, float]
     device = torch.device("cuda", info.local_rank) if info.backend == "nccl" else torch.device("cpu")
     t = torch.tensor([float(values[k]) for k in keys], dtype=torch.float64, device=device)
     dist.all_reduce(t)
+    return dict(zip(keys, t.cpu().tolist()))
+
+
+def reduce_max(values: Mapping[str, float], info: DistInfo) -> dict[str, float]:
+    """Maximum of scalar metrics over ranks (e.g. the slowest rank's wall time)."""
+    keys = sorted(values)
+    if not info.is_distributed:
+        return {k: float(values[k]) for k in keys}
+    device = torch.device("cuda", info.local_rank) if info.backend == "nccl" else torch.device("cpu")
+    t = torch.tensor([float(values[k]) for k in keys], dtype=torch.float64, device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
     return dict(zip(keys, t.cpu().tolist()))

@@ -305,12 +305,17 @@ class Workspace:
     Layout: ``root/models/<name>/`` (core checkpoint + stage.json), ``root/datasets/<kind>/``
     (shards + manifest + stage.json), ``root/evals/<name>.json``, records at ``root/*.json``.
     ``timings`` collects per-stage wall seconds and whether the stage was skipped.
+
+    ``dist_info`` (:mod:`empirical.distributed`, under ``torchrun``) splits the dataset
+    constructions across ranks; models are always trained in one process (rank 0 trains a
+    missing model while the other ranks wait, see ``robust-features construct``).
     """
 
     cfg: ExperimentConfig
     root: Path
     device: str = "cpu"
     progress: bool = False
+    dist_info: Any = None
     timings: dict[str, dict[str, Any]] = field(default_factory=dict)
     _data: Any = None
     _models: dict[str, Any] = field(default_factory=dict)
@@ -390,6 +395,11 @@ class Workspace:
                 return model
             self.log(f"model {name}: stale stage (config or artifact changed), retraining")
             shutil.rmtree(folder)
+        from empirical.distributed import SINGLE_PROCESS
+
+        if self.dist_info is not None and not self.dist_info.is_main:
+            raise RuntimeError(f"model {name} is missing on rank {self.dist_info.rank}; rank 0 must train it "
+                               "before the other ranks use it")
         self.log(f"model {name}: training {arch} on {train_on} ({recipe.epochs} epochs)")
         import torch
 
@@ -397,7 +407,7 @@ class Workspace:
         model = build_model(arch, num_classes=d.num_classes, in_channels=d.in_channels,
                             image_size=d.image_size, mean=d.mean, std=d.std)
         result = fit(model, x, y, recipe.to_train_config(seed), device=self.device, out_dir=folder,
-                     resume=True, progress=self.progress)
+                     resume=True, progress=self.progress, dist_info=SINGLE_PROCESS)
         model = result.model
         model.eval()
         ckpt = folder / "model.pt"
@@ -434,6 +444,7 @@ class Workspace:
         base = {"dataset": d.name, "sha256": self.data_sha256, "n": int(d.y_train.shape[0])}
         folder = self.root / "datasets" / kind
         t0 = time.perf_counter()
+        stale = False
         if (folder / "manifest.json").is_file():
             m = read_manifest(folder)
             same = m.get("source") == to_jsonable(source) and m.get("settings", {}).get("base") == to_jsonable(base)
@@ -451,10 +462,20 @@ class Workspace:
                     self.log(f"dataset {kind}: {exc}; resuming/rebuilding damaged shards")
             elif not same:
                 self.log(f"dataset {kind}: built with other settings or source model; rebuilding")
-                shutil.rmtree(folder)
+                stale = True
+        distributed = self.dist_info is not None and self.dist_info.is_distributed
+        if distributed:  # every rank has looked at the folder before anyone changes it
+            from empirical.distributed import barrier
+
+            barrier(self.dist_info)
+        if stale and (not distributed or self.dist_info.is_main):
+            shutil.rmtree(folder)
+        if distributed:
+            barrier(self.dist_info)
         self.log(f"dataset {kind}: constructing {int(d.y_train.shape[0])} images")
         common = dict(kind=kind, model=source_model, x=d.x_train, y=d.y_train, num_classes=d.num_classes,
-                      device=self.device, source=source, base=base, progress=self.progress)
+                      device=self.device, source=source, base=base, progress=self.progress,
+                      dist_info=self.dist_info)
         if kind in ("D_R", "D_NR"):
             res = build_representation_dataset(folder, cfg=cfg.rep, **common)
         elif kind in ("D_rand", "D_det"):
