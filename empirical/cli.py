@@ -247,7 +247,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------------------------------
 # eval / attack
 # ---------------------------------------------------------------------------------------------
-def _load_for_checkpoint(args: argparse.Namespace):
+def _load_for_checkpoint(args: argparse.Namespace, dev: Any = None):
     from empirical.checkpoint import load_model, read_sidecar
     from empirical.data import load_dataset
 
@@ -259,7 +259,7 @@ def _load_for_checkpoint(args: argparse.Namespace):
     root = args.data_root or extra.get("data_root")
     seed = args.data_seed if args.data_seed is not None else int(extra.get("data_seed") or 0)
     d = load_dataset(data, root=root, seed=seed)
-    dev = _device(args.device)
+    dev = _device(args.device) if dev is None else dev
     model = load_model(args.checkpoint, device=dev)
     if (d.in_channels, d.image_size, d.num_classes) != (meta["in_channels"], meta["image_size"], meta["num_classes"]):
         raise ValueError(f"dataset {d.name} ({d.in_channels}x{d.image_size}, {d.num_classes} classes) does not match "
@@ -278,25 +278,40 @@ def _split(d, split: str, n: int | None):
 
 def _cmd_eval(args: argparse.Namespace) -> int:
     from empirical.checkpoint import file_sha256
+    from empirical.distributed import check_same_config, init_distributed, local_device, shutdown
     from empirical.evaluate import AttackSpec, evaluate
     from empirical.train import ThreatModel
     from robust_features.records import utc_now, write_record
 
     started_at, t0 = utc_now(), time.perf_counter()
     threats = [ThreatModel.parse(t) for t in (args.threat or ["l2:0.25"])]
-    d, model, dev, meta, data_cfg = _load_for_checkpoint(args)
-    x, y = _split(d, args.split, args.n)
-    specs = [AttackSpec(t.norm, t.eps, steps=args.steps, step_size=args.step_size, restarts=args.restarts,
-                        random_start=args.random_start or args.restarts > 1) for t in threats]
-    ev = evaluate(model, x, y, attacks=specs, device=dev, batch_size=args.batch_size, seed=args.seed)
-    out = Path(args.out) if args.out else Path(args.checkpoint).with_name("eval.json")
-    config = {"checkpoint": str(args.checkpoint), "checkpoint_sha256": file_sha256(args.checkpoint),
-              "arch": meta["arch"], **data_cfg, "split": args.split, "n": int(x.shape[0]),
-              "attacks": [s.__dict__ for s in specs], "batch_size": args.batch_size}
-    write_record(out, experiment="empirical.eval", config=config,
-                 metrics={"clean_accuracy": ev["clean"], "robust_accuracy": ev["robust"], "n": ev["n"]},
-                 seeds={"seed": args.seed}, device=_device_name(dev), started_at=started_at, start_time=t0,
-                 extra={"attacks": ev["attacks"]})
+    dev = _device(args.device)
+    info = init_distributed(dev)  # single process unless launched by torchrun
+    try:
+        dev = local_device(dev, info)
+        d, model, dev, meta, data_cfg = _load_for_checkpoint(args, dev)
+        x, y = _split(d, args.split, args.n)
+        specs = [AttackSpec(t.norm, t.eps, steps=args.steps, step_size=args.step_size, restarts=args.restarts,
+                            random_start=args.random_start or args.restarts > 1) for t in threats]
+        out = Path(args.out) if args.out else Path(args.checkpoint).with_name("eval.json")
+        config = {"checkpoint": str(args.checkpoint), "checkpoint_sha256": file_sha256(args.checkpoint),
+                  "arch": meta["arch"], **data_cfg, "split": args.split, "n": int(x.shape[0]),
+                  "attacks": [s.__dict__ for s in specs], "batch_size": args.batch_size}
+        # every rank must evaluate the same checkpoint on the same examples with the same attacks
+        check_same_config({**config, "seed": args.seed, "out": str(out)}, info)
+        # each rank attacks its run of whole batches; the counts are summed (exactly the 1-process numbers)
+        ev = evaluate(model, x, y, attacks=specs, device=dev, batch_size=args.batch_size, seed=args.seed,
+                      dist_info=info)
+        if not info.is_main:
+            return 0
+        if info.is_distributed:
+            config["world_size"] = info.world_size
+        write_record(out, experiment="empirical.eval", config=config,
+                     metrics={"clean_accuracy": ev["clean"], "robust_accuracy": ev["robust"], "n": ev["n"]},
+                     seeds={"seed": args.seed}, device=_device_name(dev), started_at=started_at, start_time=t0,
+                     extra={"attacks": ev["attacks"]})
+    finally:
+        shutdown()
     print(f"clean {100 * ev['clean']:.2f}% (n={ev['n']})")
     for k, v in ev["robust"].items():
         print(f"robust {100 * v:.2f}% at {ev['attacks'][k]}, n={ev['n']}")

@@ -60,13 +60,22 @@ def robust_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, threa
     model.eval()
     robust = 0
     for i in range(0, x.shape[0], batch_size):
-        xb, yb = x[i : i + batch_size].to(dev), y[i : i + batch_size].to(dev)
-        xa = pgd(model, xb, yb, norm=threat.norm, eps=threat.eps, steps=steps, step_size=step_size,
-                 random_start=random_start, restarts=restarts, use_best=True, generator=generator)
-        with torch.no_grad(), _autocast(dev):
-            ok = (model(xb).argmax(1) == yb) & (model(xa).argmax(1) == yb)
-        robust += int(ok.sum())
+        robust += _robust_count(model, x[i : i + batch_size], y[i : i + batch_size], threat=threat, steps=steps,
+                                step_size=step_size, restarts=restarts, random_start=random_start, device=dev,
+                                generator=generator)
     return robust / max(x.shape[0], 1)
+
+
+def _robust_count(model: nn.Module, xb: torch.Tensor, yb: torch.Tensor, *, threat: ThreatModel, steps: int,
+                  step_size: float, restarts: int, random_start: bool, device: torch.device,
+                  generator: torch.Generator | None) -> int:
+    """How many of one batch are classified correctly clean and under PGD (model in eval mode)."""
+    xb, yb = xb.to(device), yb.to(device)
+    xa = pgd(model, xb, yb, norm=threat.norm, eps=threat.eps, steps=steps, step_size=step_size,
+             random_start=random_start, restarts=restarts, use_best=True, generator=generator)
+    with torch.no_grad(), _autocast(device):
+        ok = (model(xb).argmax(1) == yb) & (model(xa).argmax(1) == yb)
+    return int(ok.sum())
 
 
 @dataclass(frozen=True)
@@ -104,23 +113,70 @@ class AttackSpec:
         return f"{self.norm}_eps{self.eps:g}_pgd{self.steps}_r{self.restarts}"
 
 
+def _batch_grid(n: int, batch_size: int, info: Any) -> tuple[int, int]:
+    """The batches ``[b0, b1)`` of the global grid (batch b = examples ``[b*bs, (b+1)*bs)``) this rank owns."""
+    num_batches = -(-n // batch_size)
+    if not info.is_distributed:
+        return 0, num_batches
+    if num_batches < info.world_size:
+        raise ValueError(
+            f"world size {info.world_size} is larger than the number of evaluation batches ({num_batches} "
+            f"batches of batch_size={batch_size} over n={n} examples); use at most {num_batches} processes "
+            "or a smaller batch size"
+        )
+    from empirical.distributed import shard_range
+
+    return shard_range(num_batches, info.rank, info.world_size)
+
+
 def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, attacks: Sequence[AttackSpec], device: Any,
-             batch_size: int = 512, seed: int = 0) -> dict[str, Any]:
+             batch_size: int = 512, seed: int = 0, dist_info: Any = None) -> dict[str, Any]:
     """Clean accuracy and robust accuracy under each attack.
 
     Returns ``{"n": N, "clean": acc, "robust": {key: acc}, "attacks": {key: description}}``
-    (accuracies as fractions); random starts draw from a generator seeded with ``seed``.
+    (accuracies as fractions: correct counts divided by N).
+
+    The examples are processed on a fixed grid of batches (batch ``b`` = examples
+    ``[b*batch_size, (b+1)*batch_size)``); the random starts of batch ``b`` draw from a generator
+    seeded with :func:`empirical.shards.shard_seed` ``(seed, b)``, so a batch's attack does not
+    depend on which batches ran before it. Under ``torchrun`` pass ``dist_info``
+    (:mod:`empirical.distributed`): rank r attacks a contiguous run of whole batches and the
+    correct counts are summed over ranks, so every rank returns exactly the single-process numbers
+    (each batch is computed by the same code on the same inputs; the counts are integers). With
+    more ranks than batches a ``ValueError`` says how many processes fit.
     """
+    from empirical.distributed import SINGLE_PROCESS, reduce_sums
+    from empirical.shards import shard_seed
+
+    check_images(x)
+    if y.shape[0] != x.shape[0]:
+        raise ValueError(f"x has {x.shape[0]} examples but y has {y.shape[0]}")
+    if x.shape[0] == 0:
+        raise ValueError("cannot evaluate on an empty set")
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size={batch_size!r} must be a positive integer")
+    info = dist_info if dist_info is not None else SINGLE_PROCESS
     dev = torch.device(device)
-    out: dict[str, Any] = {"n": int(x.shape[0]), "clean": accuracy(model, x, y, batch_size=batch_size, device=dev),
-                           "robust": {}, "attacks": {}}
+    n = int(x.shape[0])
+    b0, b1 = _batch_grid(n, batch_size, info)
+    model.eval()
+    counts: dict[str, float] = {"clean": 0.0}
+    for b in range(b0, b1):
+        xb, yb = x[b * batch_size : (b + 1) * batch_size], y[b * batch_size : (b + 1) * batch_size]
+        counts["clean"] += int((predict(model, xb, batch_size=batch_size, device=dev) == yb.cpu()).sum())
     for a in attacks:
-        gen = torch.Generator(device=dev)
-        gen.manual_seed(seed)
-        acc = robust_accuracy(model, x, y, threat=ThreatModel(a.norm, a.eps), steps=a.steps, step_size=a.step,
-                              restarts=a.restarts, random_start=a.random_start, batch_size=batch_size, device=dev,
-                              generator=gen)
-        out["robust"][a.key()] = acc
+        count = 0
+        for b in range(b0, b1):
+            gen = torch.Generator(device=dev)
+            gen.manual_seed(shard_seed(seed, b))
+            xb, yb = x[b * batch_size : (b + 1) * batch_size], y[b * batch_size : (b + 1) * batch_size]
+            count += _robust_count(model, xb, yb, threat=ThreatModel(a.norm, a.eps), steps=a.steps, step_size=a.step,
+                                   restarts=a.restarts, random_start=a.random_start, device=dev, generator=gen)
+        counts[f"robust/{a.key()}"] = float(count)
+    totals = reduce_sums(counts, info)
+    out: dict[str, Any] = {"n": n, "clean": totals["clean"] / n, "robust": {}, "attacks": {}}
+    for a in attacks:
+        out["robust"][a.key()] = totals[f"robust/{a.key()}"] / n
         out["attacks"][a.key()] = a.describe()
     return out
 
