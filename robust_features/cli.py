@@ -20,6 +20,7 @@ SUBCOMMAND_MODULES: tuple[str, ...] = (
     "simulate.cli",
     "empirical.cli",
     "empirical.cli_construct",
+    "robust_features.cli_all",
 )
 
 
