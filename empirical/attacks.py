@@ -193,6 +193,10 @@ def fgsm_rs(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, norm: str, ep
     gradient step of ``step_size`` (default 1.25 eps) from a uniform point of the ball, projected
     back to the ball and the box. Used for fast adversarial training."""
     check_budget(norm, eps)
+    if step_size is not None and not (isinstance(step_size, (int, float)) and math.isfinite(step_size)
+                                      and step_size > 0):
+        raise ValueError(f"step_size={step_size!r} must be a positive finite number (or None for 1.25 eps)")
+    _check_inputs(x, y)
     alpha = 1.25 * eps if step_size is None else step_size
     xa = random_start(x.detach(), norm, eps, generator).requires_grad_(True)
     with _autocast(x.device, amp):

@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from empirical.attacks import match_representation, pgd, project
+from empirical.attacks import fgsm_rs, match_representation, pgd, project
 from empirical.data import load_dataset
 from empirical.models import build_model
 from empirical.train import TrainConfig, fit
@@ -218,6 +218,14 @@ def test_bad_attack_parameters_raise_errors_naming_them():
         pgd(model, x, y, norm="l2", eps=0.1, steps=3, step_size=0.1, restarts=0)
     with pytest.raises(ValueError, match=r"step_size=0 must be a positive finite number"):
         match_representation(model, x, x, steps=3, step_size=0)
+    with pytest.raises(ValueError, match=r"step_size=-0.5 must be a positive finite number"):
+        fgsm_rs(model, x, y, norm="linf", eps=0.1, step_size=-0.5)
+    x_bad = x.clone()
+    x_bad[0, 0, 0, 0] = -1.0
+    with pytest.raises(ValueError, match=r"x has values in \[-1, .*\]; images must lie in \[0, 1\]"):
+        fgsm_rs(model, x_bad, y, norm="l2", eps=0.1)
+    with pytest.raises(ValueError, match=r"labels must have shape \(2,\); got \(3,\)"):
+        fgsm_rs(model, x, torch.zeros(3, dtype=torch.long), norm="l2", eps=0.1)
     assert math.isfinite(float(pgd(model, x, y, norm="l2", eps=0.0, steps=3, step_size=0.1).sum()))
 
 
