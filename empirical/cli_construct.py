@@ -130,6 +130,7 @@ def _cmd_construct(args: argparse.Namespace) -> int:
     from empirical.distributed import launched_by_torchrun, shutdown
     from robust_features.records import utc_now
 
+    started, t0 = utc_now(), time.perf_counter()
     if not launched_by_torchrun():
         ws = _workspace(args)
     else:
@@ -138,7 +139,6 @@ def _cmd_construct(args: argparse.Namespace) -> int:
         except BaseException:
             shutdown()
             raise
-    started, t0 = utc_now(), time.perf_counter()
     try:
         ds = ws.dataset(args.kind)
     finally:
