@@ -204,11 +204,20 @@ def synthetic_ground_truth(ws: Workspace) -> dict[str, float]:
     """Planted-feature agreement with the label, in D, D_R, D_NR, D_det, and for the D_det model.
 
     ``<set>_<feature>_agreement`` = fraction of examples whose planted-feature score (from
-    ``empirical.data.planted_feature_scores``) is largest for the example's label. Expected:
-    D_R's non-robust agreement falls to about chance (the robust model's representation ignores
-    that feature, so it stays as in the random start image), D_NR's stays high, and the model
-    trained on D_det predicts, on test images whose non-robust pattern is swapped to class y+1,
-    the class the non-robust pattern points to more often than chance.
+    ``empirical.data.planted_feature_scores``) is largest for the example's label.
+    ``<set>_nonrobust_agreement_where_robust_disagrees`` = the same for the non-robust pattern,
+    on the ~20% of examples whose robust pattern shows another class (y_r != y): in D it is 1
+    (the planted non-robust pattern always shows y); it measures the label information the
+    non-robust pattern carries *beyond* the robust one. ``<set>_nonrobust_follows_robust_pattern``
+    = fraction whose non-robust pattern points to y_r.
+
+    Expected: D_R's non-robust pattern no longer carries the label beyond the robust feature
+    (conditional agreement about 0): representation matching writes the non-robust pattern of
+    the class the robust model sees (y_r), because the robust model's input gradient toward a
+    class contains that class's mean difference, non-robust part included; so the unconditional
+    D_R non-robust agreement stays near the robust one (~0.8), not chance. D_NR keeps the
+    planted non-robust pattern of y; the model trained on D_det predicts, on test images whose
+    non-robust pattern is swapped to class y+1, the class the non-robust pattern points to.
     """
     import torch
 
@@ -216,11 +225,18 @@ def synthetic_ground_truth(ws: Workspace) -> dict[str, float]:
 
     d = ws.data()
     out: dict[str, float] = {"chance": 1.0 / d.num_classes}
+    # the class each training image's robust pattern shows (= y for a robust_agreement fraction)
+    y_r = torch.as_tensor(d.meta["robust_label_train"])[: d.y_train.shape[0]]
+    disagree = y_r != d.y_train
 
     def agree(x: torch.Tensor, y: torch.Tensor, prefix: str) -> None:
         scores = planted_feature_scores(x, d.meta)
         for feat, s in scores.items():
             out[f"{prefix}_{feat}_agreement"] = float((s.argmax(1) == y).float().mean())
+        if prefix in ("D", "D_R", "D_NR"):   # these keep the example order and the label y of D
+            nr = scores["nonrobust"].argmax(1)
+            out[f"{prefix}_nonrobust_agreement_where_robust_disagrees"] = float((nr == y)[disagree].float().mean())
+            out[f"{prefix}_nonrobust_follows_robust_pattern"] = float((nr == y_r).float().mean())
 
     agree(d.x_train, d.y_train, "D")
     for k in ("D_R", "D_NR", "D_det"):

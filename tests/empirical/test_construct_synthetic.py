@@ -42,13 +42,29 @@ def test_synthetic_preset_recovers_the_planted_ground_truth(synthetic_run):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason=(
-    "known shortfall: the adversarially trained MLP's penultimate representation still encodes the "
-    "planted non-robust pattern, so representation matching copies it from the target (agreement "
-    "~0.78 instead of ~chance); see docs/reproduce.md"))
-def test_synthetic_d_r_removes_the_nonrobust_feature(synthetic_run):
+def test_synthetic_d_r_drops_the_label_information_of_the_nonrobust_feature(synthetic_run):
+    """Where the robust pattern shows another class than the label (y_r != y, ~20% of D), the
+    planted non-robust pattern shows y in every image of D; in D_R it no longer does (it shows
+    y_r, the class the robust model sees), while in D_NR it still does."""
     gt = synthetic_run[1]["metrics"]["ground_truth"]
-    assert gt["D_R_nonrobust_agreement"] < gt["chance"] + 0.15
+    assert gt["D_nonrobust_agreement_where_robust_disagrees"] > 0.95
+    assert gt["D_R_nonrobust_agreement_where_robust_disagrees"] < gt["chance"]
+    assert gt["D_R_nonrobust_follows_robust_pattern"] > 0.9
+    assert gt["D_NR_nonrobust_agreement_where_robust_disagrees"] > 0.9
+    # unconditionally, D_R's non-robust pattern agrees with y only as often as the robust one does
+    assert abs(gt["D_R_nonrobust_agreement"] - gt["D_R_robust_agreement"]) < 0.05
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason=(
+    "known shortfall: the model trained on the synthetic D_R is not robust (0% at l2 eps 0.5; the "
+    "robust model keeps 81.7%): D_R carries the non-robust pattern of the robust class y_r, which "
+    "agrees with y as often as the robust pattern does, and standard training prefers it; see "
+    "docs/reproduce.md"))
+def test_synthetic_d_r_model_inherits_robustness(synthetic_run):
+    out, _ = synthetic_run
+    f2 = json.loads((out / "synthetic" / "fig2.json").read_text())["metrics"]
+    assert f2["std_DR"]["robust_strong"] > f2["std_D"]["robust_strong"] + 15
 
 
 @pytest.mark.slow
