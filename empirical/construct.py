@@ -179,7 +179,9 @@ def construct_sharded(
     with :func:`empirical.shards.shard_seed` ``(seed, i)``. Shards already on disk and intact
     are reused. ``on_shard(i, sidecar)`` runs after each shard is written (tests raise from it
     to simulate a crash). Under ``torchrun`` pass ``dist_info`` (:mod:`empirical.distributed`):
-    rank r builds shards i with i % world == r and rank 0 writes the manifest after a barrier.
+    rank 0 opens the folder (checks it, writes the incomplete manifest) before any shard is
+    written, rank r builds shards i with i % world == r, and rank 0 completes the manifest after
+    a barrier.
     """
     t0 = time.perf_counter()
     if x.shape[0] != y.shape[0]:
@@ -194,11 +196,33 @@ def construct_sharded(
         _positive_int("shard_size", shard_size)
         # the same ValueError on every rank, before anything is written, when world > number of shards
         owned = D.owned_shards(-(-int(x.shape[0]) // shard_size), dist_info)
-    writer = ShardedDatasetWriter(
-        root=Path(root), name=name, kind=kind, num_examples=int(x.shape[0]), shard_size=shard_size,
-        storage=storage, seed=seed, image_shape=tuple(x.shape[1:]), num_classes=num_classes,
-        settings=dict(settings or {}), source=dict(source or {}), write_manifest=is_main,
-    )
+    def open_writer() -> ShardedDatasetWriter:
+        return ShardedDatasetWriter(
+            root=Path(root), name=name, kind=kind, num_examples=int(x.shape[0]), shard_size=shard_size,
+            storage=storage, seed=seed, image_shape=tuple(x.shape[1:]), num_classes=num_classes,
+            settings=dict(settings or {}), source=dict(source or {}), write_manifest=is_main,
+        )
+
+    if distributed:
+        # Rank 0 checks the folder and writes the (incomplete) manifest before any rank writes a
+        # shard, so a folder holding shards always holds the manifest that identifies them, even
+        # when a rank dies right after its first shard. The all-reduce is the barrier.
+        error: ValueError | None = None
+        if is_main:
+            try:
+                writer = open_writer()
+            except ValueError as exc:
+                error = exc
+        failed = D.reduce_max({"failed": 1.0 if error is not None else 0.0}, dist_info)["failed"]
+        if error is not None:
+            raise error
+        if failed:
+            raise ValueError(f"rank 0 refused to open {root} for this construction (its error names the "
+                             "reason, e.g. a folder built with other settings)")
+        if not is_main:
+            writer = open_writer()
+    else:
+        writer = open_writer()
     if distributed:
         # each rank checks (sha256) only the shards it owns, not the whole dataset
         done = {i for i in owned if writer._entry(i) is not None}

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -104,14 +105,15 @@ def _worker(rank: int, world: int, port: int, jobs: list, crash_rank, results):
         D.shutdown()
 
 
-def _run_ranks(world: int, jobs: list, crash_rank: int | None = None) -> dict:
+def _run_ranks(world: int, jobs: list, crash_rank: int | None = None, allow_errors: bool = False) -> dict:
     ctx = mp.get_context("spawn")
     with ctx.Manager() as manager:
         results = manager.dict()
         mp.start_processes(_worker, args=(world, _free_port(), jobs, crash_rank, results), nprocs=world,
                            join=True, start_method="spawn")
         res = dict(results)
-    assert not any("crash" in r for r in res.values()), res
+    if not allow_errors:
+        assert not any("crash" in r for r in res.values()), res
     return res
 
 
@@ -190,6 +192,16 @@ def test_a_rank_dying_mid_construction_leaves_state_that_resumes_to_the_same_dat
         assert out[1]["D_det"]["reused"] == [1] and out[1]["D_det"]["built"] == [3, 5, 7]
     assert built == set(range(8)) - present                 # only the missing shards were built
     _same_dataset(root, reference["D_det"])
+
+
+def test_a_folder_built_with_other_settings_is_refused_on_every_rank_before_any_shard(reference, tmp_path):
+    root = tmp_path / "D_det"
+    shutil.copytree(reference["D_det"], root)
+    before = _shard_bytes(root)
+    res = _run_ranks(2, [("D_rand", str(root))], allow_errors=True)
+    assert "already holds a dataset built with different" in res[0]["crash"]
+    assert "rank 0 refused to open" in res[1]["crash"]
+    assert _shard_bytes(root) == before                       # nothing was overwritten
 
 
 # ---------------------------------------------------------------------------------------------
