@@ -206,23 +206,21 @@ def check_same_config(config: Any, info: DistInfo) -> str:
     return digest
 
 
-def reduce_sums(values: Mapping[str, float], info: DistInfo) -> dict[str, float]:
-    """Sum scalar metrics over ranks (float64 on CPU for gloo, on the rank's GPU for NCCL)."""
+def _all_reduce(values: Mapping[str, float], info: DistInfo, op: Any) -> dict[str, float]:
     keys = sorted(values)
     if not info.is_distributed:
         return {k: float(values[k]) for k in keys}
     device = torch.device("cuda", info.local_rank) if info.backend == "nccl" else torch.device("cpu")
     t = torch.tensor([float(values[k]) for k in keys], dtype=torch.float64, device=device)
-    dist.all_reduce(t)
+    dist.all_reduce(t, op=op)
     return dict(zip(keys, t.cpu().tolist()))
+
+
+def reduce_sums(values: Mapping[str, float], info: DistInfo) -> dict[str, float]:
+    """Sum scalar metrics over ranks (float64 on CPU for gloo, on the rank's GPU for NCCL)."""
+    return _all_reduce(values, info, dist.ReduceOp.SUM)
 
 
 def reduce_max(values: Mapping[str, float], info: DistInfo) -> dict[str, float]:
     """Maximum of scalar metrics over ranks (e.g. the slowest rank's wall time)."""
-    keys = sorted(values)
-    if not info.is_distributed:
-        return {k: float(values[k]) for k in keys}
-    device = torch.device("cuda", info.local_rank) if info.backend == "nccl" else torch.device("cpu")
-    t = torch.tensor([float(values[k]) for k in keys], dtype=torch.float64, device=device)
-    dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return dict(zip(keys, t.cpu().tolist()))
+    return _all_reduce(values, info, dist.ReduceOp.MAX)
