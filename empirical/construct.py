@@ -196,6 +196,7 @@ def construct_sharded(
         _positive_int("shard_size", shard_size)
         # the same ValueError on every rank, before anything is written, when world > number of shards
         owned = D.owned_shards(-(-int(x.shape[0]) // shard_size), dist_info)
+
     def open_writer() -> ShardedDatasetWriter:
         return ShardedDatasetWriter(
             root=Path(root), name=name, kind=kind, num_examples=int(x.shape[0]), shard_size=shard_size,
@@ -206,28 +207,22 @@ def construct_sharded(
     if distributed:
         # Rank 0 checks the folder and writes the (incomplete) manifest before any rank writes a
         # shard, so a folder holding shards always holds the manifest that identifies them, even
-        # when a rank dies right after its first shard. The all-reduce is the barrier.
+        # when a rank dies right after its first shard. The failure check is the barrier.
         error: ValueError | None = None
         if is_main:
             try:
                 writer = open_writer()
             except ValueError as exc:
                 error = exc
-        failed = D.reduce_max({"failed": 1.0 if error is not None else 0.0}, dist_info)["failed"]
-        if error is not None:
-            raise error
-        if failed:
-            raise ValueError(f"rank 0 refused to open {root} for this construction (its error names the "
-                             "reason, e.g. a folder built with other settings)")
+        D.raise_if_any_rank_failed(error, dist_info, f"rank 0 refused to open {root} for this construction (its "
+                                   "error names the reason, e.g. a folder built with other settings)", ValueError)
         if not is_main:
             writer = open_writer()
-    else:
-        writer = open_writer()
-    if distributed:
         # each rank checks (sha256) only the shards it owns, not the whole dataset
         done = {i for i in owned if writer._entry(i) is not None}
         todo = [i for i in owned if i not in done]
     else:
+        writer = open_writer()
         done = set(writer.completed())
         todo = [i for i in range(writer.num_shards) if i not in done]
     built: list[int] = []
@@ -296,11 +291,8 @@ def _finalize_distributed(writer: ShardedDatasetWriter, info: Any, *, built_exam
             writer.finalize(metrics=summarize_aux(writer), extra=extra)
         except BaseException as exc:  # tell the other ranks, then re-raise below
             failure = exc
-    failed = D.reduce_sums({"failed": 1.0 if failure is not None else 0.0}, info)["failed"]
-    if failure is not None:
-        raise failure
-    if failed:
-        raise RuntimeError(f"rank 0 failed to write the manifest of {writer.root}; see its error message")
+    D.raise_if_any_rank_failed(failure, info, f"rank 0 failed to write the manifest of {writer.root}; "
+                               "see its error message")
     return read_manifest(writer.root), ips
 
 

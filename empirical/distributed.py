@@ -224,3 +224,15 @@ def reduce_sums(values: Mapping[str, float], info: DistInfo) -> dict[str, float]
 def reduce_max(values: Mapping[str, float], info: DistInfo) -> dict[str, float]:
     """Maximum of scalar metrics over ranks (e.g. the slowest rank's wall time)."""
     return _all_reduce(values, info, dist.ReduceOp.MAX)
+
+
+def raise_if_any_rank_failed(error: BaseException | None, info: DistInfo, message: str,
+                             exc_type: type[Exception] = RuntimeError) -> None:
+    """Collective: the rank that hit ``error`` re-raises it, every other rank raises
+    ``exc_type(message)``, so no rank is left waiting at the next collective. Also a barrier."""
+    failed = reduce_max({"failed": 1.0 if error is not None else 0.0}, info)["failed"]
+    if error is not None:
+        raise error
+    if failed:
+        raise exc_type(message)
+

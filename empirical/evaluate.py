@@ -160,16 +160,16 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, attacks: Seq
     n = int(x.shape[0])
     b0, b1 = _batch_grid(n, batch_size, info)
     model.eval()
+    batches = {b: (x[b * batch_size : (b + 1) * batch_size], y[b * batch_size : (b + 1) * batch_size])
+               for b in range(b0, b1)}
     counts: dict[str, float] = {"clean": 0.0}
-    for b in range(b0, b1):
-        xb, yb = x[b * batch_size : (b + 1) * batch_size], y[b * batch_size : (b + 1) * batch_size]
+    for xb, yb in batches.values():
         counts["clean"] += int((predict(model, xb, batch_size=batch_size, device=dev) == yb.cpu()).sum())
     for a in attacks:
         count = 0
-        for b in range(b0, b1):
+        for b, (xb, yb) in batches.items():
             gen = torch.Generator(device=dev)
             gen.manual_seed(shard_seed(seed, b))
-            xb, yb = x[b * batch_size : (b + 1) * batch_size], y[b * batch_size : (b + 1) * batch_size]
             count += _robust_count(model, xb, yb, threat=ThreatModel(a.norm, a.eps), steps=a.steps, step_size=a.step,
                                    restarts=a.restarts, random_start=a.random_start, device=dev, generator=gen)
         counts[f"robust/{a.key()}"] = float(count)
