@@ -54,7 +54,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out-dir", required=True, help="folder for the JSON record and figure")
     p.add_argument("--seed", type=int, default=0, help="base seed (default: %(default)s)")
     p.add_argument("--n", type=int, default=None,
-                   help="sample size per replicate (default: the experiment's; about 15-65 s per "
-                   "experiment on a 2-core CPU)")
+                   help="sample size per replicate (default: the experiment's; 3-10 s per experiment "
+                   "on an idle 2-core CPU, several times that on a busy one)")
     p.add_argument("--no-figures", action="store_true", help="write only the JSON record")
     p.set_defaults(func=_cmd)
