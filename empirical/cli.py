@@ -163,85 +163,90 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     dev = _device(o["device"])
     info = init_distributed(dev)  # single process unless launched by torchrun
-    dev = local_device(dev, info)
-    if info.is_distributed and info.is_main and o["download"]:
-        load_dataset(o["data"], root=o["data_root"], download=True, seed=o["data_seed"])
-    if info.is_distributed:
-        import torch.distributed as tdist
-
-        tdist.barrier()  # rank 0 downloads once; the others read what it fetched
-    d = load_dataset(o["data"], root=o["data_root"], download=o["download"] and info.is_main, seed=o["data_seed"])
-    x_train, y_train = d.x_train, d.y_train
-    if o["n_train"] is not None:
-        if o["n_train"] < 1:
-            raise ValueError(f"n_train={o['n_train']} must be a positive integer")
-        x_train, y_train = x_train[: o["n_train"]], y_train[: o["n_train"]]
-    big = d.image_size >= 32
-    crop = o["crop_padding"] if o["crop_padding"] is not None else (4 if big else 0)
-    flip = o["flip"] if o["flip"] is not None else big
-    cfg = TrainConfig(
-        epochs=o["epochs"] or (15 if small else 20), batch_size=o["batch_size"] or (64 if small else 512),
-        lr=o["lr"] or (0.05 if small else 0.2), momentum=o["momentum"], weight_decay=o["weight_decay"],
-        schedule=o["schedule"], label_smoothing=o["label_smoothing"],
-        augment=Augment(crop_padding=crop, flip=flip) if (crop or flip) else None, adv=adv,
-        adv_method=o["adv_method"], adv_steps=o["adv_steps"], adv_step_size=o["adv_step_size"],
-        optimizer=o["optimizer"], seed=o["seed"], bf16=o["bf16"], channels_last=o["channels_last"],
-        compile=o["compile"],
-    )
-    eval_norm = o["eval_norm"] or (adv.norm if adv else "l2")
-    eval_eps = _parse_eps_list(o["eval_eps"]) if o["eval_eps"] else [adv.eps if adv else 0.25]
-    attacks = [AttackSpec(eval_norm, e, steps=o["eval_steps"], restarts=o["eval_restarts"],
-                          random_start=o["eval_restarts"] > 1) for e in eval_eps]
-    resolved = {**o, "arch": arch, "epochs": cfg.epochs, "batch_size": cfg.batch_size, "lr": cfg.lr,
-                "crop_padding": crop, "flip": flip, "eval_norm": eval_norm, "eval_eps": eval_eps, "device": str(dev),
-                "out_dir": str(out_dir), "train_config": cfg}
-    # every rank must run the same command (the device differs per rank, so it is left out)
-    check_same_config({k: v for k, v in resolved.items() if k != "device"}, info)
-    if info.is_distributed:
-        resolved["world_size"] = info.world_size
-    if info.is_main:
-        atomic_write_json(out_dir / "resolved_config.json", resolved)
-    torch.manual_seed(o["seed"])
-    model = build_model(arch, num_classes=d.num_classes, in_channels=d.in_channels, image_size=d.image_size,
-                        mean=d.mean, std=d.std)
-    if o["progress"] and info.is_main:
-        print(f"train {arch} on {d.describe()} | {adv.describe() + ' ' + cfg.adv_method.upper() + '-AT' if adv else 'standard'}"
-              f" | {cfg.epochs} epochs, batch {cfg.batch_size}, lr {cfg.lr} ({cfg.schedule}) | device {_device_name(dev)}")
+    # the process group is torn down on every exit path (an error on one rank included), so no
+    # rank aborts in gloo's destructor at interpreter exit
     try:
-        res = fit(model, x_train, y_train, cfg, device=dev, out_dir=out_dir, eval_data=(d.x_test, d.y_test),
-                  resume=o["resume"], progress=o["progress"] and info.is_main, dataset=d.name,
-                  checkpoint_extra={"data_root": o["data_root"], "data_seed": o["data_seed"],
-                                    "world_size": info.world_size}, dist_info=info)
-    except NonFiniteLossError as exc:
-        print(f"robust-features train: error: {exc}")
-        return 3
-    if not info.is_main:  # rank 0 evaluates and writes the record
-        shutdown()
+        dev = local_device(dev, info)
+        if info.is_distributed and info.is_main and o["download"]:
+            load_dataset(o["data"], root=o["data_root"], download=True, seed=o["data_seed"])
+        if info.is_distributed:
+            import torch.distributed as tdist
+
+            tdist.barrier()  # rank 0 downloads once; the others read what it fetched
+        d = load_dataset(o["data"], root=o["data_root"], download=o["download"] and info.is_main, seed=o["data_seed"])
+        x_train, y_train = d.x_train, d.y_train
+        if o["n_train"] is not None:
+            if o["n_train"] < 1:
+                raise ValueError(f"n_train={o['n_train']} must be a positive integer")
+            x_train, y_train = x_train[: o["n_train"]], y_train[: o["n_train"]]
+        big = d.image_size >= 32
+        crop = o["crop_padding"] if o["crop_padding"] is not None else (4 if big else 0)
+        flip = o["flip"] if o["flip"] is not None else big
+        cfg = TrainConfig(
+            epochs=o["epochs"] or (15 if small else 20), batch_size=o["batch_size"] or (64 if small else 512),
+            lr=o["lr"] or (0.05 if small else 0.2), momentum=o["momentum"], weight_decay=o["weight_decay"],
+            schedule=o["schedule"], label_smoothing=o["label_smoothing"],
+            augment=Augment(crop_padding=crop, flip=flip) if (crop or flip) else None, adv=adv,
+            adv_method=o["adv_method"], adv_steps=o["adv_steps"], adv_step_size=o["adv_step_size"],
+            optimizer=o["optimizer"], seed=o["seed"], bf16=o["bf16"], channels_last=o["channels_last"],
+            compile=o["compile"],
+        )
+        eval_norm = o["eval_norm"] or (adv.norm if adv else "l2")
+        eval_eps = _parse_eps_list(o["eval_eps"]) if o["eval_eps"] else [adv.eps if adv else 0.25]
+        attacks = [AttackSpec(eval_norm, e, steps=o["eval_steps"], restarts=o["eval_restarts"],
+                              random_start=o["eval_restarts"] > 1) for e in eval_eps]
+        resolved = {**o, "arch": arch, "epochs": cfg.epochs, "batch_size": cfg.batch_size, "lr": cfg.lr,
+                    "crop_padding": crop, "flip": flip, "eval_norm": eval_norm, "eval_eps": eval_eps,
+                    "device": str(dev), "out_dir": str(out_dir), "train_config": cfg}
+        # every rank must run the same command (the device differs per rank, so it is left out)
+        check_same_config({k: v for k, v in resolved.items() if k != "device"}, info)
+        if info.is_distributed:
+            resolved["world_size"] = info.world_size
+        if info.is_main:
+            atomic_write_json(out_dir / "resolved_config.json", resolved)
+        torch.manual_seed(o["seed"])
+        model = build_model(arch, num_classes=d.num_classes, in_channels=d.in_channels, image_size=d.image_size,
+                            mean=d.mean, std=d.std)
+        if o["progress"] and info.is_main:
+            kind = adv.describe() + " " + cfg.adv_method.upper() + "-AT" if adv else "standard"
+            print(f"train {arch} on {d.describe()} | {kind} | {cfg.epochs} epochs, batch {cfg.batch_size}, "
+                  f"lr {cfg.lr} ({cfg.schedule}) | device {_device_name(dev)}")
+        try:
+            res = fit(model, x_train, y_train, cfg, device=dev, out_dir=out_dir, eval_data=(d.x_test, d.y_test),
+                      resume=o["resume"], progress=o["progress"] and info.is_main, dataset=d.name,
+                      checkpoint_extra={"data_root": o["data_root"], "data_seed": o["data_seed"],
+                                        "world_size": info.world_size}, dist_info=info)
+        except NonFiniteLossError as exc:
+            print(f"robust-features train: error: {exc}")
+            return 3
+        if not info.is_main:  # rank 0 evaluates and writes the record
+            return 0
+        n = min(o["n_eval"], d.x_test.shape[0])
+        ev = evaluate(res.model, d.x_test[:n], d.y_test[:n], attacks=attacks, device=dev, seed=o["seed"])
+        from empirical.evaluate import accuracy
+
+        clean_all = accuracy(res.model, d.x_test, d.y_test, device=dev)
+        from empirical.checkpoint import file_sha256
+
+        metrics = {"clean_accuracy": clean_all, "robust_accuracy": ev["robust"], "n_robust_eval": n,
+                   "n_test": int(d.x_test.shape[0]), "epochs_completed": len(res.history),
+                   "final_train_loss": res.history[-1]["train_loss"] if res.history else None,
+                   "train_seconds": res.wall_seconds,
+                   "train_images_per_second": len(res.history) * x_train.shape[0] / max(res.wall_seconds, 1e-9)}
+        write_record(out_dir / "train.json", experiment="empirical.train", config=resolved, metrics=metrics,
+                     seeds={"seed": o["seed"], "data_seed": o["data_seed"]}, device=_device_name(dev),
+                     started_at=started_at, start_time=t0,
+                     extra={"attacks": ev["attacks"], "history": res.history, "stopped_early": res.stopped_early,
+                            "data": d.describe(), "checkpoint": {"path": "model.pt",
+                                                                 "sha256": file_sha256(out_dir / "model.pt")}})
+        rob = ", ".join(f"{ev['attacks'][k]}: {100 * v:.1f}%" for k, v in ev["robust"].items())
+        print(f"clean {100 * clean_all:.1f}% (n={d.x_test.shape[0]}) / robust {rob} (n={n}); "
+              f"record {out_dir / 'train.json'}")
+        if res.stopped_early:
+            print(res.stopped_early)
         return 0
-    n = min(o["n_eval"], d.x_test.shape[0])
-    ev = evaluate(res.model, d.x_test[:n], d.y_test[:n], attacks=attacks, device=dev, seed=o["seed"])
-    from empirical.evaluate import accuracy
-
-    clean_all = accuracy(res.model, d.x_test, d.y_test, device=dev)
-    from empirical.checkpoint import file_sha256
-
-    metrics = {"clean_accuracy": clean_all, "robust_accuracy": ev["robust"], "n_robust_eval": n,
-               "n_test": int(d.x_test.shape[0]), "epochs_completed": len(res.history),
-               "final_train_loss": res.history[-1]["train_loss"] if res.history else None,
-               "train_seconds": res.wall_seconds,
-               "train_images_per_second": len(res.history) * x_train.shape[0] / max(res.wall_seconds, 1e-9)}
-    write_record(out_dir / "train.json", experiment="empirical.train", config=resolved, metrics=metrics,
-                 seeds={"seed": o["seed"], "data_seed": o["data_seed"]}, device=_device_name(dev),
-                 started_at=started_at, start_time=t0,
-                 extra={"attacks": ev["attacks"], "history": res.history, "stopped_early": res.stopped_early,
-                        "data": d.describe(), "checkpoint": {"path": "model.pt",
-                                                             "sha256": file_sha256(out_dir / "model.pt")}})
-    shutdown()
-    rob = ", ".join(f"{ev['attacks'][k]}: {100 * v:.1f}%" for k, v in ev["robust"].items())
-    print(f"clean {100 * clean_all:.1f}% (n={d.x_test.shape[0]}) / robust {rob} (n={n}); record {out_dir / 'train.json'}")
-    if res.stopped_early:
-        print(res.stopped_early)
-    return 0
+    finally:
+        shutdown()
 
 
 # ---------------------------------------------------------------------------------------------
