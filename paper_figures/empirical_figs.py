@@ -12,6 +12,12 @@ For every preset folder ``results_root/<preset>/`` holding the records of
 * ``samples.png``     one row per set (D, D_R, D_NR, D_rand, D_det), same source images, labels shown;
 * ``sources.json``    the records (and their sha256) each figure was drawn from.
 
+A *seed study* folder ``results_root/<name>/`` holding ``seed<K>/`` sub-folders (each the records
+of one ``robust-features reproduce --seed K`` run) gets ``<name>/seeds.md`` and ``seeds.json``:
+per seed the Figure 2 strong robust accuracies, the D_R and D_NR gaps over the standard model,
+Table 1 and the Figure 3 rank correlation, and across seeds the mean, standard deviation and a
+two-sided 95% Student-t interval of each, with how many seeds met each claim.
+
 It only reads records; it never trains. A missing record skips that figure.
 """
 
@@ -194,8 +200,93 @@ def build_preset(root: Path) -> list[Path]:
     return written
 
 
+def _seed_folders(root: Path) -> list[tuple[int, Path]]:
+    out = []
+    for p in Path(root).iterdir():
+        if p.is_dir() and p.name.startswith("seed") and p.name[4:].isdigit() and (p / "fig2.json").is_file():
+            out.append((int(p.name[4:]), p))
+    return sorted(out)
+
+
+def _t95(n: int) -> float:
+    from scipy import stats
+
+    return float(stats.t.ppf(0.975, n - 1))
+
+
+def seeds_summary(root: Path) -> list[Path]:
+    """Summarise a seed study (``root/seed<K>/`` record folders): ``seeds.md`` and ``seeds.json``."""
+    root = Path(root)
+    folders = _seed_folders(root)
+    if not folders:
+        raise ValueError(f"{root} holds no seed<K>/ folder with a fig2.json record")
+    rows: list[dict[str, Any]] = []
+    sources: list[dict[str, str]] = []
+    claims_met: dict[str, int] = {}
+    for seed, folder in folders:
+        r2 = read_record(folder / "fig2.json")
+        if int(r2["config"].get("seed", seed)) != seed:
+            raise ValueError(f"{folder}/fig2.json was run with seed {r2['config'].get('seed')}, not {seed}")
+        m = r2["metrics"]
+        row: dict[str, Any] = {"seed": seed}
+        for key in ("std_D", "adv_D", "std_DR", "std_DNR"):
+            row[f"{key}_clean"] = float(m[key]["clean"])
+            row[f"{key}_robust"] = float(m[key]["robust_strong"])
+        row["gap_DR"] = row["std_DR_robust"] - row["std_D_robust"]
+        row["gap_DNR"] = row["std_DNR_robust"] - row["std_D_robust"]
+        sources.append({"record": f"{folder.name}/fig2.json", "sha256": _sha(folder / "fig2.json")})
+        if (folder / "table1.json").is_file():
+            t = read_record(folder / "table1.json")["metrics"]
+            row["D_rand"], row["D_det"] = float(t["D_rand"]["clean"]), float(t["D_det"]["clean"])
+            sources.append({"record": f"{folder.name}/table1.json", "sha256": _sha(folder / "table1.json")})
+        if (folder / "fig3.json").is_file():
+            row["fig3_spearman"] = float(read_record(folder / "fig3.json")["metrics"]["trend"]["spearman_rho"])
+            sources.append({"record": f"{folder.name}/fig3.json", "sha256": _sha(folder / "fig3.json")})
+        if (folder / "reproduce.json").is_file():
+            rm = read_record(folder / "reproduce.json")["metrics"]
+            row["wall_seconds"] = float(rm["total_wall_seconds"])
+            for name, ok in rm.get("claims_met", {}).items():
+                claims_met[name] = claims_met.get(name, 0) + int(bool(ok))
+            sources.append({"record": f"{folder.name}/reproduce.json", "sha256": _sha(folder / "reproduce.json")})
+        rows.append(row)
+    keys = [k for k in rows[0] if k != "seed" and all(k in r for r in rows)]
+    stats_: dict[str, dict[str, float]] = {}
+    for k in keys:
+        v = np.array([r[k] for r in rows], float)
+        sd = float(v.std(ddof=1)) if len(v) > 1 else float("nan")
+        half = _t95(len(v)) * sd / np.sqrt(len(v)) if len(v) > 1 else float("nan")
+        stats_[k] = {"mean": float(v.mean()), "sd": sd, "ci95_low": float(v.mean() - half),
+                     "ci95_high": float(v.mean() + half), "min": float(v.min()), "max": float(v.max())}
+    cols = [("std_D_robust", "std D"), ("adv_D_robust", "adv D"), ("std_DR_robust", "std D_R"),
+            ("std_DNR_robust", "std D_NR"), ("gap_DR", "D_R gap"), ("gap_DNR", "D_NR gap"),
+            ("D_rand", "D_rand"), ("D_det", "D_det"), ("fig3_spearman", "Fig. 3 rho")]
+    cols = [(k, lab) for k, lab in cols if k in keys]
+    md = [f"# Seed study: {root.name} ({len(rows)} seeds)", "",
+          "Strong robust accuracy (%) on the original test set for Figure 2; gaps are in points over the "
+          "standard model; Table 1 clean accuracy (%); Figure 3 Spearman rho. Rendered from the records "
+          "in the seed<K>/ folders by `python -m paper_figures`.", "",
+          "| seed | " + " | ".join(lab for _, lab in cols) + " |", "|---|" + "---|" * len(cols)]
+    for r in rows:
+        md.append(f"| {r['seed']} | " + " | ".join(f"{r[k]:.2f}" if k == "fig3_spearman" else f"{r[k]:.1f}"
+                                                  for k, _ in cols) + " |")
+    fmt = lambda k, v: f"{v:.2f}" if k == "fig3_spearman" else f"{v:.1f}"  # noqa: E731
+    md.append("| mean +- sd | " + " | ".join(f"{fmt(k, stats_[k]['mean'])} +- {fmt(k, stats_[k]['sd'])}"
+                                            for k, _ in cols) + " |")
+    md.append("| 95% CI | " + " | ".join(f"[{fmt(k, stats_[k]['ci95_low'])}, {fmt(k, stats_[k]['ci95_high'])}]"
+                                        for k, _ in cols) + " |")
+    if claims_met:
+        md += ["", "Claims met (of the seeds with a reproduce.json record):", ""]
+        n_rep = sum(1 for _, f in folders if (f / "reproduce.json").is_file())
+        md += [f"- `{name}`: {k} / {n_rep}" for name, k in claims_met.items()]
+    summary = {"n_seeds": len(rows), "rows": rows, "stats": stats_, "claims_met_count": claims_met,
+               "sources": sources}
+    return [atomic_write_text(root / "seeds.md", "\n".join(md) + "\n"),
+            atomic_write_json(root / "seeds.json", summary)]
+
+
 def build(results_root: Path) -> list[Path]:
-    """Render the empirical figures of every preset folder under ``results_root``."""
+    """Render the empirical figures of every preset folder under ``results_root``, and the
+    summary of every seed-study folder (one holding ``seed<K>/`` record folders)."""
     results_root = Path(results_root)
     written: list[Path] = []
     if not results_root.is_dir():
@@ -203,4 +294,6 @@ def build(results_root: Path) -> list[Path]:
     for folder in sorted(p for p in results_root.iterdir() if p.is_dir()):
         if any((folder / n).is_file() for n in ("fig2.json", "table1.json", "fig3.json", "constructions.json")):
             written += build_preset(folder)
+        elif _seed_folders(folder):
+            written += seeds_summary(folder)
     return written

@@ -67,3 +67,52 @@ def test_tampered_samples_file_is_refused_and_missing_records_are_skipped(tmp_pa
     (root / "fig3.json").unlink()
     assert {p.name for p in F.build_preset(root)} == {"fig2_bars.png", "table1.md", "table1.tex", "sources.json"}
     assert F.build(tmp_path / "does-not-exist") == []
+
+
+def _seed_fixture(root, seed, std_r, dr_r, *, claim_ok=True, record_seed=None):
+    folder = root / f"seed{seed}"
+    folder.mkdir(parents=True)
+    row = lambda c, rs: {"clean": c, "robust_paper": rs + 5.0, "robust_strong": rs, "n_robust": 100}  # noqa: E731
+    cfg = {"name": "fixture", "seed": seed if record_seed is None else record_seed}
+    write_record(folder / "fig2.json", experiment="empirical.fig2", config=cfg,
+                 metrics={"std_D": row(99.0, std_r), "adv_D": row(85.0, 60.0), "std_DR": row(98.0, dr_r),
+                          "std_DNR": row(98.0, std_r - 1.0)})
+    write_record(folder / "table1.json", experiment="empirical.table1", config=cfg,
+                 metrics={"D": {"clean": 99.0}, "D_rand": {"clean": 90.0 + seed}, "D_det": {"clean": 30.0 + seed},
+                          "chance": 10.0})
+    write_record(folder / "reproduce.json", experiment="empirical.reproduce", config=cfg,
+                 metrics={"total_wall_seconds": 100.0 + seed, "claims_met": {"d_r_robust_well_above_standard": claim_ok}})
+
+
+def test_seed_study_summary_matches_an_independent_computation(tmp_path):
+    from scipy import stats
+
+    root = tmp_path / "digits-seeds"
+    gaps = {0: (20.0, 30.0), 1: (15.0, 21.0), 2: (25.0, 24.0)}        # (std, D_R) strong robust accuracy
+    for seed, (s, d) in gaps.items():
+        _seed_fixture(root, seed, s, d, claim_ok=seed == 0)
+    written = F.build(tmp_path)
+    assert {p.name for p in written} == {"seeds.md", "seeds.json"}
+    summary = json.loads((root / "seeds.json").read_text())
+    g = [d - s for s, d in gaps.values()]                                # 10, 6, -1
+    assert [r["gap_DR"] for r in summary["rows"]] == g
+    st = summary["stats"]["gap_DR"]
+    half = stats.t.ppf(0.975, 2) * stats.tstd(g) / 3 ** 0.5
+    assert st["mean"] == pytest.approx(5.0) and st["sd"] == pytest.approx(stats.tstd(g))
+    assert st["ci95_low"] == pytest.approx(5.0 - half) and st["ci95_high"] == pytest.approx(5.0 + half)
+    assert summary["stats"]["gap_DNR"]["mean"] == pytest.approx(-1.0)
+    assert summary["stats"]["D_det"]["min"] == pytest.approx(30.0)
+    assert summary["claims_met_count"] == {"d_r_robust_well_above_standard": 1}
+    md = (root / "seeds.md").read_text()
+    assert "| 1 | 15.0 | 60.0 | 21.0 | 14.0 | 6.0 | -1.0 | 91.0 | 31.0 |" in md
+    assert "`d_r_robust_well_above_standard`: 1 / 3" in md
+    assert {s["record"] for s in summary["sources"]} >= {"seed2/fig2.json", "seed0/reproduce.json"}
+
+
+def test_seed_study_refuses_a_folder_run_with_another_seed(tmp_path):
+    root = tmp_path / "study"
+    _seed_fixture(root, 3, 20.0, 25.0, record_seed=4)
+    with pytest.raises(ValueError, match=r"seed3/fig2.json was run with seed 4, not 3"):
+        F.seeds_summary(root)
+    with pytest.raises(ValueError, match=r"holds no seed<K>/ folder"):
+        F.seeds_summary(tmp_path / "study" / "seed3")
