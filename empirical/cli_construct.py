@@ -104,6 +104,7 @@ def _distributed_workspace(args: argparse.Namespace) -> Any:
 
     from empirical.distributed import barrier, check_same_config, init_distributed, local_device, owned_shards
     from empirical.experiments import Workspace
+    from empirical.shards import num_shards
     from robust_features.records import atomic_write_json
 
     cfg = resolve_config(args)
@@ -115,7 +116,7 @@ def _distributed_workspace(args: argparse.Namespace) -> Any:
     ws = Workspace(cfg=cfg, root=root, device=device, progress=not args.quiet and info.is_main, dist_info=info)
     # fail on every rank before any training when there are fewer shards than ranks
     shard_size = (cfg.rep if args.kind in ("D_R", "D_NR") else cfg.targeted).shard_size
-    owned_shards(-(-int(ws.data().y_train.shape[0]) // shard_size), info)
+    owned_shards(num_shards(ws.data().y_train.shape[0], shard_size), info)
     if info.is_main:
         atomic_write_json(root / "resolved_config.json", cfg)
         # trained in one process (exactly the single-process model) while the other ranks wait

@@ -41,6 +41,7 @@ from empirical.shards import (
     ShardedDatasetWriter,
     check_storage,
     decode_shard,
+    num_shards,
     quantize,
     shard_generator,
     shard_seed,
@@ -195,7 +196,7 @@ def construct_sharded(
 
         _positive_int("shard_size", shard_size)
         # the same ValueError on every rank, before anything is written, when world > number of shards
-        owned = D.owned_shards(-(-int(x.shape[0]) // shard_size), dist_info)
+        owned = D.owned_shards(num_shards(x.shape[0], shard_size), dist_info)
 
     def open_writer() -> ShardedDatasetWriter:
         return ShardedDatasetWriter(

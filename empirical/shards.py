@@ -76,6 +76,11 @@ def shard_seed(seed: int, index: int) -> int:
     return int((int(words[0]) << 31) ^ int(words[1])) & ((1 << 63) - 1)
 
 
+def num_shards(num_examples: int, shard_size: int) -> int:
+    """How many shards of ``shard_size`` examples hold ``num_examples`` (the last may be short)."""
+    return -(-int(num_examples) // int(shard_size))
+
+
 def shard_generator(seed: int, index: int) -> torch.Generator:
     """A CPU ``torch.Generator`` seeded with :func:`shard_seed`."""
     gen = torch.Generator(device="cpu")
@@ -235,7 +240,7 @@ class ShardedDatasetWriter:
 
     @property
     def num_shards(self) -> int:
-        return -(-int(self.num_examples) // int(self.shard_size))
+        return num_shards(self.num_examples, self.shard_size)
 
     def shard_range(self, index: int) -> tuple[int, int]:
         if not 0 <= index < self.num_shards:
