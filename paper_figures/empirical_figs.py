@@ -266,10 +266,9 @@ def seeds_summary(root: Path) -> list[Path]:
           "standard model; Table 1 clean accuracy (%); Figure 3 Spearman rho. Rendered from the records "
           "in the seed<K>/ folders by `python -m paper_figures`.", "",
           "| seed | " + " | ".join(lab for _, lab in cols) + " |", "|---|" + "---|" * len(cols)]
-    for r in rows:
-        md.append(f"| {r['seed']} | " + " | ".join(f"{r[k]:.2f}" if k == "fig3_spearman" else f"{r[k]:.1f}"
-                                                  for k, _ in cols) + " |")
     fmt = lambda k, v: f"{v:.2f}" if k == "fig3_spearman" else f"{v:.1f}"  # noqa: E731
+    for r in rows:
+        md.append(f"| {r['seed']} | " + " | ".join(fmt(k, r[k]) for k, _ in cols) + " |")
     md.append("| mean +- sd | " + " | ".join(f"{fmt(k, stats_[k]['mean'])} +- {fmt(k, stats_[k]['sd'])}"
                                             for k, _ in cols) + " |")
     md.append("| 95% CI | " + " | ".join(f"[{fmt(k, stats_[k]['ci95_low'])}, {fmt(k, stats_[k]['ci95_high'])}]"
