@@ -15,27 +15,41 @@ Conventions (conventions sec. 1, spec sec. 2.2 / 3.1):
   with ``restarts`` > 1 all restarts run as one batch and the per-example best is kept.
   Restart r draws its start from ``generator`` in order, so restart 0 is exactly the
   single-start attack and more restarts are never weaker;
-* bf16 autocast on CUDA, fp32 on CPU; model parameters never receive gradients and the model's
-  train/eval mode is left as it is.
+* forward passes in ``precision`` (:mod:`empirical.precision`: ``auto`` = bf16 autocast on CUDA,
+  fp32 on CPU; ``fp32``; ``bf16`` on any device), objectives and iterates in fp32; model
+  parameters never receive gradients and the model's train/eval mode is left as it is.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from contextlib import nullcontext
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
+from empirical.precision import autocast, check_precision
+
 NORMS: tuple[str, ...] = ("l2", "linf")
+STEP_SCHEDULES: tuple[str, ...] = ("constant", "linear", "cosine")
 
 
-def _autocast(device: torch.device, enabled: bool = True):
-    if enabled and device.type == "cuda":
-        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
-    return nullcontext()
+def step_factor(schedule: str, it: int, steps: int) -> float:
+    """Multiplier of the step size at iteration ``it`` (0-based) of ``steps``.
+
+    ``constant`` 1; ``linear`` 1 - it/steps; ``cosine`` (1 + cos(pi it/steps)) / 2. Both decays
+    start at 1 and reach 1/steps-ish of the step at the last iteration, so late iterations
+    refine instead of oscillating around the optimum at a fixed distance step_size / 2.
+    """
+    if schedule == "constant":
+        return 1.0
+    t = it / max(steps, 1)
+    if schedule == "linear":
+        return 1.0 - t
+    if schedule == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * t))
+    raise ValueError(f"step_schedule={schedule!r} is not a schedule; valid: {', '.join(STEP_SCHEDULES)}")
 
 
 def check_budget(norm: str, eps: float, *, name: str = "eps") -> None:
@@ -103,7 +117,7 @@ def _better(obj_new: torch.Tensor, succ_new: torch.Tensor, obj_old: torch.Tensor
 
 def _pgd_batch(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, norm: str, eps: float, steps: int,
                step_size: float, targeted: bool, random_start_: bool, restarts: int, use_best: bool,
-               generator: torch.Generator | None, amp: bool) -> torch.Tensor:
+               generator: torch.Generator | None, precision: str) -> torch.Tensor:
     n = x.shape[0]
     starts = []
     for r in range(restarts):
@@ -122,7 +136,7 @@ def _pgd_batch(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, norm: str,
         if it == steps and not use_best and restarts == 1:
             return xa.detach()                      # last iterate, no scoring pass needed
         xa.requires_grad_(True)
-        with _autocast(dev, amp):
+        with autocast(dev, precision):
             logits = model(xa)
         obj, succ = _objective(logits, yy, targeted)
         if use_best or it == steps:
@@ -154,7 +168,7 @@ def _pgd_batch(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, norm: str,
 def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, norm: str, eps: float, steps: int,
         step_size: float, targeted: bool = False, random_start: bool = False, restarts: int = 1,
         use_best: bool = True, generator: torch.Generator | None = None, batch_size: int | None = None,
-        amp: bool = True) -> torch.Tensor:
+        precision: str = "auto") -> torch.Tensor:
     """Projected gradient descent in the ``norm`` ball of radius ``eps`` around ``x``, in [0, 1].
 
     Untargeted (default): maximise CE(model(x'), y). Targeted: ``y`` holds the targets and
@@ -163,9 +177,11 @@ def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, norm: str, eps: f
     run as one batch (restart 0 starts as ``random_start`` says, the others randomly) and keeps
     each example's best. ``use_best`` returns the best iterate instead of the last. Works on
     ``batch_size`` examples at a time (all at once by default). Returns x' (same shape, device,
-    dtype as x). Source: Madry et al. 2018; the ``robustness`` library's steps (spec sec. 2.2).
+    dtype as x). ``precision``: :mod:`empirical.precision`. Source: Madry et al. 2018; the
+    ``robustness`` library's steps (spec sec. 2.2).
     """
     check_budget(norm, eps)
+    check_precision(precision)
     if not isinstance(steps, int) or isinstance(steps, bool) or steps < 0:
         raise ValueError(f"steps={steps!r} must be a non-negative integer")
     if not (isinstance(step_size, (int, float)) and math.isfinite(step_size) and step_size > 0):
@@ -183,12 +199,13 @@ def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, norm: str, eps: f
     for i in range(0, x.shape[0], max(bs, 1)):
         outs.append(_pgd_batch(model, x[i : i + bs].detach(), y[i : i + bs], norm=norm, eps=float(eps), steps=steps,
                                step_size=float(step_size), targeted=targeted, random_start_=random_start,
-                               restarts=restarts, use_best=use_best, generator=generator, amp=amp))
+                               restarts=restarts, use_best=use_best, generator=generator, precision=precision))
     return torch.cat(outs) if outs else x.detach().clone()
 
 
 def fgsm_rs(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, norm: str, eps: float,
-            step_size: float | None = None, generator: torch.Generator | None = None, amp: bool = True) -> torch.Tensor:
+            step_size: float | None = None, generator: torch.Generator | None = None,
+            precision: str = "auto") -> torch.Tensor:
     """FGSM with a random start (Wong, Rice & Kolter 2020, "Fast is better than free"): one
     gradient step of ``step_size`` (default 1.25 eps) from a uniform point of the ball, projected
     back to the ball and the box. Used for fast adversarial training."""
@@ -197,9 +214,10 @@ def fgsm_rs(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, norm: str, ep
                                       and step_size > 0):
         raise ValueError(f"step_size={step_size!r} must be a positive finite number (or None for 1.25 eps)")
     _check_inputs(x, y)
+    check_precision(precision)
     alpha = 1.25 * eps if step_size is None else step_size
     xa = random_start(x.detach(), norm, eps, generator).requires_grad_(True)
-    with _autocast(x.device, amp):
+    with autocast(x.device, precision):
         logits = model(xa)
     obj, _ = _objective(logits, y, targeted=False)
     (grad,) = torch.autograd.grad(obj.sum(), xa)
@@ -210,14 +228,18 @@ def fgsm_rs(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, norm: str, ep
 
 def match_representation(feature_fn: Callable[[torch.Tensor], torch.Tensor], target_x: torch.Tensor,
                          start_x: torch.Tensor, *, steps: int, step_size: float, normalize_loss: bool = False,
-                         use_best: bool = False, batch_size: int | None = None,
-                         amp: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+                         use_best: bool = False, batch_size: int | None = None, precision: str = "auto",
+                         step_schedule: str = "constant") -> tuple[torch.Tensor, torch.Tensor]:
     """Minimise ||g(x') - g(target_x)||_2 over x' in [0, 1]^d from ``start_x`` (paper sec. 3.1).
 
-    Normalised-gradient l2 steps x <- clamp(x - step_size * grad / ||grad||_2, 0, 1), per example,
-    no eps-ball (the paper's GETROBUSTDATASET, spec sec. 2.2). ``normalize_loss`` divides by
-    ||g(target_x)||_2 (the official inversion notebook). ``use_best`` returns each example's
-    lowest-loss iterate instead of the last. Returns (x', loss of x' per example, fp32).
+    Normalised-gradient l2 steps x <- clamp(x - a_k grad / ||grad||_2, 0, 1), per example, no
+    eps-ball (the paper's GETROBUSTDATASET, spec sec. 2.2), with a_k = ``step_size`` x
+    :func:`step_factor` (``step_schedule``: constant, linear or cosine decay). ``normalize_loss``
+    divides by ||g(target_x)||_2 (the official inversion notebook). ``use_best`` returns each
+    example's lowest-loss iterate instead of the last. ``precision`` (:mod:`empirical.precision`)
+    applies to the target representation and every step; the target is kept in fp32. For the
+    authors' straight-through last ReLU pass ``functools.partial(model.features,
+    straight_through=True)``. Returns (x', loss of x' per example, fp32).
     """
     if not isinstance(steps, int) or steps < 0:
         raise ValueError(f"steps={steps!r} must be a non-negative integer")
@@ -225,6 +247,8 @@ def match_representation(feature_fn: Callable[[torch.Tensor], torch.Tensor], tar
         raise ValueError(f"step_size={step_size!r} must be a positive finite number")
     if target_x.shape != start_x.shape:
         raise ValueError(f"target_x {tuple(target_x.shape)} and start_x {tuple(start_x.shape)} must have the same shape")
+    check_precision(precision)
+    step_factor(step_schedule, 0, max(steps, 1))          # validates the schedule name
     _check_inputs(target_x, name="target_x")
     _check_inputs(start_x, name="start_x")
     bs = target_x.shape[0] if batch_size is None else batch_size
@@ -232,14 +256,14 @@ def match_representation(feature_fn: Callable[[torch.Tensor], torch.Tensor], tar
     dev = start_x.device
     for i in range(0, target_x.shape[0], max(bs, 1)):
         t = target_x[i : i + bs].detach()
-        with torch.no_grad(), _autocast(dev, amp):
+        with torch.no_grad(), autocast(dev, precision):
             gt = feature_fn(t).float()
         scale = gt.norm(dim=1).clamp_min(1e-12) if normalize_loss else torch.ones(gt.shape[0], device=gt.device)
         xa = start_x[i : i + bs].detach().clone()
         best_x, best_l = xa.clone(), torch.full((xa.shape[0],), math.inf, device=dev)
         for it in range(steps + 1):
             xa.requires_grad_(True)
-            with _autocast(dev, amp):
+            with autocast(dev, precision):
                 g = feature_fn(xa).float()
             loss = (g - gt).norm(dim=1) / scale
             with torch.no_grad():
@@ -250,11 +274,12 @@ def match_representation(feature_fn: Callable[[torch.Tensor], torch.Tensor], tar
             if it == steps:
                 break
             (grad,) = torch.autograd.grad(loss.sum(), xa)
+            a = step_size * step_factor(step_schedule, it, steps)
             with torch.no_grad():
-                xa = (xa.detach() - step_size * _step(grad.float().to(xa.dtype), "l2")).clamp(0, 1)
+                xa = (xa.detach() - a * _step(grad.float().to(xa.dtype), "l2")).clamp(0, 1)
         xs.append(best_x.detach())
         losses.append(best_l.detach().float())
     return torch.cat(xs), torch.cat(losses)
 
 
-__all__ = ["NORMS", "check_budget", "fgsm_rs", "match_representation", "pgd", "project", "random_start"]
+__all__ = ["NORMS", "STEP_SCHEDULES", "check_budget", "fgsm_rs", "match_representation", "pgd", "project", "random_start", "step_factor"]

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,63 +18,74 @@ from torch import nn
 
 from empirical.attacks import check_budget, pgd
 from empirical.data import check_images
+from empirical.precision import autocast
 from empirical.train import ThreatModel
 
 
-def _autocast(dev: torch.device):
-    return torch.autocast("cuda", dtype=torch.bfloat16) if dev.type == "cuda" else nullcontext()
-
-
 @torch.no_grad()
-def predict(model: nn.Module, x: torch.Tensor, *, batch_size: int = 512, device: Any = "cpu") -> torch.Tensor:
+def predict(model: nn.Module, x: torch.Tensor, *, batch_size: int = 512, device: Any = "cpu",
+            precision: str = "auto") -> torch.Tensor:
     """Predicted classes (CPU int64) of ``model`` (put in eval mode) on ``x``, in batches."""
     dev = torch.device(device)
     model.eval()
     out = []
     for i in range(0, x.shape[0], batch_size):
-        with _autocast(dev):
+        with autocast(dev, precision):
             out.append(model(x[i : i + batch_size].to(dev)).argmax(1).cpu())
     return torch.cat(out) if out else torch.zeros(0, dtype=torch.long)
 
 
-def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, batch_size: int = 512, device: Any = "cpu") -> float:
+def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, batch_size: int = 512, device: Any = "cpu",
+             precision: str = "auto") -> float:
     """Fraction of ``x`` classified as ``y`` (eval mode)."""
     check_images(x)
     if y.shape[0] != x.shape[0]:
         raise ValueError(f"x has {x.shape[0]} examples but y has {y.shape[0]}")
     if x.shape[0] == 0:
         raise ValueError("cannot measure accuracy on an empty set")
-    return float((predict(model, x, batch_size=batch_size, device=device) == y.cpu()).float().mean())
+    pred = predict(model, x, batch_size=batch_size, device=device, precision=precision)
+    return float((pred == y.cpu()).float().mean())
 
 
-def robust_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, threat: ThreatModel, steps: int,
-                    step_size: float, restarts: int = 1, random_start: bool = False, batch_size: int = 512,
-                    device: Any = "cpu", generator: torch.Generator | None = None) -> float:
-    """Fraction of ``x`` classified correctly both clean and under untargeted PGD in ``threat``
-    (``steps`` x ``step_size``, ``restarts`` batched restarts, best iterate)."""
+def robust_mask(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, threat: ThreatModel, steps: int,
+                step_size: float, restarts: int = 1, random_start: bool = False, batch_size: int = 512,
+                device: Any = "cpu", generator: torch.Generator | None = None,
+                precision: str = "auto") -> torch.Tensor:
+    """Per example (CPU bool): classified correctly both clean and under untargeted PGD in
+    ``threat`` (``steps`` x ``step_size``, ``restarts`` batched restarts, best iterate)."""
     check_images(x)
     if y.shape[0] != x.shape[0]:
         raise ValueError(f"x has {x.shape[0]} examples but y has {y.shape[0]}")
     dev = torch.device(device)
     model.eval()
-    robust = 0
-    for i in range(0, x.shape[0], batch_size):
-        robust += _robust_count(model, x[i : i + batch_size], y[i : i + batch_size], threat=threat, steps=steps,
-                                step_size=step_size, restarts=restarts, random_start=random_start, device=dev,
-                                generator=generator)
-    return robust / max(x.shape[0], 1)
+    parts = [_robust_batch(model, x[i : i + batch_size], y[i : i + batch_size], threat=threat, steps=steps,
+                           step_size=step_size, restarts=restarts, random_start=random_start, device=dev,
+                           generator=generator, precision=precision)
+             for i in range(0, x.shape[0], batch_size)]
+    return torch.cat(parts) if parts else torch.zeros(0, dtype=torch.bool)
 
 
-def _robust_count(model: nn.Module, xb: torch.Tensor, yb: torch.Tensor, *, threat: ThreatModel, steps: int,
+def robust_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, threat: ThreatModel, steps: int,
+                    step_size: float, restarts: int = 1, random_start: bool = False, batch_size: int = 512,
+                    device: Any = "cpu", generator: torch.Generator | None = None,
+                    precision: str = "auto") -> float:
+    """Fraction of ``x`` that :func:`robust_mask` counts as robust."""
+    mask = robust_mask(model, x, y, threat=threat, steps=steps, step_size=step_size, restarts=restarts,
+                       random_start=random_start, batch_size=batch_size, device=device, generator=generator,
+                       precision=precision)
+    return float(mask.sum()) / max(x.shape[0], 1)
+
+
+def _robust_batch(model: nn.Module, xb: torch.Tensor, yb: torch.Tensor, *, threat: ThreatModel, steps: int,
                   step_size: float, restarts: int, random_start: bool, device: torch.device,
-                  generator: torch.Generator | None) -> int:
-    """How many of one batch are classified correctly clean and under PGD (model in eval mode)."""
+                  generator: torch.Generator | None, precision: str = "auto") -> torch.Tensor:
+    """Which of one batch are classified correctly clean and under PGD (model in eval mode)."""
     xb, yb = xb.to(device), yb.to(device)
     xa = pgd(model, xb, yb, norm=threat.norm, eps=threat.eps, steps=steps, step_size=step_size,
-             random_start=random_start, restarts=restarts, use_best=True, generator=generator)
-    with torch.no_grad(), _autocast(device):
+             random_start=random_start, restarts=restarts, use_best=True, generator=generator, precision=precision)
+    with torch.no_grad(), autocast(device, precision):
         ok = (model(xb).argmax(1) == yb) & (model(xa).argmax(1) == yb)
-    return int(ok.sum())
+    return ok.cpu()
 
 
 @dataclass(frozen=True)
@@ -170,8 +180,9 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, attacks: Seq
         for b, (xb, yb) in batches.items():
             gen = torch.Generator(device=dev)
             gen.manual_seed(shard_seed(seed, b))
-            count += _robust_count(model, xb, yb, threat=ThreatModel(a.norm, a.eps), steps=a.steps, step_size=a.step,
-                                   restarts=a.restarts, random_start=a.random_start, device=dev, generator=gen)
+            count += int(_robust_batch(model, xb, yb, threat=ThreatModel(a.norm, a.eps), steps=a.steps,
+                                       step_size=a.step, restarts=a.restarts, random_start=a.random_start, device=dev,
+                                       generator=gen).sum())
         counts[f"robust/{a.key()}"] = float(count)
     totals = reduce_sums(counts, info)
     out: dict[str, Any] = {"n": n, "clean": totals["clean"] / n, "robust": {}, "attacks": {}}
@@ -181,4 +192,4 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, attacks: Seq
     return out
 
 
-__all__ = ["AttackSpec", "accuracy", "evaluate", "predict", "robust_accuracy"]
+__all__ = ["AttackSpec", "accuracy", "evaluate", "predict", "robust_accuracy", "robust_mask"]

@@ -3,7 +3,9 @@
 ``fit(model, x, y, cfg, device=..., out_dir=...)`` trains with SGD + Nesterov momentum (or Adam),
 a per-iteration one-cycle / step / constant learning-rate schedule and optional label
 smoothing; the data stays on the device (:class:`empirical.data.Loader`) with on-device
-augmentation. On CUDA it runs under bf16 autocast with channels_last, optionally compiled.
+augmentation. Forward passes run in ``precision`` (:mod:`empirical.precision`; ``auto`` = bf16
+autocast on CUDA, fp32 on CPU) with ``channels_last`` (default: on CUDA only), optionally
+compiled; each of the three can be switched on for a CPU, so CI runs the CUDA code path.
 
 Adversarial training replaces each batch by adversarial examples made against the current
 model (in eval mode, so the attack does not disturb BatchNorm statistics): PGD-``adv_steps`` with
@@ -43,7 +45,6 @@ import math
 import os
 import time
 from collections.abc import Callable
-from contextlib import nullcontext
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -56,6 +57,7 @@ from torch.nn import functional as F
 from empirical.attacks import NORMS, fgsm_rs, pgd
 from empirical.data import Augment, Loader, _mix_seed, check_images
 from empirical.distributed import DistInfo, barrier, init_distributed, reduce_sums, shard_range
+from empirical.precision import autocast, check_precision
 from robust_features.records import atomic_write_bytes, to_jsonable
 
 SCHEDULES: tuple[str, ...] = ("onecycle", "step", "constant")
@@ -109,6 +111,9 @@ class TrainConfig:
     Schedules (per iteration): ``onecycle`` = linear warm-up from 0 over ``warmup_frac`` of the
     iterations, then linear decay to 0; ``step`` = x``step_gamma`` at the ``step_milestones``
     fractions of training; ``constant``. ``adv`` None = standard training.
+
+    Bookkeeping that does not define the run (``precision``, ``channels_last``, ``compile``) is
+    left out of :meth:`fingerprint`, so a run may resume with another of them.
     """
 
     epochs: int
@@ -126,8 +131,8 @@ class TrainConfig:
     adv_step_size: float | None = None
     optimizer: str = "sgd"
     seed: int = 0
-    bf16: bool = True
-    channels_last: bool = True
+    precision: str = "auto"
+    channels_last: bool | None = None   # None = on CUDA only
     compile: bool = False
     warmup_frac: float = 0.2
     step_milestones: tuple[float, ...] = (0.5, 0.75)
@@ -165,6 +170,9 @@ class TrainConfig:
             raise ValueError(f"warmup_frac={self.warmup_frac!r} must lie in [0, 1)")
         if any(not 0 < m < 1 for m in self.step_milestones):
             raise ValueError(f"step_milestones={self.step_milestones!r} must be fractions in (0, 1)")
+        check_precision(self.precision)
+        if self.channels_last not in (None, True, False):
+            raise ValueError(f"channels_last={self.channels_last!r} must be true, false or None (on CUDA only)")
         if not 0 < self.co_tolerance <= 1:
             raise ValueError(f"co_tolerance={self.co_tolerance!r} must lie in (0, 1]")
         object.__setattr__(self, "step_milestones", tuple(float(m) for m in self.step_milestones))
@@ -177,10 +185,16 @@ class TrainConfig:
             return float(self.adv_step_size)
         return 1.25 * self.adv.eps if self.adv_method == "fgsm" else 2.5 * self.adv.eps / self.adv_steps
 
+    def use_channels_last(self, device: Any) -> bool:
+        return bool(self.channels_last) if self.channels_last is not None else torch.device(device).type == "cuda"
+
     def fingerprint(self) -> str:
-        """Hash of the fields that change the trained weights (not bf16/compile bookkeeping)."""
-        d = to_jsonable(self)
+        """Hash of the fields that define the run (not the precision/channels_last/compile bookkeeping)."""
+        d = {k: v for k, v in to_jsonable(self).items() if k not in _BOOKKEEPING}
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+
+
+_BOOKKEEPING = ("precision", "channels_last", "compile")
 
 
 @dataclass
@@ -211,36 +225,33 @@ def lr_factor(cfg: TrainConfig, it: int, total: int) -> float:
     return max(0.0, (1 - t) / (1 - w))
 
 
-def _autocast(dev: torch.device, on: bool):
-    return torch.autocast("cuda", dtype=torch.bfloat16) if on and dev.type == "cuda" else nullcontext()
-
-
-def _adv_batch(model: nn.Module, xb: torch.Tensor, yb: torch.Tensor, cfg: TrainConfig, gen: torch.Generator,
-               amp: bool) -> torch.Tensor:
+def _adv_batch(model: nn.Module, xb: torch.Tensor, yb: torch.Tensor, cfg: TrainConfig,
+               gen: torch.Generator) -> torch.Tensor:
     assert cfg.adv is not None
     was = model.training
     model.eval()
     try:
         if cfg.adv_method == "fgsm":
             return fgsm_rs(model, xb, yb, norm=cfg.adv.norm, eps=cfg.adv.eps, step_size=cfg.attack_step_size,
-                           generator=gen, amp=amp)
+                           generator=gen, precision=cfg.precision)
         return pgd(model, xb, yb, norm=cfg.adv.norm, eps=cfg.adv.eps, steps=cfg.adv_steps,
-                   step_size=cfg.attack_step_size, random_start=True, use_best=False, generator=gen, amp=amp)
+                   step_size=cfg.attack_step_size, random_start=True, use_best=False, generator=gen,
+                   precision=cfg.precision)
     finally:
         model.train(was)
 
 
-def _probe_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, dev: torch.device,
-                    amp: bool) -> float:
+def _probe_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig,
+                    dev: torch.device) -> float:
     """PGD accuracy on the fixed catastrophic-overfitting probe (fixed random start)."""
     assert cfg.adv is not None
     gen = torch.Generator(device=dev)
     gen.manual_seed(_mix_seed(cfg.seed, 99))
     model.eval()
     xa = pgd(model, x, y, norm=cfg.adv.norm, eps=cfg.adv.eps, steps=cfg.co_probe_steps,
-             step_size=2.5 * cfg.adv.eps / cfg.co_probe_steps, random_start=True, generator=gen, amp=amp,
-             batch_size=512)
-    with torch.no_grad(), _autocast(dev, amp):
+             step_size=2.5 * cfg.adv.eps / cfg.co_probe_steps, random_start=True, generator=gen,
+             precision=cfg.precision, batch_size=512)
+    with torch.no_grad(), autocast(dev, cfg.precision):
         return float((model(xa).argmax(1) == y).float().mean())
 
 
@@ -277,9 +288,9 @@ def fit(model: nn.Module, x_train: torch.Tensor, y_train: torch.Tensor, cfg: Tra
         raise ValueError(f"batch_size={cfg.batch_size} must be at least the world size {info.world_size} "
                          "(each rank trains on a slice of every global batch)")
     cuda = dev.type == "cuda"
-    amp = cfg.bf16 and cuda
+    channels_last = cfg.use_channels_last(dev)
     model.to(dev)
-    if cuda and cfg.channels_last:
+    if channels_last:
         model.to(memory_format=torch.channels_last)
     step_model = torch.compile(model) if cfg.compile else model
     ddp_model = None  # the DDP wrapper used for the training forward/backward; attacks use the replica
@@ -377,10 +388,10 @@ def fit(model: nn.Module, x_train: torch.Tensor, y_train: torch.Tensor, cfg: Tra
                 lo, hi = shard_range(full, info.rank, info.world_size)
                 xb, yb = xb[lo:hi], yb[lo:hi]
             if cfg.adv is not None:
-                xb = _adv_batch(step_model, xb, yb, cfg, gen, amp)
-            if cuda and cfg.channels_last:
+                xb = _adv_batch(step_model, xb, yb, cfg, gen)
+            if channels_last:
                 xb = xb.contiguous(memory_format=torch.channels_last)
-            with _autocast(dev, amp):
+            with autocast(dev, cfg.precision):
                 logits = (ddp_model or step_model)(xb)
             loss = F.cross_entropy(logits.float(), yb, label_smoothing=cfg.label_smoothing)
             opt.zero_grad(set_to_none=True)
@@ -416,7 +427,7 @@ def fit(model: nn.Module, x_train: torch.Tensor, y_train: torch.Tensor, cfg: Tra
 
             row["test_acc"] = accuracy(model, eval_data[0], eval_data[1], device=dev)
         if guard:
-            acc = _probe_accuracy(model, probe_x, probe_y, cfg, dev, amp)
+            acc = _probe_accuracy(model, probe_x, probe_y, cfg, dev)
             row["probe_pgd_acc"] = acc
             if acc < co_best["acc"] - cfg.co_tolerance and co_best["state"] is not None:
                 stopped = (f"catastrophic overfitting guard: probe PGD-{cfg.co_probe_steps} accuracy fell to "
@@ -456,6 +467,9 @@ def fit(model: nn.Module, x_train: torch.Tensor, y_train: torch.Tensor, cfg: Tra
 def config_from_dict(d: dict[str, Any]) -> TrainConfig:
     """Rebuild a TrainConfig from its JSON form (``to_jsonable(cfg)``); unknown keys are rejected."""
     names = {f.name for f in dataclasses.fields(TrainConfig)}
+    d = dict(d)
+    if "bf16" in d and "precision" not in d:     # records written before `precision` replaced `bf16`
+        d["precision"] = "auto" if d.pop("bf16") else "fp32"
     bad = sorted(set(d) - names)
     if bad:
         raise ValueError(f"unknown TrainConfig key(s) {', '.join(bad)}; valid keys: {', '.join(sorted(names))}")

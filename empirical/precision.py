@@ -1,0 +1,48 @@
+"""The one place that decides the arithmetic of a forward pass: fp32, or bf16 autocast.
+
+``precision`` is one of :data:`PRECISIONS`:
+
+* ``"auto"`` - bf16 autocast on CUDA, fp32 elsewhere (the fast path where it pays, exact numbers
+  on a CPU); this is every default in the toolkit;
+* ``"fp32"`` - no autocast on any device (what the paper's authors ran);
+* ``"bf16"`` - bf16 autocast on any device, CPU included: the CUDA code path, runnable in CI
+  (torch autocasts convolutions and matmuls to bf16 on CPU as on CUDA).
+
+Attacks, inversion, training and evaluation all call :func:`autocast`; losses and attack
+objectives are always taken in fp32 (``logits.float()``), and the iterates stay fp32.
+"""
+
+from __future__ import annotations
+
+from contextlib import nullcontext
+from typing import Any
+
+import torch
+
+PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16")
+
+
+def check_precision(precision: Any, *, name: str = "precision") -> str:
+    """Return ``precision`` if valid, else raise ``ValueError`` naming the valid values."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"{name}={precision!r} is not a precision; valid: {', '.join(PRECISIONS)}")
+    return precision
+
+
+def resolve_precision(precision: str, device: Any) -> str:
+    """``"fp32"`` or ``"bf16"``: what ``precision`` means on ``device`` (``auto`` -> bf16 on CUDA only)."""
+    check_precision(precision)
+    if precision == "auto":
+        return "bf16" if torch.device(device).type == "cuda" else "fp32"
+    return precision
+
+
+def autocast(device: Any, precision: str = "auto"):
+    """A context manager running the enclosed forward passes in ``precision`` on ``device``."""
+    dev = torch.device(device)
+    if resolve_precision(precision, dev) == "bf16":
+        return torch.autocast(device_type=dev.type, dtype=torch.bfloat16)
+    return nullcontext()
+
+
+__all__ = ["PRECISIONS", "autocast", "check_precision", "resolve_precision"]
