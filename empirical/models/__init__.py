@@ -7,11 +7,13 @@ layer (the paper's g(x), sec. 3.1).
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from torch import nn
 
-from empirical.models.base import ImageClassifier, Normalize
+from empirical.models.base import Act, ImageClassifier, Normalize
 from empirical.models.nets import cnn_small, densenet121, fastnet, inception_small, mlp, resnet18, resnet50, vgg16
 
 _BUILDERS: dict[str, Callable[..., ImageClassifier]] = {
@@ -38,28 +40,84 @@ def default_arch(dataset_name: str) -> str:
     return _DEFAULT_ARCH[key]
 
 
+_FIXED = ("num_classes", "in_channels", "image_size", "mean", "std")
+
+
+def arch_options(name: str) -> dict[str, Any]:
+    """The options architecture ``name`` accepts, with their defaults (e.g. fastnet: widths, pool, act)."""
+    if name not in _BUILDERS:
+        raise ValueError(f"unknown architecture {name!r}; valid: {', '.join(ARCHS)}")
+    sig = inspect.signature(_BUILDERS[name])
+    return {k: p.default for k, p in sig.parameters.items() if k not in _FIXED and p.default is not inspect._empty}
+
+
+def parse_arch(spec: str) -> tuple[str, dict[str, Any]]:
+    """``"fastnet"`` or ``"fastnet:widths=32-64-128,pool=avg"`` -> (name, typed options).
+
+    Options are typed by the builder's defaults: integers, and tuples of integers written with
+    ``-`` (``32-64-128``); strings otherwise. Unknown names or options list the valid ones.
+    """
+    if not isinstance(spec, str) or not spec.strip():
+        raise ValueError(f"architecture {spec!r} must be a name such as fastnet or fastnet:pool=avg; "
+                         f"valid names: {', '.join(ARCHS)}")
+    name, _, rest = spec.strip().partition(":")
+    defaults = arch_options(name)
+    opts: dict[str, Any] = {}
+    for item in filter(None, (t.strip() for t in rest.split(","))):
+        key, eq, text = item.partition("=")
+        key = key.strip()
+        if not eq or key not in defaults:
+            valid = ", ".join(f"{k} (default {_fmt(v)})" for k, v in defaults.items()) or "none"
+            raise ValueError(f"architecture option {item!r} of {name!r} is not KEY=VALUE with a known key; "
+                             f"valid options: {valid}")
+        default = defaults[key]
+        try:
+            if isinstance(default, tuple):
+                opts[key] = tuple(int(t) for t in text.split("-"))
+            elif isinstance(default, int) and not isinstance(default, bool):
+                opts[key] = int(text)
+            else:
+                opts[key] = text.strip()
+        except ValueError:
+            raise ValueError(f"architecture option {key}={text!r} of {name!r} must be like {_fmt(default)}") from None
+    return name, opts
+
+
+def _fmt(v: Any) -> str:
+    return "-".join(str(t) for t in v) if isinstance(v, tuple) else str(v)
+
+
+def canonical_arch(spec: str) -> str:
+    """The spec with its options in sorted order and defaults dropped (``fastnet:pool=avg``)."""
+    name, opts = parse_arch(spec)
+    defaults = arch_options(name)
+    kept = {k: v for k, v in sorted(opts.items()) if v != defaults[k]}
+    return name + (":" + ",".join(f"{k}={_fmt(v)}" for k, v in kept.items()) if kept else "")
+
+
 def build_model(arch: str, *, num_classes: int, in_channels: int, image_size: int, mean: Sequence[float],
                 std: Sequence[float]) -> nn.Module:
-    """Build ``arch`` (one of :data:`ARCHS`) for the given input shape and normalisation.
+    """Build ``arch`` (one of :data:`ARCHS`, optionally with options, see :func:`parse_arch`) for
+    the given input shape and normalisation.
 
     The returned module carries ``arch_config`` (the arguments) so checkpoints can rebuild it.
     Parameter initialisation draws from torch's global RNG: seed it first for reproducibility.
     """
-    if arch not in _BUILDERS:
-        raise ValueError(f"unknown architecture {arch!r}; valid: {', '.join(ARCHS)}")
-    for name, v in (("num_classes", num_classes), ("in_channels", in_channels), ("image_size", image_size)):
+    name, opts = parse_arch(arch)
+    for key, v in (("num_classes", num_classes), ("in_channels", in_channels), ("image_size", image_size)):
         if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-            raise ValueError(f"{name}={v!r} must be a positive integer")
+            raise ValueError(f"{key}={v!r} must be a positive integer")
     if num_classes < 2:
         raise ValueError(f"num_classes={num_classes} must be at least 2")
     if len(mean) != in_channels or len(std) != in_channels:
         raise ValueError(f"mean={tuple(mean)} and std={tuple(std)} need in_channels={in_channels} entries")
-    model = _BUILDERS[arch](num_classes=num_classes, in_channels=in_channels, image_size=image_size,
-                            mean=mean, std=std)
-    model.arch_config = {"arch": arch, "num_classes": num_classes, "in_channels": in_channels,
+    model = _BUILDERS[name](num_classes=num_classes, in_channels=in_channels, image_size=image_size,
+                            mean=mean, std=std, **opts)
+    model.arch_config = {"arch": canonical_arch(arch), "num_classes": num_classes, "in_channels": in_channels,
                          "image_size": image_size, "mean": [float(m) for m in mean], "std": [float(s) for s in std]}
     return model
 
 
-__all__ = ["ARCHS", "ImageClassifier", "Normalize", "build_model", "default_arch", "cnn_small", "densenet121",
+__all__ = ["ARCHS", "Act", "ImageClassifier", "Normalize", "arch_options", "build_model", "canonical_arch",
+           "default_arch", "parse_arch", "cnn_small", "densenet121",
            "fastnet", "inception_small", "mlp", "resnet18", "resnet50", "vgg16"]

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from empirical.models.base import ImageClassifier, conv_bn, maybe_pool
+from empirical.models.base import Act, ImageClassifier, conv_bn, maybe_pool
 
 
 # ---------------------------------------------------------------------------------------------
@@ -41,28 +41,41 @@ def cnn_small(*, num_classes: int, in_channels: int, image_size: int, mean: Sequ
 # fastnet: airbench-style ResNet-9-class network
 # ---------------------------------------------------------------------------------------------
 class _ConvGroup(nn.Sequential):
-    def __init__(self, c_in: int, c_out: int, size: int) -> None:
+    def __init__(self, c_in: int, c_out: int, size: int, act: str = "gelu") -> None:
         pool, _ = maybe_pool(size)
-        super().__init__(nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), pool, nn.BatchNorm2d(c_out), nn.GELU(),
-                         nn.Conv2d(c_out, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.GELU())
+        super().__init__(nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), pool, nn.BatchNorm2d(c_out), Act(act),
+                         nn.Conv2d(c_out, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), Act(act))
+
+
+POOLS: tuple[str, ...] = ("max", "avg")
 
 
 def fastnet(*, num_classes: int, in_channels: int, image_size: int, mean: Sequence[float], std: Sequence[float],
-            widths: tuple[int, int, int] = (64, 256, 256)) -> ImageClassifier:
+            widths: tuple[int, ...] = (64, 256, 256), pool: str = "max", act: str = "gelu") -> ImageClassifier:
     """Keller Jordan's airbench94 layout: stem conv + three (conv, pool, BN, GELU, conv, BN, GELU)
     groups of widths 64/256/256, global max-pool, bias-free linear head scaled by 1/9.
     (airbench reaches 94% on CIFAR-10 in a few GPU-seconds with its training tricks; here it is
-    the fast network for speed-critical runs.)"""
+    the fast network for speed-critical runs.)
+
+    Options (``fastnet:widths=32-64-128,pool=avg,act=relu``): ``widths`` of the conv groups (the
+    stem has half the first, at least 24); ``pool`` the global pooling that forms the
+    representation, ``max`` (airbench) or ``avg`` (the authors' ResNets: every location of the
+    last feature map receives gradient when the representation is inverted, not one per channel);
+    ``act`` the nonlinearity, ``gelu`` (airbench) or ``relu`` (the authors' ResNets)."""
+    if not widths or any(not isinstance(w, int) or w < 1 for w in widths):
+        raise ValueError(f"widths={widths!r} must be positive integers, e.g. 64-256-256")
+    if pool not in POOLS:
+        raise ValueError(f"pool={pool!r} is not a pooling; valid: {', '.join(POOLS)}")
     w0 = max(24, widths[0] // 2)
     s = image_size
     groups = []
     c = w0
     for w in widths:
-        groups.append(_ConvGroup(c, w, s))
+        groups.append(_ConvGroup(c, w, s, act))
         s = s // 2 if s >= 2 else s
         c = w
-    body = nn.Sequential(nn.Conv2d(in_channels, w0, 3, padding=1, bias=False), nn.BatchNorm2d(w0), nn.GELU(),
-                         *groups, nn.AdaptiveMaxPool2d(1))
+    body = nn.Sequential(nn.Conv2d(in_channels, w0, 3, padding=1, bias=False), nn.BatchNorm2d(w0), Act(act),
+                         *groups, nn.AdaptiveMaxPool2d(1) if pool == "max" else nn.AdaptiveAvgPool2d(1))
     return ImageClassifier(body, widths[-1], num_classes, mean, std, head_scale=1 / 9, head_bias=False)
 
 
@@ -81,11 +94,12 @@ class BasicBlock(nn.Module):
         self.shortcut = nn.Sequential()
         if stride != 1 or c_in != planes:
             self.shortcut = nn.Sequential(nn.Conv2d(c_in, planes, 1, stride=stride, bias=False), nn.BatchNorm2d(planes))
+        self.act = Act("relu")     # the block's output ReLU (straight-through-able in the last block)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = torch.relu(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
-        return torch.relu(out + self.shortcut(x))
+        return self.act(out + self.shortcut(x))
 
 
 class Bottleneck(nn.Module):
@@ -103,19 +117,26 @@ class Bottleneck(nn.Module):
         self.shortcut = nn.Sequential()
         if stride != 1 or c_in != out_c:
             self.shortcut = nn.Sequential(nn.Conv2d(c_in, out_c, 1, stride=stride, bias=False), nn.BatchNorm2d(out_c))
+        self.act = Act("relu")     # the block's output ReLU (the authors' fake_relu acts on the last one)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = torch.relu(self.bn1(self.conv1(x)))
         out = torch.relu(self.bn2(self.conv2(out)))
         out = self.bn3(self.conv3(out))
-        return torch.relu(out + self.shortcut(x))
+        return self.act(out + self.shortcut(x))
+
+
+def _positive_width(name: str, v: int) -> None:
+    if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+        raise ValueError(f"{name}={v!r} must be a positive integer")
 
 
 def _resnet(block: type, layers: tuple[int, ...], *, num_classes: int, in_channels: int, image_size: int,
-            mean: Sequence[float], std: Sequence[float]) -> ImageClassifier:
-    mods: list[nn.Module] = [conv_bn(in_channels, 64)]
-    c, s = 64, image_size
-    for i, (planes, n) in enumerate(zip((64, 128, 256, 512), layers)):
+            mean: Sequence[float], std: Sequence[float], width: int = 64) -> ImageClassifier:
+    _positive_width("width", width)
+    mods: list[nn.Module] = [conv_bn(in_channels, width)]
+    c, s = width, image_size
+    for i, (planes, n) in enumerate(zip((width, 2 * width, 4 * width, 8 * width), layers)):
         stride = 1 if i == 0 or s < 2 else 2
         for j in range(n):
             mods.append(block(c, planes, stride if j == 0 else 1))
@@ -126,23 +147,32 @@ def _resnet(block: type, layers: tuple[int, ...], *, num_classes: int, in_channe
     return ImageClassifier(nn.Sequential(*mods), c, num_classes, mean, std)
 
 
-def resnet18(**kw) -> ImageClassifier:
-    """CIFAR-style ResNet-18 (He et al. 2016; the kuangliu/robustness-library layout), 512-d features."""
-    return _resnet(BasicBlock, (2, 2, 2, 2), **kw)
+def resnet18(*, num_classes: int, in_channels: int, image_size: int, mean: Sequence[float], std: Sequence[float],
+             width: int = 64) -> ImageClassifier:
+    """CIFAR-style ResNet-18 (He et al. 2016; the kuangliu/robustness-library layout), 512-d features.
+    Option ``width`` (default 64): the first stage's channels, doubled per stage (8 x width features)."""
+    return _resnet(BasicBlock, (2, 2, 2, 2), num_classes=num_classes, in_channels=in_channels,
+                   image_size=image_size, mean=mean, std=std, width=width)
 
 
-def resnet50(**kw) -> ImageClassifier:
-    """CIFAR-style ResNet-50, the paper's architecture; 2048-d features (spec sec. 2.1)."""
-    return _resnet(Bottleneck, (3, 4, 6, 3), **kw)
+def resnet50(*, num_classes: int, in_channels: int, image_size: int, mean: Sequence[float], std: Sequence[float],
+             width: int = 64) -> ImageClassifier:
+    """CIFAR-style ResNet-50, the paper's architecture; 2048-d features (spec sec. 2.1).
+    Option ``width`` as for resnet18 (32 x width features)."""
+    return _resnet(Bottleneck, (3, 4, 6, 3), num_classes=num_classes, in_channels=in_channels,
+                   image_size=image_size, mean=mean, std=std, width=width)
 
 
 # ---------------------------------------------------------------------------------------------
 # VGG-16 (with BatchNorm, CIFAR head)
 # ---------------------------------------------------------------------------------------------
 def vgg16(*, num_classes: int, in_channels: int, image_size: int, mean: Sequence[float],
-          std: Sequence[float]) -> ImageClassifier:
-    """VGG-16 with BatchNorm (Simonyan & Zisserman 2015, CIFAR variant): 13 convs, 512-d features."""
-    cfg = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M")
+          std: Sequence[float], width: int = 64) -> ImageClassifier:
+    """VGG-16 with BatchNorm (Simonyan & Zisserman 2015, CIFAR variant): 13 convs, 512-d features.
+    Option ``width`` (default 64): the first block's channels (8 x width features)."""
+    _positive_width("width", width)
+    k = width
+    cfg = (k, k, "M", 2 * k, 2 * k, "M", 4 * k, 4 * k, 4 * k, "M", 8 * k, 8 * k, 8 * k, "M", 8 * k, 8 * k, 8 * k, "M")
     mods: list[nn.Module] = []
     c, s = in_channels, image_size
     for v in cfg:
@@ -153,7 +183,7 @@ def vgg16(*, num_classes: int, in_channels: int, image_size: int, mean: Sequence
             mods.append(conv_bn(c, int(v)))
             c = int(v)
     mods.append(nn.AdaptiveAvgPool2d(1))
-    return ImageClassifier(nn.Sequential(*mods), 512, num_classes, mean, std)
+    return ImageClassifier(nn.Sequential(*mods), 8 * k, num_classes, mean, std)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -224,4 +254,6 @@ def inception_small(*, num_classes: int, in_channels: int, image_size: int, mean
     s = (s + 1) // 2 if s >= 2 else s
     mods += [_Inception(160, 112, 48), _Inception(160, 96, 64), _Inception(160, 80, 80), _Inception(160, 48, 96),
              _Downsample(144, 96, s), _Inception(240, 176, 160), _Inception(336, 176, 160), nn.AdaptiveAvgPool2d(1)]
-    return ImageClassifier(nn.Sequential(*mods), 336, num_classes, mean, std)
+    last = mods[-2]          # the representation is the concatenation of both branches' ReLUs
+    return ImageClassifier(nn.Sequential(*mods), 336, num_classes, mean, std,
+                           final_acts=[last.b1[2], last.b3[2]])
