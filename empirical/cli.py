@@ -23,8 +23,10 @@ _TRAIN_OPTIONS: tuple[tuple[str, Any, Any, str], ...] = (
     ("data_root", str, None, "data folder (cifar10: the folder holding cifar-10-batches-py)"),
     ("download", bool, False, "download CIFAR-10 if missing (official URL, MD5-checked)"),
     ("data_seed", int, 0, "seed of the digits split / synthetic draw"),
-    ("n_train", int, None, "use only the first N training images"),
-    ("arch", str, None, "architecture (default per dataset: cnn_small for digits/synthetic, fastnet otherwise)"),
+    ("n_train", int, None, "train on a seeded class-stratified sample of N training images (--subset-seed)"),
+    ("subset_seed", int, 0, "seed of the --n-train / --n-eval samples"),
+    ("arch", str, None, "architecture, optionally with options, e.g. fastnet:widths=32-64-128,pool=avg "
+                        "(default per dataset: cnn_small for digits/synthetic, fastnet otherwise)"),
     ("adv", str, None, "adversarial training threat model, e.g. l2:0.5 or linf:8/255 (default: standard training)"),
     ("adv_method", str, "pgd", "pgd (PGD-AT) or fgsm (FGSM-RS with catastrophic-overfitting guard)"),
     ("adv_steps", int, 7, "PGD steps for adversarial training"),
@@ -41,14 +43,15 @@ _TRAIN_OPTIONS: tuple[tuple[str, Any, Any, str], ...] = (
     ("flip", bool, None, "random horizontal flips (default: on for 32x32 data)"),
     ("seed", int, 0, "training seed (initialisation, shuffling, attack starts)"),
     ("device", str, "auto", "cpu, cuda, cuda:1, ... (auto = cuda when available)"),
-    ("bf16", bool, True, "bf16 autocast on CUDA"),
-    ("channels_last", bool, True, "channels_last memory format on CUDA"),
+    ("precision", str, "auto", "forward passes: auto (bf16 autocast on CUDA, fp32 on CPU), fp32, or bf16 (any device)"),
+    ("channels_last", bool, None, "channels_last memory format (default: on CUDA only)"),
     ("compile", bool, False, "torch.compile the model"),
     ("eval_eps", str, None, "comma-separated eps for robust test accuracy, in the --adv norm (default: adv eps, or l2 0.25)"),
     ("eval_norm", str, None, "norm of --eval-eps (default: the --adv norm, else l2)"),
     ("eval_steps", int, 20, "PGD steps of the evaluation attack (step 2.5*eps/steps)"),
     ("eval_restarts", int, 1, "random restarts of the evaluation attack"),
-    ("n_eval", int, 1000, "test images attacked for robust accuracy (clean accuracy uses all)"),
+    ("n_eval", int, 1000, "test images attacked for robust accuracy: a seeded class-stratified sample "
+                          "(--subset-seed); clean accuracy uses all"),
     ("resume", bool, True, "resume from OUT_DIR/latest.pt when present"),
     ("progress", bool, True, "progress bars and the per-epoch table"),
 )
@@ -146,7 +149,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     from empirical.data import Augment, check_dataset_spec, load_dataset
     from empirical.evaluate import AttackSpec, evaluate
-    from empirical.models import ARCHS, build_model, default_arch
+    from empirical.data import stratified_subset
+    from empirical.models import build_model, canonical_arch, default_arch
     from empirical.train import NonFiniteLossError, ThreatModel, TrainConfig, fit
     from robust_features.records import atomic_write_json, utc_now, write_record
 
@@ -156,9 +160,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     check_dataset_spec(o["data"])
     small = o["data"] in ("digits", "synthetic")
     adv = ThreatModel.parse(o["adv"]) if o["adv"] else None
-    arch = o["arch"] or default_arch(o["data"])
-    if arch not in ARCHS:
-        raise ValueError(f"unknown architecture {arch!r}; valid: {', '.join(ARCHS)}")
+    arch = canonical_arch(o["arch"] or default_arch(o["data"]))
     from empirical.distributed import check_same_config, init_distributed, local_device, shutdown
 
     dev = _device(o["device"])
@@ -174,11 +176,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
             tdist.barrier()  # rank 0 downloads once; the others read what it fetched
         d = load_dataset(o["data"], root=o["data_root"], download=o["download"] and info.is_main, seed=o["data_seed"])
-        x_train, y_train = d.x_train, d.y_train
-        if o["n_train"] is not None:
-            if o["n_train"] < 1:
-                raise ValueError(f"n_train={o['n_train']} must be a positive integer")
-            x_train, y_train = x_train[: o["n_train"]], y_train[: o["n_train"]]
+        train_sub = stratified_subset(d.x_train, d.y_train, o["n_train"], seed=o["subset_seed"], name="n_train")
+        x_train, y_train = d.x_train[train_sub.indices], d.y_train[train_sub.indices]
         big = d.image_size >= 32
         crop = o["crop_padding"] if o["crop_padding"] is not None else (4 if big else 0)
         flip = o["flip"] if o["flip"] is not None else big
@@ -188,7 +187,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
             schedule=o["schedule"], label_smoothing=o["label_smoothing"],
             augment=Augment(crop_padding=crop, flip=flip) if (crop or flip) else None, adv=adv,
             adv_method=o["adv_method"], adv_steps=o["adv_steps"], adv_step_size=o["adv_step_size"],
-            optimizer=o["optimizer"], seed=o["seed"], bf16=o["bf16"], channels_last=o["channels_last"],
+            optimizer=o["optimizer"], seed=o["seed"], precision=o["precision"], channels_last=o["channels_last"],
             compile=o["compile"],
         )
         eval_norm = o["eval_norm"] or (adv.norm if adv else "l2")
@@ -221,8 +220,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
             return 3
         if not info.is_main:  # rank 0 evaluates and writes the record
             return 0
-        n = min(o["n_eval"], d.x_test.shape[0])
-        ev = evaluate(res.model, d.x_test[:n], d.y_test[:n], attacks=attacks, device=dev, seed=o["seed"])
+        eval_sub = stratified_subset(d.x_test, d.y_test, o["n_eval"], seed=o["subset_seed"], name="n_eval")
+        n = eval_sub.n
+        ev = evaluate(res.model, d.x_test[eval_sub.indices], d.y_test[eval_sub.indices], attacks=attacks, device=dev,
+                      seed=o["seed"])
         from empirical.evaluate import accuracy
 
         clean_all = accuracy(res.model, d.x_test, d.y_test, device=dev)
@@ -237,7 +238,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
                      seeds={"seed": o["seed"], "data_seed": o["data_seed"]}, device=_device_name(dev),
                      started_at=started_at, start_time=t0,
                      extra={"attacks": ev["attacks"], "history": res.history, "stopped_early": res.stopped_early,
-                            "data": d.describe(), "checkpoint": {"path": "model.pt",
+                            "data": d.describe(), "subsets": {"train": train_sub.describe(), "eval": eval_sub.describe()},
+                            "checkpoint": {"path": "model.pt",
                                                                  "sha256": file_sha256(out_dir / "model.pt")}})
         rob = ", ".join(f"{ev['attacks'][k]}: {100 * v:.1f}%" for k, v in ev["robust"].items())
         print(f"clean {100 * clean_all:.1f}% (n={d.x_test.shape[0]}) / robust {rob} (n={n}); "
@@ -272,13 +274,13 @@ def _load_for_checkpoint(args: argparse.Namespace, dev: Any = None):
     return d, model, dev, meta, {"data": data, "data_root": root, "data_seed": seed}
 
 
-def _split(d, split: str, n: int | None):
+def _split(d, split: str, n: int | None, seed: int = 0):
+    """The examples of ``split``: all, or a seeded class-stratified sample of ``n`` (and its description)."""
+    from empirical.data import stratified_subset
+
     x, y = (d.x_test, d.y_test) if split == "test" else (d.x_train, d.y_train)
-    if n is not None:
-        if n < 1:
-            raise ValueError(f"n={n} must be a positive integer")
-        x, y = x[:n], y[:n]
-    return x, y
+    sub = stratified_subset(x, y, n, seed=seed, name="n")
+    return x[sub.indices], y[sub.indices], sub
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
@@ -295,13 +297,13 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     try:
         dev = local_device(dev, info)
         d, model, dev, meta, data_cfg = _load_for_checkpoint(args, dev)
-        x, y = _split(d, args.split, args.n)
+        x, y, sub = _split(d, args.split, args.n, args.subset_seed)
         specs = [AttackSpec(t.norm, t.eps, steps=args.steps, step_size=args.step_size, restarts=args.restarts,
                             random_start=args.random_start or args.restarts > 1) for t in threats]
         out = Path(args.out) if args.out else Path(args.checkpoint).with_name("eval.json")
         config = {"checkpoint": str(args.checkpoint), "checkpoint_sha256": file_sha256(args.checkpoint),
                   "arch": meta["arch"], **data_cfg, "split": args.split, "n": int(x.shape[0]),
-                  "attacks": [s.__dict__ for s in specs], "batch_size": args.batch_size}
+                  "attacks": [s.__dict__ for s in specs], "batch_size": args.batch_size, "subset": sub.describe()}
         # every rank must evaluate the same checkpoint on the same examples with the same attacks
         check_same_config({**config, "seed": args.seed, "out": str(out)}, info)
         # each rank attacks its run of whole batches; the counts are summed (exactly the 1-process numbers)
@@ -338,7 +340,7 @@ def _cmd_attack(args: argparse.Namespace) -> int:
     started_at, t0 = utc_now(), time.perf_counter()
     threat = ThreatModel.parse(args.threat)
     d, model, dev, meta, data_cfg = _load_for_checkpoint(args)
-    x, y = _split(d, args.split, args.n)
+    x, y, sub = _split(d, args.split, args.n, args.subset_seed)
     gen = torch.Generator(device=dev)
     gen.manual_seed(args.seed)
     if args.targeted == "none":
@@ -364,7 +366,7 @@ def _cmd_attack(args: argparse.Namespace) -> int:
     config = {"checkpoint": str(args.checkpoint), "checkpoint_sha256": file_sha256(args.checkpoint),
               "arch": meta["arch"], **data_cfg, "split": args.split, "n": int(x.shape[0]), "norm": threat.norm,
               "eps": threat.eps, "steps": args.steps, "step_size": step, "restarts": args.restarts,
-              "random_start": args.random_start, "targeted": args.targeted}
+              "random_start": args.random_start, "targeted": args.targeted, "subset": sub.describe()}
     metrics = {"success_rate": float(success.float().mean()), "clean_accuracy": float((pred_clean == y).float().mean()),
                "adversarial_accuracy": float((pred_adv == y).float().mean()),
                "mean_l2": float(delta.norm(dim=1).mean()), "max_l2": float(delta.norm(dim=1).max()),
@@ -386,7 +388,9 @@ def _add_checkpoint_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-root", default=None, help="data folder (default: the one recorded at training)")
     p.add_argument("--data-seed", type=int, default=None, help="digits split / synthetic seed (default: recorded)")
     p.add_argument("--split", choices=("test", "train"), default="test")
-    p.add_argument("--n", type=int, default=None, help="use the first N images of the split")
+    p.add_argument("--n", type=int, default=None,
+                   help="use a seeded class-stratified sample of N images of the split (default: all)")
+    p.add_argument("--subset-seed", type=int, default=0, help="seed of the --n sample (default 0)")
     p.add_argument("--steps", type=int, default=20, help="PGD steps (default 20)")
     p.add_argument("--step-size", type=float, default=None, help="PGD step size (default 2.5*eps/steps)")
     p.add_argument("--restarts", type=int, default=1, help="random restarts, batched; per-example worst case kept")

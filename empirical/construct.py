@@ -26,6 +26,7 @@ callable, so the driver is tested with plain tensors and any model.
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from collections.abc import Callable, Mapping
@@ -36,6 +37,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from empirical.attacks import STEP_SCHEDULES
+from empirical.precision import check_precision
 from empirical.shards import (
     STORAGE_DTYPES,
     ShardedDatasetWriter,
@@ -91,6 +94,9 @@ class RepresentationConfig:
     normalize_loss: bool = False       # notebook divides by ||g(x)||_2
     use_best: bool = False             # notebook: use_best=False (last iterate)
     exclude_self: bool = True          # never start from the target image itself
+    straight_through: bool = False     # the authors' fake_relu: identity gradient through the last nonlinearity
+    step_schedule: str = "constant"    # constant | linear | cosine decay of the step size
+    precision: str = "auto"            # auto (bf16 on CUDA) | fp32 (the authors') | bf16
     batch_size: int = 512
     shard_size: int = 1000
     storage: str = "float32"
@@ -101,6 +107,9 @@ class RepresentationConfig:
         _positive_float("step_size", self.step_size)
         if self.start not in STARTS:
             raise ValueError(f"start={self.start!r} is not a start rule; valid: {', '.join(STARTS)}")
+        if self.step_schedule not in STEP_SCHEDULES:
+            raise ValueError(f"step_schedule={self.step_schedule!r} is not a schedule; valid: {', '.join(STEP_SCHEDULES)}")
+        check_precision(self.precision)
         _positive_int("batch_size", self.batch_size)
         _positive_int("shard_size", self.shard_size)
         check_storage(self.storage)
@@ -119,12 +128,14 @@ class TargetedConfig:
     use_best: bool = True              # robustness-library default: best-loss iterate
     restarts: int = 1
     exclude_true_label: bool = False   # D_rand only: draw t != y (the paper allows t = y)
+    precision: str = "auto"            # auto (bf16 on CUDA) | fp32 | bf16
     batch_size: int = 512
     shard_size: int = 1000
     storage: str = "float32"
     seed: int = 0
 
     def __post_init__(self) -> None:
+        check_precision(self.precision)
         if self.norm not in ("l2", "linf"):
             raise ValueError(f"norm={self.norm!r} is not a threat model; valid: l2, linf")
         _positive_float("eps", self.eps)
@@ -428,9 +439,11 @@ def build_representation_dataset(
 
     def make_shard(i: int, xs: torch.Tensor, ys: torch.Tensor, idx: torch.Tensor, gen: torch.Generator) -> ShardOutput:
         start, j = start_points(cfg.start, x_pool, idx, tuple(xs.shape), gen, exclude_self=cfg.exclude_self)
+        feature_fn = functools.partial(model.features, straight_through=True) if cfg.straight_through else model.features
         x_new, _ = match_representation(
-            model.features, xs.to(device), start.to(device), steps=cfg.steps, step_size=cfg.step_size,
-            normalize_loss=cfg.normalize_loss, use_best=cfg.use_best, batch_size=cfg.batch_size,
+            feature_fn, xs.to(device), start.to(device), steps=cfg.steps, step_size=cfg.step_size, normalize_loss=cfg.normalize_loss,
+            use_best=cfg.use_best, batch_size=cfg.batch_size, precision=cfg.precision,
+            step_schedule=cfg.step_schedule,
         )
         l2s, _ = _distances(x_new.detach().cpu().float(), start)
         return ShardOutput(x=x_new, y=ys, aux={"start_index": j, "l2_to_start": l2s})
@@ -488,7 +501,7 @@ def build_targeted_dataset(
         x_adv = pgd(
             model, xs.to(dev), t.to(dev), norm=cfg.norm, eps=cfg.eps, steps=cfg.steps, step_size=cfg.step_size,
             targeted=True, random_start=cfg.random_start, restarts=cfg.restarts, use_best=cfg.use_best,
-            generator=attack_gen, batch_size=cfg.batch_size,
+            generator=attack_gen, batch_size=cfg.batch_size, precision=cfg.precision,
         )
         return ShardOutput(x=x_adv, y=t, aux={"orig_label": ys.cpu().to(torch.int64), "target_is_true": t == ys.cpu()})
 

@@ -130,6 +130,110 @@ def _channel_stats(x: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...
 
 
 # ---------------------------------------------------------------------------------------------
+# subsets: seeded, class-stratified, independent of the order the files came in
+# ---------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Subset:
+    """A seeded, class-stratified sample of a labelled set (:func:`stratified_subset`).
+
+    ``indices`` index the full set (int64, in the sample's own order, which interleaves the
+    classes at random); ``class_counts[c]`` is how many of class c were drawn; ``indices_sha256``
+    hashes the chosen indices (little-endian int64) and ``content_sha256`` the chosen examples'
+    bytes and labels in sample order, which stays the same however the files were ordered.
+    """
+
+    indices: torch.Tensor
+    n: int
+    of: int
+    seed: int
+    class_counts: tuple[int, ...]
+    indices_sha256: str
+    content_sha256: str
+
+    def describe(self) -> dict[str, Any]:
+        """What a record carries about the subset (numbers, the seed and the two hashes)."""
+        return {"n": self.n, "of": self.of, "seed": self.seed, "stratified": True,
+                "class_counts": list(self.class_counts), "indices_sha256": self.indices_sha256,
+                "content_sha256": self.content_sha256}
+
+
+def _allocate(counts: np.ndarray, n: int) -> np.ndarray:
+    """Per-class sample sizes proportional to ``counts`` summing to ``n``, never more than a class holds.
+
+    Slots are handed out one at a time to the class furthest below its quota counts[c] * k / N
+    (ties to the lower class index), so the sizes for n contain those for every m < n (samples of
+    one seed are nested class by class) and each stays within one of its exact quota.
+    """
+    total = int(counts.sum())
+    take = np.zeros(len(counts), dtype=np.int64)
+    frac = counts.astype(np.float64) / total
+    for k in range(1, n + 1):
+        take[int(np.argmax(frac * k - take))] += 1
+    return take
+
+
+def stratified_subset(x: torch.Tensor, y: torch.Tensor, n: int | None, *, seed: int = 0,
+                      name: str = "n") -> Subset:
+    """A seeded class-stratified sample of ``n`` of the examples ``(x, y)`` (all of them if ``n``
+    is None or at least their number).
+
+    Class c gets n * |c| / N examples (largest-remainder rounding, so the sizes sum to ``n``).
+    Within a class the examples with the smallest keys are drawn, where an example's key is the
+    BLAKE2b hash of (``seed``, its label, its bytes): the sample is a uniformly random one for a
+    given seed, the same set of images whatever order the files came in, and nested (the sample
+    of n examples contains the sample of m < n drawn with the same seed, class by class). The
+    sample is returned in key order, which interleaves the classes at random; identical images
+    of one class tie and keep their input order. Asking for all examples (``n`` None or >= N)
+    returns them all in their input order.
+    """
+    total = int(y.shape[0])
+    if n is not None and (not isinstance(n, int) or isinstance(n, bool) or n < 1):
+        raise ValueError(f"{name}={n!r} must be a positive integer (or None for all {total} examples)")
+    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+        raise ValueError(f"seed={seed!r} must be a non-negative integer")
+    if x.shape[0] != total:
+        raise ValueError(f"x has {x.shape[0]} examples but y has {total}")
+    k = total if n is None else min(n, total)
+    yn = y.detach().cpu().numpy().astype(np.int64)
+    xb = x.detach().cpu().contiguous()
+    if k == total:
+        idx = np.arange(total, dtype=np.int64)
+        counts = np.bincount(yn, minlength=int(yn.max()) + 1 if total else 0)
+        content = hashlib.sha256(xb.numpy().tobytes())
+        content.update(yn.astype("<i8").tobytes())
+        return Subset(indices=torch.from_numpy(idx), n=total, of=total, seed=int(seed),
+                      class_counts=tuple(int(v) for v in counts),
+                      indices_sha256=hashlib.sha256(idx.astype("<i8").tobytes()).hexdigest(),
+                      content_sha256=content.hexdigest())
+    # a per-example key that depends on the content, not on the position
+    salt = int(seed).to_bytes(8, "little")
+    flat = xb.numpy().reshape(total, -1).view(np.uint8).reshape(total, -1) if total else np.zeros((0, 0), np.uint8)
+    keys = np.empty(total, dtype=np.uint64)
+    for i in range(total):
+        h = hashlib.blake2b(flat[i].tobytes(), digest_size=8, key=salt, person=int(yn[i]).to_bytes(8, "little"))
+        keys[i] = int.from_bytes(h.digest(), "little")
+    num_classes = int(yn.max()) + 1 if total else 0
+    counts = np.bincount(yn, minlength=num_classes) if total else np.zeros(0, np.int64)
+    take = _allocate(counts, k) if total else counts
+    chosen: list[np.ndarray] = []
+    for c in range(num_classes):
+        if take[c] == 0:
+            continue
+        members = np.flatnonzero(yn == c)
+        order = np.argsort(keys[members], kind="stable")
+        chosen.append(members[order[: take[c]]])
+    idx = np.concatenate(chosen) if chosen else np.zeros(0, np.int64)
+    idx = idx[np.argsort(keys[idx], kind="stable")].astype(np.int64)
+    content = hashlib.sha256()
+    for i in idx:
+        content.update(flat[i].tobytes())
+    content.update(yn[idx].astype("<i8").tobytes())
+    return Subset(indices=torch.from_numpy(idx), n=int(idx.shape[0]), of=total, seed=int(seed),
+                  class_counts=tuple(int(v) for v in take), indices_sha256=hashlib.sha256(idx.astype("<i8").tobytes()).hexdigest(),
+                  content_sha256=content.hexdigest())
+
+
+# ---------------------------------------------------------------------------------------------
 # digits
 # ---------------------------------------------------------------------------------------------
 def load_digits(*, seed: int = 0, n_test: int = 360) -> ImageData:
@@ -616,6 +720,6 @@ class Loader:
 
 __all__ = [
     "CIFAR10_CLASSES", "CIFAR10_MD5", "CIFAR10_MEAN", "CIFAR10_STD", "CIFAR10_URL", "DATASETS",
-    "Augment", "ImageData", "Loader", "augment_batch", "check_dataset_spec", "check_images", "download_cifar10", "load_cifar10",
+    "Augment", "ImageData", "Loader", "Subset", "stratified_subset", "augment_batch", "check_dataset_spec", "check_images", "download_cifar10", "load_cifar10",
     "load_dataset", "load_digits", "load_imagefolder", "make_synthetic", "planted_feature_scores",
 ]

@@ -93,8 +93,13 @@ class Recipe:
     adv_eps: float | None = None
     adv_steps: int = 7
     adv_step_size: float | None = None
+    precision: str = "auto"            # auto (bf16 autocast on CUDA) | fp32 | bf16 (any device)
+    channels_last: bool | None = None  # None = on CUDA only
 
     def __post_init__(self) -> None:
+        from empirical.precision import check_precision
+
+        check_precision(self.precision)
         if not isinstance(self.epochs, int) or self.epochs < 1:
             raise ValueError(f"epochs={self.epochs!r} must be a positive integer")
         if not isinstance(self.batch_size, int) or self.batch_size < 1:
@@ -121,7 +126,7 @@ class Recipe:
             epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, momentum=self.momentum,
             weight_decay=self.weight_decay, schedule=self.schedule, label_smoothing=self.label_smoothing,
             augment=augment, adv=adv, adv_steps=self.adv_steps, adv_step_size=step,
-            optimizer=self.optimizer, seed=seed,
+            optimizer=self.optimizer, seed=seed, precision=self.precision, channels_last=self.channels_last,
         )
 
 
@@ -135,14 +140,18 @@ class EvalConfig:
     paper_steps: int = 7
     strong_steps: int = 20
     strong_restarts: int = 5
-    n_robust: int | None = 1000        # test examples attacked (None = all); clean accuracy uses all
+    n_robust: int | None = 1000        # test examples attacked (None = all; a stratified sample otherwise)
     batch_size: int = 512
+    precision: str = "fp32"            # the attacks' forward passes: fp32 | bf16 | auto (bf16 on CUDA)
 
     def __post_init__(self) -> None:
+        from empirical.precision import check_precision
+
         if self.norm not in ("l2", "linf"):
             raise ValueError(f"norm={self.norm!r} is not a threat model; valid: l2, linf")
         if not self.eps > 0:
             raise ValueError(f"eps={self.eps!r} must be positive")
+        check_precision(self.precision, name="eval.precision")
 
     @property
     def paper_step(self) -> float:
@@ -157,6 +166,35 @@ class EvalConfig:
             return f"{self.norm} eps={self.eps:g}, PGD-{self.paper_steps} (step {self.paper_step:.4g}), 1 restart, start at x"
         return (f"{self.norm} eps={self.eps:g}, PGD-{self.strong_steps} (step {self.strong_step:.4g}), "
                 f"{self.strong_restarts} random restarts")
+
+
+@dataclass(frozen=True)
+class Targets:
+    """The claims a preset is held to (percent / fractions); ``None`` leaves a claim out.
+
+    * ``d_rand_min``, ``d_det_min``: Table 1 accuracy on the original test set (chance 10%);
+    * ``dr_gap_points_min``: D_R model's strong robust accuracy minus the standard model's;
+    * ``dr_gap_fraction_min``: the fraction of the robust-vs-standard gap the D_R model closes,
+      (D_R - std) / (adv - std) in strong robust accuracy (the paper's: 56%);
+    * ``dnr_above_std_max``: how far (points) the D_NR model may be above the standard model;
+    * ``trend_min_archs``: Figure 3 needs at least this many architectures and Spearman rho > 0;
+    * ``<row>_clean_min`` / ``<row>_robust_min`` / ``dnr_robust_max``: absolute Figure 2 accuracies.
+    """
+
+    d_rand_min: float | None = 50.0
+    d_det_min: float | None = 30.0
+    dr_gap_points_min: float | None = 15.0
+    dr_gap_fraction_min: float | None = None
+    dnr_above_std_max: float | None = 10.0
+    trend_min_archs: int = 3
+    # absolute Figure 2 targets (percent; robust = strong attack), used by the GPU preset
+    std_clean_min: float | None = None
+    adv_clean_min: float | None = None
+    adv_robust_min: float | None = None
+    dr_clean_min: float | None = None
+    dr_robust_min: float | None = None
+    dnr_clean_min: float | None = None
+    dnr_robust_max: float | None = None
 
 
 @dataclass(frozen=True)
@@ -178,24 +216,32 @@ class ExperimentConfig:
     transfer: TransferConfig
     fig3_archs: tuple[str, ...]
     data_root: str | None = None
-    n_train: int | None = None
-    n_test: int | None = None
+    n_train: int | None = None         # a seeded class-stratified sample of the training set (None = all)
+    n_test: int | None = None          # the same for the test set
+    subset_seed: int = 0               # seed of every subset (n_train, n_test, eval.n_robust, transfer.n_examples)
     seed: int = 0
+    targets: Targets = field(default_factory=lambda: Targets())
     notes: str = ""
     expected_runtime: str = ""
 
     def __post_init__(self) -> None:
+        from empirical.models import parse_arch
+
         if not self.fig3_archs:
             raise ValueError("fig3_archs must name at least one architecture")
+        for a in (self.arch, *self.fig3_archs):
+            parse_arch(a)
         for name in ("n_train", "n_test"):
             v = getattr(self, name)
-            if v is not None and (not isinstance(v, int) or v < 1):
+            if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
                 raise ValueError(f"{name}={v!r} must be a positive integer or None (all)")
+        if not isinstance(self.subset_seed, int) or isinstance(self.subset_seed, bool) or self.subset_seed < 0:
+            raise ValueError(f"subset_seed={self.subset_seed!r} must be a non-negative integer")
 
 
 _NESTED = {"std": Recipe, "adv": Recipe, "on_dr": Recipe, "on_dnr": Recipe, "on_drand": Recipe,
            "on_ddet": Recipe, "rep": RepresentationConfig, "targeted": TargetedConfig,
-           "eval": EvalConfig, "transfer": TransferConfig}
+           "eval": EvalConfig, "transfer": TransferConfig, "targets": Targets}
 
 
 def valid_keys(cfg: ExperimentConfig) -> list[str]:
@@ -290,6 +336,16 @@ def config_from_dict(d: Mapping[str, Any]) -> ExperimentConfig:
     return ExperimentConfig(**kw)
 
 
+def _memory_format(model: Any, recipe: Recipe, device: str) -> Any:
+    """The model in the memory format its recipe trains in (channels_last where the recipe asks for
+    it), whether it was just trained or loaded, so every later stage runs the same kernels."""
+    import torch
+
+    if recipe.channels_last or (recipe.channels_last is None and torch.device(device).type == "cuda"):
+        return model.to(memory_format=torch.channels_last)
+    return model.to(memory_format=torch.contiguous_format)
+
+
 def stable_hash(obj: Any) -> str:
     text = json.dumps(to_jsonable(obj), sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()
@@ -321,6 +377,9 @@ class Workspace:
     _models: dict[str, Any] = field(default_factory=dict)
     _model_hash: dict[str, str] = field(default_factory=dict)
     _datasets: dict[str, Any] = field(default_factory=dict)
+    _eval_subset: Any = None
+    _masks: dict[str, dict[str, Any]] = field(default_factory=dict)
+    subsets: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.root = Path(self.root)
@@ -339,19 +398,25 @@ class Workspace:
 
     # ---- data
     def data(self) -> Any:
-        """The base dataset D (optionally subset to ``n_train`` / ``n_test``), with a fingerprint."""
+        """The base dataset D, with ``n_train`` / ``n_test`` applied as seeded class-stratified samples
+        (``subset_seed``; :func:`empirical.data.stratified_subset`), and a fingerprint."""
         if self._data is None:
-            import torch
-
-            from empirical.data import ImageData, load_dataset
+            from empirical.data import ImageData, load_dataset, stratified_subset
 
             t0 = time.perf_counter()
             d = load_dataset(self.cfg.data, root=self.cfg.data_root, seed=self.cfg.seed)
-            if self.cfg.n_train is not None or self.cfg.n_test is not None:
-                d = dataclasses.replace(
-                    d, x_train=d.x_train[: self.cfg.n_train], y_train=d.y_train[: self.cfg.n_train],
-                    x_test=d.x_test[: self.cfg.n_test], y_test=d.y_test[: self.cfg.n_test])
             assert isinstance(d, ImageData)
+            tr = stratified_subset(d.x_train, d.y_train, self.cfg.n_train, seed=self.cfg.subset_seed, name="n_train")
+            te = stratified_subset(d.x_test, d.y_test, self.cfg.n_test, seed=self.cfg.subset_seed, name="n_test")
+            self.subsets = {"train": tr.describe(), "test": te.describe()}
+            if self.cfg.n_train is not None or self.cfg.n_test is not None:
+                meta = dict(d.meta)
+                if "robust_label_train" in meta:       # synthetic ground truth follows the subset
+                    meta["robust_label_train"] = meta["robust_label_train"][tr.indices]
+                    meta["robust_label_test"] = meta["robust_label_test"][te.indices]
+                d = dataclasses.replace(
+                    d, x_train=d.x_train[tr.indices].contiguous(), y_train=d.y_train[tr.indices].contiguous(),
+                    x_test=d.x_test[te.indices].contiguous(), y_test=d.y_test[te.indices].contiguous(), meta=meta)
             h = hashlib.sha256()
             for t in (d.x_train, d.y_train, d.x_test, d.y_test):
                 h.update(t.contiguous().numpy().tobytes())
@@ -359,8 +424,19 @@ class Workspace:
             self._data = d
             self._time("data", time.perf_counter() - t0, False, n_train=int(d.y_train.shape[0]),
                        n_test=int(d.y_test.shape[0]), sha256=self.data_sha256)
-            del torch
         return self._data
+
+    def eval_subset(self) -> Any:
+        """The test examples attacked for robust accuracy: a stratified sample of ``eval.n_robust``
+        (drawn with ``subset_seed``, so it is nested in the ``n_test`` sample)."""
+        if self._eval_subset is None:
+            from empirical.data import stratified_subset
+
+            d = self.data()
+            self._eval_subset = stratified_subset(d.x_test, d.y_test, self.cfg.eval.n_robust,
+                                                  seed=self.cfg.subset_seed, name="eval.n_robust")
+            self.subsets["eval"] = self._eval_subset.describe()
+        return self._eval_subset
 
     # ---- models
     def model(self, name: str, *, arch: str, recipe: Recipe, train_on: str = "D", seed: int | None = None) -> Any:
@@ -387,7 +463,7 @@ class Workspace:
             info = json.loads(stage.read_text())
             ckpt = folder / info.get("checkpoint", "model.pt")
             if info.get("key") == key and ckpt.is_file() and file_sha256(ckpt) == info.get("sha256"):
-                model = load_model(ckpt, device=self.device)
+                model = _memory_format(load_model(ckpt, device=self.device), recipe, self.device)
                 model.eval()
                 self._models[name], self._model_hash[name] = model, info["sha256"]
                 self._time(f"train:{name}", time.perf_counter() - t0, True)
@@ -408,7 +484,7 @@ class Workspace:
                             image_size=d.image_size, mean=d.mean, std=d.std)
         result = fit(model, x, y, recipe.to_train_config(seed), device=self.device, out_dir=folder,
                      resume=True, progress=self.progress, dist_info=SINGLE_PROCESS)
-        model = result.model
+        model = _memory_format(result.model, recipe, self.device)
         model.eval()
         ckpt = folder / "model.pt"
         if not ckpt.is_file():   # fit writes model.pt when it knows the architecture; make sure it exists
@@ -500,58 +576,75 @@ class Workspace:
     # ---- evaluation
     def evaluate(self, name: str, *, robust: bool = True, strong: bool = True, shifted: bool = False) -> dict[str, float]:
         """Clean accuracy on the whole original test set; robust accuracy (paper PGD-7 and the
-        strong PGD with restarts) on its first ``eval.n_robust`` images. Cached per model hash."""
+        strong PGD with restarts) on the stratified ``eval.n_robust`` sample
+        (:meth:`eval_subset`). Cached per model hash, with the per-example robust outcomes
+        (:meth:`robust_masks`)."""
         import torch
 
-        from empirical.evaluate import accuracy, robust_accuracy
+        from empirical.evaluate import accuracy, robust_mask
         from empirical.train import ThreatModel
+        from robust_features.records import pack_bits, unpack_bits
 
         d, ev = self.data(), self.cfg.eval
         model = self._models[name]
+        sub = self.eval_subset() if robust else None
         key = stable_hash({"model": self._model_hash[name], "eval": ev, "robust": robust, "strong": strong,
-                           "shifted": shifted,
-                           "test": self.data_sha256})
+                           "shifted": shifted, "test": self.data_sha256,
+                           "subset": sub.indices_sha256 if sub is not None else None})
         variant = ("" if robust else "-clean") + ("" if strong else "-paperonly") + ("-shifted" if shifted else "")
         path = self.root / "evals" / f"{name}{variant}.json"
         t0 = time.perf_counter()
         if path.is_file():
             old = json.loads(path.read_text())
             if old.get("key") == key:
+                n = int(old["metrics"].get("n_robust", 0))
+                self._masks.setdefault(name, {}).update(
+                    {k: unpack_bits(v, n) for k, v in old.get("masks", {}).items()})
                 self._time(f"eval:{name}", time.perf_counter() - t0, True)
                 return old["metrics"]
         out: dict[str, float] = {"clean": accuracy(model, d.x_test, d.y_test, batch_size=ev.batch_size,
-                                                   device=self.device)}
+                                                   device=self.device, precision=ev.precision)}
         if shifted:
             out["shifted"] = accuracy(model, d.x_test, (d.y_test + 1) % d.num_classes,
-                                      batch_size=ev.batch_size, device=self.device)
+                                      batch_size=ev.batch_size, device=self.device, precision=ev.precision)
+        masks: dict[str, Any] = {}
         if robust:
-            n = d.y_test.shape[0] if ev.n_robust is None else min(ev.n_robust, d.y_test.shape[0])
-            xr, yr = d.x_test[:n], d.y_test[:n]
+            assert sub is not None
+            xr, yr = d.x_test[sub.indices], d.y_test[sub.indices]
             threat = ThreatModel(norm=ev.norm, eps=ev.eps)
-            out["robust_paper"] = robust_accuracy(model, xr, yr, threat=threat, steps=ev.paper_steps,
-                                                  step_size=ev.paper_step, restarts=1, random_start=False,
-                                                  batch_size=ev.batch_size, device=self.device)
+            masks["robust_paper"] = robust_mask(model, xr, yr, threat=threat, steps=ev.paper_steps,
+                                                step_size=ev.paper_step, restarts=1, random_start=False,
+                                                batch_size=ev.batch_size, device=self.device, precision=ev.precision)
             if strong:
                 gen = torch.Generator(device=torch.device(self.device))
                 gen.manual_seed(self.cfg.seed + 12345)
-                out["robust_strong"] = robust_accuracy(model, xr, yr, threat=threat, steps=ev.strong_steps,
-                                                       step_size=ev.strong_step, restarts=ev.strong_restarts,
-                                                       random_start=True, batch_size=ev.batch_size,
-                                                       device=self.device, generator=gen)
-            out["n_robust"] = int(n)
+                masks["robust_strong"] = robust_mask(model, xr, yr, threat=threat, steps=ev.strong_steps,
+                                                     step_size=ev.strong_step, restarts=ev.strong_restarts,
+                                                     random_start=True, batch_size=ev.batch_size,
+                                                     device=self.device, generator=gen, precision=ev.precision)
+            for k, m in masks.items():
+                out[k] = float(m.float().mean())
+            out["n_robust"] = int(sub.n)
         out = {k: float(v) for k, v in out.items()}
-        atomic_write_json(path, {"key": key, "metrics": out})
+        atomic_write_json(path, {"key": key, "metrics": out, "masks": {k: pack_bits(m.numpy()) for k, m in masks.items()},
+                                 "subset": sub.describe() if sub is not None else None})
+        self._masks.setdefault(name, {}).update({k: m.numpy() for k, m in masks.items()})
         self._time(f"eval:{name}", time.perf_counter() - t0, False)
         return out
+
+    def robust_masks(self, name: str) -> dict[str, Any]:
+        """Per-example robust outcomes (NumPy bool, over :meth:`eval_subset`) of model ``name``'s
+        last :meth:`evaluate`: ``robust_paper`` and, when run, ``robust_strong``."""
+        return dict(self._masks.get(name, {}))
 
     def record(self, filename: str, *, experiment: str, metrics: Any, extra: Mapping[str, Any] | None = None,
                started_at: str, start_time: float) -> dict[str, Any]:
         return write_record(self.root / filename, experiment=experiment, config=self.cfg, metrics=metrics,
                             seeds={"seed": self.cfg.seed, "construction_seed_rep": self.cfg.rep.seed,
                                    "construction_seed_targeted": self.cfg.targeted.seed,
-                                   "transfer_seed": self.cfg.transfer.seed},
+                                   "transfer_seed": self.cfg.transfer.seed, "subset_seed": self.cfg.subset_seed},
                             device=str(self.device), started_at=started_at, start_time=start_time,
-                            extra=extra)
+                            extra={**dict(extra or {}), "subsets": self.subsets})
 
 
 # ---------------------------------------------------------------------------------------------
@@ -559,6 +652,22 @@ class Workspace:
 # ---------------------------------------------------------------------------------------------
 def _pct(v: float) -> float:
     return 100.0 * float(v)
+
+
+def fig2_gap_fractions(masks: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, dict[str, float]]]:
+    """Per constructed set (D_R, D_NR) and attack (strong, paper): the fraction of the
+    robust-vs-standard gap its model closes, with the paired standard error
+    (:func:`empirical.stats.gap_fraction`). ``masks[row][attack]`` are per-example robust outcomes
+    on the same test examples for the Figure 2 rows std_D, adv_D, std_DR, std_DNR."""
+    from empirical.stats import gap_fraction
+
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    for row, key in (("std_DR", "D_R"), ("std_DNR", "D_NR")):
+        for attack in ("strong", "paper"):
+            k = f"robust_{attack}"
+            if all(k in masks.get(r, {}) for r in ("std_D", "adv_D", row)):
+                out.setdefault(key, {})[attack] = gap_fraction(masks["std_D"][k], masks["adv_D"][k], masks[row][k])
+    return out
 
 
 def run_fig2(ws: Workspace) -> dict[str, Any]:
@@ -570,8 +679,9 @@ def run_fig2(ws: Workspace) -> dict[str, Any]:
     ws.model("std_DR", arch=cfg.arch, recipe=cfg.on_dr, train_on="D_R")
     ws.model("std_DNR", arch=cfg.arch, recipe=cfg.on_dnr, train_on="D_NR")
     names = {"std_D": "standard", "adv_D": "robust", "std_DR": "std_DR", "std_DNR": "std_DNR"}
-    metrics = {row: {k: _pct(v) if k != "n_robust" else v for k, v in ws.evaluate(model).items()}
-               for row, model in names.items()}
+    metrics: dict[str, Any] = {row: {k: _pct(v) if k != "n_robust" else v for k, v in ws.evaluate(model).items()}
+                               for row, model in names.items()}
+    metrics["gap_fraction"] = fig2_gap_fractions({row: ws.robust_masks(m) for row, m in names.items()})
     return ws.record("fig2.json", experiment="empirical.fig2", metrics=metrics, started_at=started, start_time=t0,
                      extra={"attacks": {"paper": cfg.eval.describe("paper"), "strong": cfg.eval.describe("strong")},
                             "units": "percent", "paper": PAPER_NUMBERS["fig2"], "rows": dict(FIG2_ROWS),
@@ -613,8 +723,18 @@ def _linear_fit(xs: Sequence[float], ys: Sequence[float]) -> dict[str, float]:
     return {"slope": float(slope), "intercept": float(intercept), "pearson_r": r, "spearman_rho": rho}
 
 
+def arch_slug(arch: str) -> str:
+    """A folder-safe name for an architecture spec (``fastnet:pool=avg`` -> ``fastnet-pool-avg``)."""
+    import re
+
+    from empirical.models import canonical_arch
+
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", canonical_arch(arch))
+
+
 def run_fig3(ws: Workspace) -> dict[str, Any]:
     """Figure 3: per architecture, accuracy when trained on D_det vs transfer success from the source."""
+    from empirical.models import canonical_arch
     from empirical.transfer import transfer_success
 
     started, t0 = utc_now(), time.perf_counter()
@@ -623,19 +743,22 @@ def run_fig3(ws: Workspace) -> dict[str, Any]:
     ws.dataset("D_det")
     targets: dict[str, Any] = {}
     ddet_acc: dict[str, float] = {}
+    source_arch = canonical_arch(cfg.arch)
     for i, arch in enumerate(cfg.fig3_archs):
+        slug = arch_slug(arch)
         # a fresh instance even for the source architecture (different seed), trained on D
-        targets[arch] = ws.model(f"fig3_std_{arch}", arch=arch, recipe=cfg.std, seed=cfg.seed + 1000 + i)
-        if arch == cfg.arch:
+        targets[arch] = ws.model(f"fig3_std_{slug}", arch=arch, recipe=cfg.std, seed=cfg.seed + 1000 + i)
+        if canonical_arch(arch) == source_arch:
             name = "std_Ddet"
             ws.model(name, arch=arch, recipe=cfg.on_ddet, train_on="D_det")
         else:
-            name = f"fig3_ddet_{arch}"
+            name = f"fig3_ddet_{slug}"
             ws.model(name, arch=arch, recipe=cfg.on_ddet, train_on="D_det", seed=cfg.seed + 2000 + i)
         ddet_acc[arch] = ws.evaluate(name, robust=False)["clean"]
     ts0 = time.perf_counter()
     tr = transfer_success(source, targets, d.x_test, d.y_test, cfg.transfer, num_classes=d.num_classes,
-                          device=ws.device)
+                          device=ws.device, subset_seed=cfg.subset_seed)
+    ws.subsets["transfer"] = tr.pop("__subset__")
     ws._time("transfer", time.perf_counter() - ts0, False)
     points = {arch: {"ddet_accuracy": _pct(ddet_acc[arch]), "transfer_success": _pct(tr[arch]["success_rate"]),
                      "n_used": tr[arch]["n_used"], "target_clean_accuracy": _pct(tr[arch]["clean_accuracy"])}

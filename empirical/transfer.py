@@ -33,11 +33,15 @@ class TransferConfig:
     targeted: bool = True              # toward (y + 1) mod C, as in D_det
     random_start: bool = False
     restarts: int = 1
-    n_examples: int = 1000             # first n test examples (all if larger)
+    n_examples: int = 1000             # a seeded class-stratified sample of the test set (all if larger)
     batch_size: int = 512
     seed: int = 0
+    precision: str = "fp32"            # the attack's forward passes: fp32 | bf16 | auto (bf16 on CUDA)
 
     def __post_init__(self) -> None:
+        from empirical.precision import check_precision
+
+        check_precision(self.precision, name="transfer.precision")
         if self.norm not in ("l2", "linf"):
             raise ValueError(f"norm={self.norm!r} is not a threat model; valid: l2, linf")
         for name in ("eps", "step_size"):
@@ -71,18 +75,23 @@ def transfer_success(
     *,
     num_classes: int,
     device: Any = "cpu",
-) -> dict[str, dict[str, float]]:
+    subset_seed: int = 0,
+) -> dict[str, dict[str, Any]]:
     """Success rate of the source model's adversarial examples on each target model.
 
-    Returns ``{name: {"success_rate", "n_used", "clean_accuracy", "adv_accuracy"}}`` plus an
-    entry ``"__source__"`` with the white-box success on the source itself. Rates are in [0, 1].
+    The attacked examples are a class-stratified sample of ``cfg.n_examples`` of (x, y) drawn
+    with ``subset_seed`` (:func:`empirical.data.stratified_subset`). Returns ``{name:
+    {"success_rate", "n_used", "clean_accuracy", "adv_accuracy"}}`` plus an entry ``"__source__"``
+    with the white-box success on the source itself and ``"__subset__"`` describing the sample
+    (seed, class counts, hash of the indices). Rates are in [0, 1].
     """
     from empirical.attacks import pgd
+    from empirical.data import stratified_subset
 
     if x.shape[0] != y.shape[0]:
         raise ValueError(f"x has {x.shape[0]} examples but y has {y.shape[0]}")
-    n = min(cfg.n_examples, x.shape[0])
-    x, y = x[:n].cpu(), y[:n].cpu().to(torch.int64)
+    sub = stratified_subset(x, y, cfg.n_examples, seed=subset_seed, name="transfer.n_examples")
+    x, y = x[sub.indices].cpu(), y[sub.indices].cpu().to(torch.int64)
     dev = torch.device(device)
     t = (y + 1) % num_classes if cfg.targeted else y
     gen = None
@@ -92,9 +101,10 @@ def transfer_success(
     source.eval()
     x_adv = pgd(source, x.to(dev), t.to(dev), norm=cfg.norm, eps=cfg.eps, steps=cfg.steps,
                 step_size=cfg.step_size, targeted=cfg.targeted, random_start=cfg.random_start,
-                restarts=cfg.restarts, use_best=True, generator=gen, batch_size=cfg.batch_size).cpu()
+                restarts=cfg.restarts, use_best=True, generator=gen, batch_size=cfg.batch_size,
+                precision=cfg.precision).cpu()
     src_clean = _predict(source, x, dev, cfg.batch_size) == y
-    out: dict[str, dict[str, float]] = {}
+    out: dict[str, dict[str, Any]] = {"__subset__": sub.describe()}
     for name, model in {"__source__": source, **dict(targets)}.items():
         clean = _predict(model, x, dev, cfg.batch_size)
         adv = _predict(model, x_adv, dev, cfg.batch_size)

@@ -12,7 +12,7 @@ For every preset folder ``results_root/<preset>/`` holding the records of
 * ``samples.png``     one row per set (D, D_R, D_NR, D_rand, D_det), same source images, labels shown;
 * ``sources.json``    the records (and their sha256) each figure was drawn from.
 
-A *seed study* folder ``results_root/<name>/`` holding ``seed<K>/`` sub-folders (each the records
+A *seed study* folder ``results_root/<name>/`` (or ``results_root/<preset>/seeds/``) holding ``seed<K>/`` sub-folders (each the records
 of one ``robust-features reproduce --seed K`` run) gets ``<name>/seeds.md`` and ``seeds.json``:
 per seed the Figure 2 strong robust accuracies, the D_R and D_NR gaps over the standard model,
 Table 1 and the Figure 3 rank correlation, and across seeds the mean, standard deviation and a
@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from empirical.stats import gap_fraction_of_accuracies
 from robust_features.records import atomic_write_bytes, atomic_write_json, atomic_write_text, read_record
 
 PAPER_FIG2 = {"std_D": (95.2, 4.6), "adv_D": (90.8, 82.5), "std_DR": (84.2, 48.3), "std_DNR": (87.7, 0.8)}
@@ -234,6 +235,15 @@ def seeds_summary(root: Path) -> list[Path]:
             row[f"{key}_robust"] = float(m[key]["robust_strong"])
         row["gap_DR"] = row["std_DR_robust"] - row["std_D_robust"]
         row["gap_DNR"] = row["std_DNR_robust"] - row["std_D_robust"]
+        # the fraction of the robust-vs-standard gap closed, in percent (paired stderr when recorded)
+        for key, col in (("D_R", "frac_DR"), ("D_NR", "frac_DNR")):
+            gf = m.get("gap_fraction", {}).get(key, {}).get("strong")
+            row_key = "std_DR" if key == "D_R" else "std_DNR"
+            v = gf["value"] if gf else gap_fraction_of_accuracies(row["std_D_robust"], row["adv_D_robust"],
+                                                                  row[f"{row_key}_robust"])
+            row[col] = 100.0 * v
+            if gf:
+                row[f"{col}_stderr"] = 100.0 * gf["stderr"]
         sources.append({"record": f"{folder.name}/fig2.json", "sha256": _sha(folder / "fig2.json")})
         if (folder / "table1.json").is_file():
             t = read_record(folder / "table1.json")["metrics"]
@@ -249,27 +259,35 @@ def seeds_summary(root: Path) -> list[Path]:
                 claims_met[name] = claims_met.get(name, 0) + int(bool(ok))
             sources.append({"record": f"{folder.name}/reproduce.json", "sha256": _sha(folder / "reproduce.json")})
         rows.append(row)
-    keys = [k for k in rows[0] if k != "seed" and all(k in r for r in rows)]
+    keys = [k for k in rows[0] if k != "seed" and not k.endswith("_stderr") and all(k in r for r in rows)]
     stats_: dict[str, dict[str, float]] = {}
     for k in keys:
         v = np.array([r[k] for r in rows], float)
         sd = float(v.std(ddof=1)) if len(v) > 1 else float("nan")
-        half = _t95(len(v)) * sd / np.sqrt(len(v)) if len(v) > 1 else float("nan")
-        stats_[k] = {"mean": float(v.mean()), "sd": sd, "ci95_low": float(v.mean() - half),
+        se = sd / np.sqrt(len(v)) if len(v) > 1 else float("nan")
+        half = _t95(len(v)) * se if len(v) > 1 else float("nan")
+        stats_[k] = {"mean": float(v.mean()), "sd": sd, "stderr": float(se), "ci95_low": float(v.mean() - half),
                      "ci95_high": float(v.mean() + half), "min": float(v.min()), "max": float(v.max())}
     cols = [("std_D_robust", "std D"), ("adv_D_robust", "adv D"), ("std_DR_robust", "std D_R"),
             ("std_DNR_robust", "std D_NR"), ("gap_DR", "D_R gap"), ("gap_DNR", "D_NR gap"),
+            ("frac_DR", "D_R closes (%)"), ("frac_DNR", "D_NR closes (%)"),
             ("D_rand", "D_rand"), ("D_det", "D_det"), ("fig3_spearman", "Fig. 3 rho")]
     cols = [(k, lab) for k, lab in cols if k in keys]
     md = [f"# Seed study: {root.name} ({len(rows)} seeds)", "",
           "Strong robust accuracy (%) on the original test set for Figure 2; gaps are in points over the "
-          "standard model; Table 1 clean accuracy (%); Figure 3 Spearman rho. Rendered from the records "
-          "in the seed<K>/ folders by `python -m paper_figures`.", "",
+          "standard model; \"closes\" is the fraction of the robust-vs-standard gap the model closes, "
+          "(model - std) / (adv - std) in strong robust accuracy (per seed +- its paired standard error when "
+          "recorded; the paper's D_R closes 56%); Table 1 clean accuracy (%); Figure 3 Spearman rho. se = "
+          "standard error of the mean over seeds. Rendered from the records in the seed<K>/ folders by "
+          "`python -m paper_figures`.", "",
           "| seed | " + " | ".join(lab for _, lab in cols) + " |", "|---|" + "---|" * len(cols)]
     fmt = lambda k, v: f"{v:.2f}" if k == "fig3_spearman" else f"{v:.1f}"  # noqa: E731
+    cell = lambda r, k: fmt(k, r[k]) + (f" +- {fmt(k, r[k + '_stderr'])}" if k + "_stderr" in r else "")  # noqa: E731
     for r in rows:
-        md.append(f"| {r['seed']} | " + " | ".join(fmt(k, r[k]) for k, _ in cols) + " |")
+        md.append(f"| {r['seed']} | " + " | ".join(cell(r, k) for k, _ in cols) + " |")
     md.append("| mean +- sd | " + " | ".join(f"{fmt(k, stats_[k]['mean'])} +- {fmt(k, stats_[k]['sd'])}"
+                                            for k, _ in cols) + " |")
+    md.append("| mean +- se | " + " | ".join(f"{fmt(k, stats_[k]['mean'])} +- {fmt(k, stats_[k]['stderr'])}"
                                             for k, _ in cols) + " |")
     md.append("| 95% CI | " + " | ".join(f"[{fmt(k, stats_[k]['ci95_low'])}, {fmt(k, stats_[k]['ci95_high'])}]"
                                         for k, _ in cols) + " |")
@@ -293,6 +311,8 @@ def build(results_root: Path) -> list[Path]:
     for folder in sorted(p for p in results_root.iterdir() if p.is_dir()):
         if any((folder / n).is_file() for n in ("fig2.json", "table1.json", "fig3.json", "constructions.json")):
             written += build_preset(folder)
+            if (folder / "seeds").is_dir() and _seed_folders(folder / "seeds"):   # a preset's own seed study
+                written += seeds_summary(folder / "seeds")
         elif _seed_folders(folder):
             written += seeds_summary(folder)
     return written

@@ -242,6 +242,23 @@ def _check_numeric(obj: Any, where: str) -> None:
             _check_numeric(v, f"{where}[{i}]")
 
 
+def pack_bits(mask: Any) -> str:
+    """A boolean vector as hex (NumPy ``packbits``, big-endian bit order, zero-padded to a byte)."""
+    import numpy as np
+
+    return np.packbits(np.asarray(mask, dtype=bool).ravel()).tobytes().hex()
+
+
+def unpack_bits(text: str, n: int) -> Any:
+    """Inverse of :func:`pack_bits`: the first ``n`` bits as a NumPy bool array."""
+    import numpy as np
+
+    raw = np.frombuffer(bytes.fromhex(text), dtype=np.uint8)
+    if raw.shape[0] * 8 < n:
+        raise ValueError(f"bit string of {raw.shape[0]} bytes is too short for n={n} bits")
+    return np.unpackbits(raw)[:n].astype(bool)
+
+
 def read_record(path: str | os.PathLike) -> dict[str, Any]:
     """Read a record and check its schema tag."""
     path = Path(path)

@@ -70,7 +70,7 @@ def test_bad_configs_raise_errors_naming_the_parameter():
         EvalConfig(norm="l3")
     with pytest.raises(ValueError, match=r"n_examples=0 must be a positive integer"):
         TransferConfig(n_examples=0)
-    with pytest.raises(ValueError, match=r"preset='mnist' is unknown; valid: digits, synthetic, cifar10, paper"):
+    with pytest.raises(ValueError, match=r"preset='mnist' is unknown; valid: digits, synthetic, cifar10-cpu, cifar10, paper"):
         get_preset("mnist")
 
 

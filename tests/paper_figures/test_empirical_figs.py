@@ -104,7 +104,9 @@ def test_seed_study_summary_matches_an_independent_computation(tmp_path):
     assert summary["stats"]["D_det"]["min"] == pytest.approx(30.0)
     assert summary["claims_met_count"] == {"d_r_robust_well_above_standard": 1}
     md = (root / "seeds.md").read_text()
-    assert "| 1 | 15.0 | 60.0 | 21.0 | 14.0 | 6.0 | -1.0 | 91.0 | 31.0 |" in md
+    # the fraction of the gap closed, (D_R - std) / (adv - std) in percent: (21 - 15) / (60 - 15)
+    assert [r["frac_DR"] for r in summary["rows"]] == pytest.approx([100 * (d - s) / (60.0 - s) for s, d in gaps.values()])
+    assert "| 1 | 15.0 | 60.0 | 21.0 | 14.0 | 6.0 | -1.0 | 13.3 | -2.2 | 91.0 | 31.0 |" in md
     assert "`d_r_robust_well_above_standard`: 1 / 3" in md
     assert {s["record"] for s in summary["sources"]} >= {"seed2/fig2.json", "seed0/reproduce.json"}
 
