@@ -180,6 +180,8 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
 
     _single_process_only("reproduce")
     cfg = resolve_config(args)
+    if args.plan:
+        return _plan(cfg, Path(args.out_dir) / cfg.name)
     atomic_write_json(Path(args.out_dir) / cfg.name / "resolved_config.json", cfg)
     rec = run_reproduce(cfg, out_dir=args.out_dir, device=_device(args), progress=not args.quiet,
                         figures=not args.no_figures)
@@ -190,6 +192,35 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
     missed = [k for k, ok in m["claims_met"].items() if not ok]
     if missed:
         print(f"targets missed: {', '.join(missed)}")
+    return 0
+
+
+def _plan(cfg: Any, root: Any) -> int:
+    """``reproduce --plan``: the cost plan (no training), printed and written to ``plan.json``."""
+    import time
+
+    from empirical.plan import compare_with_run, format_plan, plan
+    from robust_features.records import read_record, utc_now, write_record
+
+    started, t0 = utc_now(), time.perf_counter()
+    p = plan(cfg)
+    extra: dict[str, Any] = {}
+    if (root / "reproduce.json").is_file():        # a finished run in the folder: planned vs measured
+        extra["measured"] = compare_with_run(p, read_record(root / "reproduce.json"))
+    numeric = ("passes", "forward_passes", "forward_flops_per_image", "model_flops", "estimated_s_cpu",
+               "cpu_rate_images_per_s", "estimated_s_h200")
+    metrics = {"stages": {r["stage"]: {k: r[k] for k in numeric} for r in p["stages"]},
+               "sizes": p["sizes"], **{k: v for k, v in p.items() if k.startswith(("total_", "estimated_total_"))}}
+    info = {r["stage"]: {k: v for k, v in r.items() if k not in numeric and k != "stage"} for r in p["stages"]}
+    write_record(root / "plan.json", experiment="empirical.plan", config=cfg, metrics=metrics, device="none (plan)",
+                 started_at=started, start_time=t0,
+                 extra={"stage_info": info, "h200_anchor": p["h200_anchor"], "cpu_table": p["cpu_table"], **extra})
+    print(format_plan(p))
+    for row in extra.get("measured", []):
+        print(f"measured {row['stage']:<34} {row['measured_s']:>8.1f} s, planned {row['planned_s']:>8.1f} s "
+              f"(ratio {row['ratio']:.2f})")
+    print(f"plan {root / 'plan.json'}: estimated {p['estimated_total_s_cpu']:.0f} s on this CPU, "
+          f"{p['estimated_total_s_h200']:.0f} s on an H200")
     return 0
 
 
@@ -211,4 +242,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("reproduce", help="the whole section-3 chain + figures + report (default preset digits)")
     _common(p)
     p.add_argument("--no-figures", action="store_true", help="skip rendering the figures")
+    p.add_argument("--plan", action="store_true",
+                   help="run nothing: print and record (plan.json) each stage's image passes and estimated "
+                        "seconds on this CPU and on an H200")
     p.set_defaults(func=_cmd_reproduce)
