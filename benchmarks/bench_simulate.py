@@ -6,7 +6,8 @@ One step = attack the minibatch with ``pgd_steps`` l2 PGD iterations (each a (ba
 matmul) + the Cholesky-chart gradient step. Prints samples/second and the memory traffic a step
 implies: bytes = (pgd_steps + 3) * (2 * batch * d + d * d) * itemsize (each matmul reads the batch
 and Sigma^-1 and writes the batch), and, on a GPU, that traffic over the time as a fraction of the
-device's peak bandwidth (H100 SXM: 3.35 TB/s). On CPU there is no bandwidth bound to report.
+device's peak bandwidth (by default the H200's 4.8 TB/s, NVIDIA's datasheet; --peak-bandwidth-gbs
+for another GPU). On CPU there is no bandwidth bound to report. ``--out FILE.json`` writes a record.
 """
 
 from __future__ import annotations
@@ -16,11 +17,12 @@ import time
 
 import numpy as np
 
+from robust_features.records import utc_now, write_record
 from simulate.backend import device_name, get_xp, make_rng
 from simulate.gaussian import adversarial_training
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--d", type=int, default=3072)
     ap.add_argument("--batch", type=int, default=4096)
@@ -28,8 +30,10 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=3, help="timed training steps")
     ap.add_argument("--backend", default="numpy")
     ap.add_argument("--dtype", default="float32", choices=("float32", "float64"))
-    ap.add_argument("--peak-bandwidth-gbs", type=float, default=3350.0)
-    args = ap.parse_args()
+    ap.add_argument("--peak-bandwidth-gbs", type=float, default=4800.0, help="default: NVIDIA H200 (4.8 TB/s)")
+    ap.add_argument("--out", default=None, help="write a JSON record here")
+    args = ap.parse_args(argv)
+    started, t_start = utc_now(), time.perf_counter()
     xp = get_xp(args.backend)
     dtype = getattr(xp, args.dtype)
     d, b = args.d, args.batch
@@ -57,11 +61,18 @@ def main() -> None:
     print(f"device: {device_name(xp)} ({args.backend}, {args.dtype}); d={d} batch={b} pgd_steps={args.pgd_steps}")
     print(f"adversarial-training step: {per_step * 1e3:.1f} ms, {b / per_step:,.0f} samples/s")
     print(f"implied memory traffic {traffic / per_step / 1e9:.2f} GB/s, compute {flops / per_step / 1e9:.1f} GFLOP/s")
-    if xp is not np:
-        print(f"fraction of peak bandwidth ({args.peak_bandwidth_gbs:.0f} GB/s): "
-              f"{traffic / per_step / 1e9 / args.peak_bandwidth_gbs:.1%}")
+    frac = traffic / per_step / 1e9 / args.peak_bandwidth_gbs if xp is not np else None
+    if frac is not None:
+        print(f"fraction of peak bandwidth ({args.peak_bandwidth_gbs:.0f} GB/s): {frac:.1%}")
     else:
         print("CuPy: not measured here (no GPU); run with --backend cupy on a GPU machine")
+    if args.out:
+        write_record(args.out, experiment="benchmarks.simulate", config=vars(args),
+                     metrics={"step_seconds": per_step, "samples_per_second": b / per_step,
+                              "memory_traffic_gbs": traffic / per_step / 1e9, "gflops": flops / per_step / 1e9,
+                              "fraction_of_peak_bandwidth": frac},
+                     device=device_name(xp), started_at=started, start_time=t_start)
+        print(f"record {args.out}")
 
 
 if __name__ == "__main__":
