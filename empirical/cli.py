@@ -283,6 +283,24 @@ def _split(d, split: str, n: int | None, seed: int = 0):
     return x[sub.indices], y[sub.indices], sub
 
 
+def _eval_attacks(args: argparse.Namespace) -> tuple[str, ...]:
+    """The attacks of ``eval`` in run order: ``pgd`` (the PGD of --steps/--restarts) first, then the
+    AutoAttack-style ones, from --attack (repeatable) and --suite; () = PGD alone (the default)."""
+    from empirical.autoattack import ATTACKS, SUITES
+
+    names: list[str] = []
+    for s in args.suite or []:
+        if s not in SUITES:
+            raise ValueError(f"--suite {s!r} is not a suite; valid: {', '.join(SUITES)}")
+        names += SUITES[s]
+    for a in args.attack or []:
+        if a != "pgd" and a not in ATTACKS:
+            raise ValueError(f"--attack {a!r} is not an attack; valid: pgd, {', '.join(ATTACKS)}")
+        names.append(a)
+    ordered = tuple(dict.fromkeys(["pgd", *names] if names and "pgd" not in names else names))
+    return tuple(a for a in (("pgd",) + ATTACKS) if a in ordered)
+
+
 def _cmd_eval(args: argparse.Namespace) -> int:
     from empirical.checkpoint import file_sha256
     from empirical.distributed import check_same_config, init_distributed, local_device, shutdown
@@ -292,9 +310,12 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
     started_at, t0 = utc_now(), time.perf_counter()
     threats = [ThreatModel.parse(t) for t in (args.threat or ["l2:0.25"])]
+    attacks = _eval_attacks(args)
     dev = _device(args.device)
     info = init_distributed(dev)  # single process unless launched by torchrun
     try:
+        if attacks and info.is_distributed:
+            raise ValueError("--attack/--suite (the worst-case ensemble) runs in one process; run it without torchrun")
         dev = local_device(dev, info)
         d, model, dev, meta, data_cfg = _load_for_checkpoint(args, dev)
         x, y, sub = _split(d, args.split, args.n, args.subset_seed)
@@ -304,26 +325,127 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         config = {"checkpoint": str(args.checkpoint), "checkpoint_sha256": file_sha256(args.checkpoint),
                   "arch": meta["arch"], **data_cfg, "split": args.split, "n": int(x.shape[0]),
                   "attacks": [s.__dict__ for s in specs], "batch_size": args.batch_size, "subset": sub.describe()}
+        if attacks:
+            config["worst_case"] = {"attacks": list(attacks), "budgets": _ensemble_budgets(args, attacks)}
         # every rank must evaluate the same checkpoint on the same examples with the same attacks
         check_same_config({**config, "seed": args.seed, "out": str(out)}, info)
-        # each rank attacks its run of whole batches; the counts are summed (exactly the 1-process numbers)
-        ev = evaluate(model, x, y, attacks=specs, device=dev, batch_size=args.batch_size, seed=args.seed,
-                      dist_info=info)
+        if attacks:
+            metrics, extra = _worst_case_eval(model, x, y, specs, attacks, args, dev)
+        else:
+            # each rank attacks its run of whole batches; the counts are summed (exactly the 1-process numbers)
+            ev = evaluate(model, x, y, attacks=specs, device=dev, batch_size=args.batch_size, seed=args.seed,
+                          dist_info=info)
+            metrics = {"clean_accuracy": ev["clean"], "robust_accuracy": ev["robust"], "n": ev["n"]}
+            extra = {"attacks": ev["attacks"]}
         if not info.is_main:
             return 0
         if info.is_distributed:
             config["world_size"] = info.world_size
-        write_record(out, experiment="empirical.eval", config=config,
-                     metrics={"clean_accuracy": ev["clean"], "robust_accuracy": ev["robust"], "n": ev["n"]},
-                     seeds={"seed": args.seed}, device=_device_name(dev), started_at=started_at, start_time=t0,
-                     extra={"attacks": ev["attacks"]})
+        write_record(out, experiment="empirical.eval", config=config, metrics=metrics, seeds={"seed": args.seed},
+                     device=_device_name(dev), started_at=started_at, start_time=t0, extra=extra)
     finally:
         shutdown()
-    print(f"clean {100 * ev['clean']:.2f}% (n={ev['n']})")
-    for k, v in ev["robust"].items():
-        print(f"robust {100 * v:.2f}% at {ev['attacks'][k]}, n={ev['n']}")
+    print(f"clean {100 * metrics['clean_accuracy']:.2f}% (n={metrics['n']})")
+    if attacks:
+        for key, per in metrics["robust_accuracy"].items():
+            steps = ", ".join(f"{a} {100 * v:.2f}%" for a, v in per.items() if a != "worst_case")
+            print(f"{extra['threats'][key]}: robust after {steps}; worst case {100 * per['worst_case']:.2f}%")
+        for flag, text in extra["sanity_raised"].items():
+            print(f"sanity flag {flag}: {text}")
+    else:
+        for k, v in metrics["robust_accuracy"].items():
+            print(f"robust {100 * v:.2f}% at {extra['attacks'][k]}, n={metrics['n']}")
     print(f"record {out}")
     return 0
+
+
+def _ensemble_budgets(args: argparse.Namespace, attacks: tuple[str, ...]) -> dict[str, dict[str, int]]:
+    b = {"apgd-ce": {"steps": args.apgd_steps}, "apgd-t": {"steps": args.apgd_steps, "n_target_classes": args.apgd_targets},
+         "square": {"queries": args.square_queries}}
+    return {a: b[a] for a in attacks if a in b}
+
+
+def _worst_case_eval(model, x, y, specs, attacks, args, dev) -> tuple[dict, dict]:
+    """Per threat: PGD on every example, then each AutoAttack-style attack on those still robust;
+    an example is robust only if every attack failed. Masks are recorded by their sha256."""
+    import hashlib
+
+    import numpy as np
+    import torch
+
+    from empirical.autoattack import ensemble, sanity_flags
+    from empirical.evaluate import predict, robust_mask
+    from empirical.train import ThreatModel
+    from robust_features.records import pack_bits
+
+    xd, yd = x.to(dev), y.to(dev)
+    clean = (predict(model, x, batch_size=args.batch_size, device=dev, precision=args.precision) == y.cpu()).numpy()
+    metrics: dict = {"clean_accuracy": float(clean.mean()), "n": int(x.shape[0]), "robust_accuracy": {},
+                     "seconds": {}, "sanity_flags": {}}
+    extra: dict = {"threats": {}, "mask_sha256": {}, "sanity_explanations": {}, "sanity_raised": {}}
+    worst_by_norm: dict[str, dict[float, float]] = {}
+    sha = lambda m: hashlib.sha256(bytes.fromhex(pack_bits(m))).hexdigest()  # noqa: E731
+    for spec in specs:
+        key = f"{spec.norm}_eps{spec.eps:g}"
+        per: dict[str, float] = {}
+        secs: dict[str, float] = {}
+        masks: dict[str, str] = {}
+        robust = clean.copy()
+        pgd_acc = None
+        if "pgd" in attacks:
+            t = time.perf_counter()
+            gen = torch.Generator(device=dev)
+            gen.manual_seed(args.seed)
+            m = robust_mask(model, x, y, threat=ThreatModel(spec.norm, spec.eps), steps=spec.steps, step_size=spec.step,
+                            restarts=spec.restarts, random_start=spec.random_start, batch_size=args.batch_size,
+                            device=dev, generator=gen, precision=args.precision).numpy()
+            secs["pgd"] = time.perf_counter() - t
+            robust &= m
+            per["pgd"] = pgd_acc = float(robust.mean())
+            masks["pgd"] = sha(m)
+        rest = tuple(a for a in attacks if a != "pgd")
+        res = None
+        if rest:
+            idx = np.flatnonzero(robust)
+            if idx.size:
+                res = ensemble(model, xd[idx], yd[idx], norm=spec.norm, eps=spec.eps, attacks=rest,
+                               budgets=_ensemble_budgets(args, rest), seed=args.seed, precision=args.precision,
+                               batch_size=args.batch_size)
+                for a in rest:
+                    broke = np.zeros_like(robust)
+                    broke[idx] = res["success"][a].cpu().numpy()
+                    robust &= ~broke
+                    per[a] = float(robust.mean())
+                    secs[a] = float(res["seconds"][a])
+                    masks[a] = sha(~broke)
+            else:
+                for a in rest:
+                    per[a], secs[a] = float(robust.mean()), 0.0
+        per["worst_case"] = float(robust.mean())
+        masks["worst_case"] = sha(robust)
+        worst_by_norm.setdefault(spec.norm, {})[spec.eps] = per["worst_case"]
+        if res is not None:
+            # ensemble's result covers the PGD survivors; pgd_gap compares PGD with the full worst case
+            full = dict(res, worst_case_robust_accuracy=per["worst_case"])
+            f = sanity_flags(pgd_robust_accuracy=pgd_acc, result=full, model=model, x=xd[:512], y=yd[:512],
+                             precision=args.precision)
+            metrics["sanity_flags"][key] = f["flags"]
+            extra["sanity_explanations"][key] = f["explanations"]
+            extra["sanity_raised"].update({f"{key} {k}": f["explanations"][k] for k, v in f["flags"].items() if v})
+        metrics["robust_accuracy"][key] = per
+        metrics["seconds"][key] = secs
+        extra["mask_sha256"][key] = masks
+        extra["threats"][key] = spec.describe() if "pgd" in attacks else f"{spec.norm} eps={spec.eps:g}"
+    for norm, by_eps in worst_by_norm.items():
+        if len(by_eps) > 1:
+            f = sanity_flags(robust_accuracy_by_eps=by_eps)
+            metrics["sanity_flags"][f"{norm}_monotone"] = {"non_monotone_in_eps": f["flags"]["non_monotone_in_eps"]}
+            extra["sanity_explanations"][f"{norm}_monotone"] = {"non_monotone_in_eps": f["explanations"]["non_monotone_in_eps"]}
+            if f["flags"]["non_monotone_in_eps"]:
+                extra["sanity_raised"][f"{norm} non_monotone_in_eps"] = f["explanations"]["non_monotone_in_eps"]
+    extra["budgets"] = _ensemble_budgets(args, attacks)
+    extra["attack_order"] = list(attacks)
+    return metrics, extra
 
 
 def _cmd_attack(args: argparse.Namespace) -> int:
@@ -414,6 +536,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--threat", action="append", default=None,
                    help="threat model NORM:EPS, repeatable (default l2:0.25), e.g. --threat linf:8/255")
     p.add_argument("--out", default=None, help="record path (default: eval.json beside the checkpoint)")
+    p.add_argument("--attack", action="append", default=None, metavar="NAME",
+                   help="add an attack to the worst-case evaluation, repeatable: pgd (the --steps/--restarts PGD), "
+                        "apgd-ce, apgd-t, square; run cheap first, each on the examples still robust")
+    p.add_argument("--suite", action="append", default=None, metavar="NAME",
+                   help="a named attack list: standard = apgd-ce, apgd-t, square (with PGD first)")
+    p.add_argument("--apgd-steps", type=int, default=100, help="APGD-CE / APGD-T iterations (default 100)")
+    p.add_argument("--apgd-targets", type=int, default=9, help="APGD-T target classes (default 9)")
+    p.add_argument("--square-queries", type=int, default=5000, help="Square queries (default 5000)")
+    p.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "auto"),
+                   help="forward passes of the worst-case attacks (default fp32)")
     p.set_defaults(func=_cmd_eval)
 
     p = subparsers.add_parser("attack", help="PGD adversarial examples for a checkpoint (adversarial.pt, attack.json)")

@@ -143,8 +143,15 @@ class EvalConfig:
     n_robust: int | None = 1000        # test examples attacked (None = all; a stratified sample otherwise)
     batch_size: int = 512
     precision: str = "fp32"            # the attacks' forward passes: fp32 | bf16 | auto (bf16 on CUDA)
+    # the AutoAttack-style ensemble (empirical.autoattack) run after the PGD attacks on the same
+    # examples; () = none. Its worst case is reported beside PGD for every Figure 2 row.
+    suite: tuple[str, ...] = ()
+    apgd_steps: int = 100              # APGD-CE and APGD-T iterations (AutoAttack standard: 100)
+    apgd_targets: int = 9              # APGD-T target classes (standard: 9 on CIFAR-10)
+    square_queries: int = 5000         # Square queries (standard: 5000)
 
     def __post_init__(self) -> None:
+        from empirical.autoattack import ATTACKS, SUITES
         from empirical.precision import check_precision
 
         if self.norm not in ("l2", "linf"):
@@ -152,6 +159,35 @@ class EvalConfig:
         if not self.eps > 0:
             raise ValueError(f"eps={self.eps!r} must be positive")
         check_precision(self.precision, name="eval.precision")
+        suite = tuple(self.suite)
+        if len(suite) == 1 and suite[0] in SUITES:
+            suite = SUITES[suite[0]]
+        bad = [a for a in suite if a not in ATTACKS]
+        if bad:
+            raise ValueError(f"eval.suite={tuple(self.suite)!r} holds {', '.join(map(repr, bad))}; valid attacks: "
+                             f"{', '.join(ATTACKS)}, or a suite name: {', '.join(SUITES)}")
+        object.__setattr__(self, "suite", suite)
+        for name in ("apgd_steps", "apgd_targets", "square_queries"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                raise ValueError(f"eval.{name}={v!r} must be a positive integer")
+
+    def pgd_part(self) -> dict[str, Any]:
+        """The fields the PGD evaluations depend on (the suite has its own cache key)."""
+        skip = ("suite", "apgd_steps", "apgd_targets", "square_queries")
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in skip}
+
+    def suite_budgets(self) -> dict[str, dict[str, int]]:
+        b = {"apgd-ce": {"steps": self.apgd_steps}, "apgd-t": {"steps": self.apgd_steps,
+                                                                 "n_target_classes": self.apgd_targets},
+             "square": {"queries": self.square_queries}}
+        return {a: b[a] for a in self.suite}
+
+    def describe_suite(self) -> str:
+        parts = {"apgd-ce": f"APGD-CE-{self.apgd_steps}", "apgd-t": f"APGD-T-{self.apgd_steps} x {self.apgd_targets} targets",
+                 "square": f"Square-{self.square_queries}"}
+        return (f"{self.norm} eps={self.eps:g}, worst case over " + " -> ".join(parts[a] for a in self.suite)
+                + " (each on the examples still robust), and the strong PGD")
 
     @property
     def paper_step(self) -> float:
@@ -379,6 +415,7 @@ class Workspace:
     _datasets: dict[str, Any] = field(default_factory=dict)
     _eval_subset: Any = None
     _masks: dict[str, dict[str, Any]] = field(default_factory=dict)
+    _sanity: dict[str, dict[str, Any]] = field(default_factory=dict)
     subsets: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -588,7 +625,7 @@ class Workspace:
         d, ev = self.data(), self.cfg.eval
         model = self._models[name]
         sub = self.eval_subset() if robust else None
-        key = stable_hash({"model": self._model_hash[name], "eval": ev, "robust": robust, "strong": strong,
+        key = stable_hash({"model": self._model_hash[name], "eval": ev.pgd_part(), "robust": robust, "strong": strong,
                            "shifted": shifted, "test": self.data_sha256,
                            "subset": sub.indices_sha256 if sub is not None else None})
         variant = ("" if robust else "-clean") + ("" if strong else "-paperonly") + ("-shifted" if shifted else "")
@@ -632,6 +669,62 @@ class Workspace:
         self._time(f"eval:{name}", time.perf_counter() - t0, False)
         return out
 
+    def evaluate_suite(self, name: str) -> dict[str, Any]:
+        """The ``eval.suite`` ensemble (:func:`empirical.autoattack.ensemble`) on the
+        :meth:`eval_subset`, after :meth:`evaluate`: its worst case (``robust_suite``), the worst
+        case over it and the strong PGD (``robust_worst``, the column beside PGD in Figure 2), the
+        robust accuracy after each attack, and the sanity flags. Cached in
+        ``evals/<name>-suite.json`` by model, suite and subset, so adding a suite to a finished
+        run attacks nothing else again. Returns {} when the preset has no suite."""
+        ev = self.cfg.eval
+        if not ev.suite:
+            return {}
+        import numpy as np
+        import torch
+
+        from empirical.autoattack import ensemble, sanity_flags
+        from robust_features.records import pack_bits, unpack_bits
+
+        d, model, sub = self.data(), self._models[name], self.eval_subset()
+        strong = self.robust_masks(name).get("robust_strong")
+        if strong is None:
+            raise ValueError(f"evaluate({name!r}) with the strong PGD must run before evaluate_suite")
+        key = stable_hash({"model": self._model_hash[name], "eval": ev, "subset": sub.indices_sha256,
+                           "seed": self.cfg.seed, "test": self.data_sha256})
+        path = self.root / "evals" / f"{name}-suite.json"
+        t0 = time.perf_counter()
+        if path.is_file():
+            old = json.loads(path.read_text())
+            if old.get("key") == key:
+                self._masks.setdefault(name, {}).update(
+                    {k: unpack_bits(v, sub.n) for k, v in old.get("masks", {}).items()})
+                self._sanity[name] = old.get("sanity", {})
+                self._time(f"eval-suite:{name}", time.perf_counter() - t0, True)
+                return old["metrics"]
+        xr, yr = d.x_test[sub.indices].to(self.device), d.y_test[sub.indices].to(self.device)
+        res = ensemble(model, xr, yr, norm=ev.norm, eps=ev.eps, attacks=ev.suite, budgets=ev.suite_budgets(),
+                       seed=self.cfg.seed + 54321, precision=ev.precision, batch_size=ev.batch_size)
+        suite_mask = res["robust"].cpu().numpy()
+        worst = suite_mask & np.asarray(strong, dtype=bool)
+        pgd_acc = float(np.mean(strong))
+        flags = sanity_flags(pgd_robust_accuracy=pgd_acc, result=res, model=model, x=xr[:512], y=yr[:512],
+                             precision=ev.precision)
+        out: dict[str, float] = {"robust_suite": float(suite_mask.mean()), "robust_worst": float(worst.mean()),
+                                 **{f"after_{a}": float(v) for a, v in res["robust_accuracy"].items()},
+                                 **{f"seconds_{a}": float(v) for a, v in res["seconds"].items()}}
+        masks = {"robust_suite": suite_mask, "robust_worst": worst}
+        self._masks.setdefault(name, {}).update(masks)
+        self._sanity[name] = {"flags": flags["flags"], "explanations": flags["explanations"]}
+        atomic_write_json(path, {"key": key, "metrics": out, "masks": {k: pack_bits(m) for k, m in masks.items()},
+                                 "sanity": self._sanity[name], "budgets": res["budgets"], "subset": sub.describe()})
+        self._time(f"eval-suite:{name}", time.perf_counter() - t0, False)
+        del torch
+        return out
+
+    def sanity(self, name: str) -> dict[str, Any]:
+        """The suite's sanity flags and explanations for model ``name`` ({} before :meth:`evaluate_suite`)."""
+        return dict(self._sanity.get(name, {}))
+
     def robust_masks(self, name: str) -> dict[str, Any]:
         """Per-example robust outcomes (NumPy bool, over :meth:`eval_subset`) of model ``name``'s
         last :meth:`evaluate`: ``robust_paper`` and, when run, ``robust_strong``."""
@@ -663,7 +756,7 @@ def fig2_gap_fractions(masks: Mapping[str, Mapping[str, Any]]) -> dict[str, dict
 
     out: dict[str, dict[str, dict[str, float]]] = {}
     for row, key in (("std_DR", "D_R"), ("std_DNR", "D_NR")):
-        for attack in ("strong", "paper"):
+        for attack in ("strong", "paper", "worst"):
             k = f"robust_{attack}"
             if all(k in masks.get(r, {}) for r in ("std_D", "adv_D", row)):
                 out.setdefault(key, {})[attack] = gap_fraction(masks["std_D"][k], masks["adv_D"][k], masks[row][k])
@@ -679,11 +772,18 @@ def run_fig2(ws: Workspace) -> dict[str, Any]:
     ws.model("std_DR", arch=cfg.arch, recipe=cfg.on_dr, train_on="D_R")
     ws.model("std_DNR", arch=cfg.arch, recipe=cfg.on_dnr, train_on="D_NR")
     names = {"std_D": "standard", "adv_D": "robust", "std_DR": "std_DR", "std_DNR": "std_DNR"}
-    metrics: dict[str, Any] = {row: {k: _pct(v) if k != "n_robust" else v for k, v in ws.evaluate(model).items()}
-                               for row, model in names.items()}
+    metrics: dict[str, Any] = {}
+    for row, model in names.items():
+        ev = {**ws.evaluate(model), **ws.evaluate_suite(model)}
+        metrics[row] = {k: v if k == "n_robust" or k.startswith("seconds_") else _pct(v) for k, v in ev.items()}
     metrics["gap_fraction"] = fig2_gap_fractions({row: ws.robust_masks(m) for row, m in names.items()})
+    sanity = {row: ws.sanity(m) for row, m in names.items() if ws.sanity(m)}
+    if sanity:
+        metrics["sanity_flags"] = {row: s["flags"] for row, s in sanity.items()}
     return ws.record("fig2.json", experiment="empirical.fig2", metrics=metrics, started_at=started, start_time=t0,
-                     extra={"attacks": {"paper": cfg.eval.describe("paper"), "strong": cfg.eval.describe("strong")},
+                     extra={"attacks": {"paper": cfg.eval.describe("paper"), "strong": cfg.eval.describe("strong"),
+                                        **({"suite": cfg.eval.describe_suite()} if cfg.eval.suite else {})},
+                            "sanity_explanations": {row: s["explanations"] for row, s in sanity.items()},
                             "units": "percent", "paper": PAPER_NUMBERS["fig2"], "rows": dict(FIG2_ROWS),
                             "models": {row: ws.model_sha256(m) for row, m in names.items()}})
 

@@ -192,6 +192,16 @@ def stages(cfg: Any, device: str = "cuda") -> list[Stage]:
         out.append(Stage(f"eval:{name}", src, f"clean on {nt}, PGD-{ev.paper_steps} and PGD-{ev.strong_steps} x "
                          f"{ev.strong_restarts} on {nr}", pe, passes=nr * ev.paper_steps + strong,
                          forward=nt + nr * (3 + ev.strong_restarts + 2), notes={"n_test": nt, "n_robust": nr}))
+    if ev.suite:   # an upper bound: every attack of the suite on every attacked example
+        b = ev.suite_budgets()
+        per = {"apgd-ce": b.get("apgd-ce", {}).get("steps", 0),
+               "apgd-t": b.get("apgd-t", {}).get("steps", 0) * b.get("apgd-t", {}).get("n_target_classes", 0)}
+        grad = sum(per.values())
+        queries = b.get("square", {}).get("queries", 0)
+        for name in ("standard", "robust", "std_DR", "std_DNR"):
+            out.append(Stage(f"eval-suite:{name}", src, f"{' -> '.join(ev.suite)} on {nr} (upper bound: every "
+                             "example reaches every attack)", pe, passes=nr * grad, forward=nr * (queries + 3),
+                             notes={"n_robust": nr, "gradient_steps": grad, "square_queries": queries}))
     train("std_Drand", src, cfg.on_drand, n, "standard model on D_rand")
     train("std_Ddet", src, cfg.on_ddet, n, "standard model on D_det")
     for name, shifted in (("std_Drand", False), ("std_Ddet", True)):

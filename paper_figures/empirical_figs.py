@@ -67,10 +67,12 @@ def fig2_bars(rec: dict, out: Path) -> Path:
     fig, (ax, axp) = plt.subplots(1, 2, figsize=(10, 3.6), gridspec_kw={"width_ratios": [3, 2]})
     x = np.arange(len(_ROWS))
     series = (("clean", "clean"), ("robust_paper", "robust, paper PGD"), ("robust_strong", "robust, strong PGD"))
-    w = 0.26
+    if any("robust_worst" in m[r] for r, _ in _ROWS):
+        series = (*series, ("robust_worst", "robust, worst case (AutoAttack-style suite + PGD)"))
+    w = 0.78 / len(series)          # 0.26 for the three PGD series
     for i, (key, label) in enumerate(series):
         vals = [m[r].get(key, np.nan) if m[r].get(key) is not None else np.nan for r, _ in _ROWS]
-        bars = ax.bar(x + (i - 1) * w, vals, w, label=label)
+        bars = ax.bar(x + (i - (len(series) - 1) / 2) * w, vals, w, label=label)
         ax.bar_label(bars, fmt="%.0f", fontsize=7)
     ax.set_xticks(x, [lab for _, lab in _ROWS])
     ax.set_ylabel("accuracy on original test set (%)")
