@@ -54,7 +54,14 @@ _DIGITS_NOTES = (
     "adversarially trained one keeps most of its accuracy; the robust model is trained at 2 x the "
     "evaluation eps (1.5, as the paper's 0.5 vs 0.25); D_rand / D_det and the transfer attack use "
     "eps 1.0, about half the distance to the nearest other-class image, so a perturbation cannot "
-    "simply draw another digit."
+    "simply draw another digit. "
+    "Digits cannot show the paper's central D_R effect, and this preset is not the place to look for "
+    "it: with 64 pixels and a representation wider than the input, matching the robust model's "
+    "representation pins nearly every pixel, so D_R images are reconstructions of the originals; and "
+    "at an eps this large per pixel robustness is limited by the margins between classes (the subset "
+    "control in docs/reproduce.md: D_R gains exactly what dropping the hard images gains). On real "
+    "CIFAR-10 at CPU scale the effect is there: the `cifar10-cpu` preset "
+    "(paper_figures/results/cifar10-cpu/, 3 seeds in its seeds.md)."
 )
 
 DIGITS = ExperimentConfig(
