@@ -69,10 +69,10 @@ def resolve_config(args: argparse.Namespace) -> Any:
     return with_overrides(cfg, flags) if flags else cfg
 
 
-def _device(args: argparse.Namespace) -> str:
+def _device(args: argparse.Namespace, *, require_available: bool = True) -> str:
     from empirical.devices import resolve_device
 
-    return str(resolve_device(args.device))
+    return str(resolve_device(args.device, require_available=require_available))
 
 
 def _workspace(args: argparse.Namespace) -> Any:
@@ -181,10 +181,10 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
     from robust_features.records import atomic_write_json
 
     _single_process_only("reproduce")
+    device = _device(args, require_available=not args.plan)   # a plan runs nothing: the name is checked
     cfg = resolve_config(args)
-    if args.plan:                      # a plan needs no device (it estimates CPU and H200 times)
+    if args.plan:
         return _plan(cfg, Path(args.out_dir) / cfg.name)
-    device = _device(args)
     atomic_write_json(Path(args.out_dir) / cfg.name / "resolved_config.json", cfg)
     rec = run_reproduce(cfg, out_dir=args.out_dir, device=device, progress=not args.quiet,
                         figures=not args.no_figures)

@@ -22,8 +22,11 @@ _HINTS = {
 }
 
 
-def resolve_device(name: Any, *, option: str = "--device") -> Any:
-    """``name`` -> ``torch.device``, checked against this machine (``ValueError`` otherwise)."""
+def resolve_device(name: Any, *, option: str = "--device", require_available: bool = True) -> Any:
+    """``name`` -> ``torch.device``, checked against this machine (``ValueError`` otherwise).
+
+    ``require_available=False`` checks the name only (``reproduce --plan`` runs nothing, so it may
+    plan a CUDA run on a machine without CUDA)."""
     import torch
 
     if name is None or name == "auto":
@@ -43,6 +46,8 @@ def resolve_device(name: Any, *, option: str = "--device") -> Any:
         return torch.device("cpu")
     if dev.type != "cuda":
         raise ValueError(f"{option}={name!r}: device type {dev.type!r} is not supported; valid: {VALID_DEVICES}{hint}")
+    if not require_available:
+        return dev
     if not torch.cuda.is_available():
         why = "this PyTorch build has no CUDA" if torch.version.cuda is None else "no CUDA GPU is visible"
         raise ValueError(f"{option}={name!r} requested but CUDA is not available ({why}); use --device cpu "

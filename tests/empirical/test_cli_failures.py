@@ -72,6 +72,13 @@ def test_cuda_on_a_machine_without_it_is_one_line_in_every_command(tmp_path, che
     assert not (tmp_path / "out").exists()
 
 
+def test_a_plan_checks_the_device_name_but_needs_no_cuda(tmp_path, capsys):
+    argv = ["reproduce", "--preset", "digits-smoke", "--plan", "--out-dir", str(tmp_path)]
+    assert main([*argv, "--device", "gpu"]) == 2
+    assert "--device='gpu' is not a device" in _one_line(capsys)
+    assert main([*argv, "--device", "cuda"]) == 0 and (tmp_path / "digits-smoke" / "plan.json").is_file()
+
+
 def test_resolve_device_accepts_what_the_machine_has():
     assert resolve_device("cpu") == torch.device("cpu") and resolve_device(None).type in ("cpu", "cuda")
     assert resolve_device("auto") == torch.device("cuda" if torch.cuda.is_available() else "cpu")
