@@ -9,6 +9,7 @@ import io
 import os
 import pickle
 import re
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -69,6 +70,35 @@ def test_real_format_batches_load_through_the_restricted_unpickler(tmp_path, pro
     obj = {b"x": np.float32(1.5), b"y": np.arange(3, dtype=np.int64), b"z": (1, 2.0, "s", None, True)}
     back = restricted_pickle_load_bytes(pickle.dumps(obj, protocol=protocol))
     assert back[b"x"] == np.float32(1.5) and back[b"y"].tolist() == [0, 1, 2] and back[b"z"] == (1, 2.0, "s", None, True)
+
+
+def _py2_batch(data: np.ndarray, labels: list[int]) -> bytes:
+    """A batch pickled as the official archive's Python 2 pickles are: protocol 2, str as
+    SHORT_BINSTRING, the array through numpy.core.multiarray._reconstruct (numpy 1.x names)."""
+    def s(b: bytes) -> bytes:
+        return b"U" + bytes([len(b)]) + b
+
+    n = data.shape[0]
+    out = b"\x80\x02}q\x00(" + s(b"data")
+    out += b"cnumpy.core.multiarray\n_reconstruct\nq\x01cnumpy\nndarray\nq\x02K\x00\x85" + s(b"b") + b"\x87Rq\x03("
+    out += b"K\x01J" + struct.pack("<i", n) + b"M\x00\x0c\x86"
+    out += b"cnumpy\ndtype\nq\x04" + s(b"u1") + b"K\x00K\x01\x87Rq\x05(K\x03" + s(b"|")
+    out += b"NNNJ\xff\xff\xff\xffJ\xff\xff\xff\xffK\x00tb\x89T" + struct.pack("<I", data.nbytes) + data.tobytes() + b"tb"
+    out += s(b"labels") + b"](" + b"".join(b"K" + bytes([v]) for v in labels) + b"eu."
+    return out
+
+
+def test_python2_batches_as_in_the_official_archive_load(tmp_path):
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    rng = np.random.default_rng(1)
+    raw = {}
+    for name in [f"data_batch_{k}" for k in range(1, 6)] + ["test_batch"]:
+        raw[name] = rng.integers(0, 256, (3, 3072), dtype=np.uint8)
+        (folder / name).write_bytes(_py2_batch(raw[name], [1, 2, 9]))
+    d = load_cifar10(tmp_path)
+    assert d.x_train.shape == (15, 3, 32, 32) and d.y_test.tolist() == [1, 2, 9]
+    assert torch.equal(d.x_test, torch.from_numpy(raw["test_batch"].reshape(-1, 3, 32, 32)).float() / 255)
 
 
 def restricted_pickle_load_bytes(data: bytes):
