@@ -37,7 +37,7 @@ def _common(p: argparse.ArgumentParser, default_preset: str = "digits") -> None:
     p.add_argument("--data-root", help="folder holding the dataset files (torchvision layout)")
     p.add_argument("--cache-dir", help=CACHE_DIR_HELP)
     p.add_argument("--seed", type=int, help="base seed of the whole chain")
-    p.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
+    p.add_argument("--device", help="auto, cpu, cuda or cuda:N (default auto: cuda if available, else cpu)")
     p.add_argument("--out-dir", default="runs", help="results go to OUT_DIR/<preset> (default: %(default)s)")
     p.add_argument("--quiet", action="store_true", help="no progress output")
 
