@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import http.client
 import io
 import math
 import os
@@ -37,6 +38,7 @@ import pickle
 import shutil
 import tarfile
 import tempfile
+import urllib.error
 import urllib.request
 import zipfile
 from collections.abc import Iterator, Mapping
@@ -411,10 +413,23 @@ def download_cifar10(root: str | os.PathLike, *, url: str = CIFAR10_URL, md5: st
     """
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".cifar10.", suffix=".tar.gz.tmp", dir=root)
+    archive = root / "cifar-10-python.tar.gz"
     try:
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310
-            shutil.copyfileobj(resp, out, length=1 << 20)
+        fd, tmp = tempfile.mkstemp(prefix=".cifar10.", suffix=".tar.gz.tmp", dir=root)
+    except OSError as exc:
+        raise OSError(exc.errno, exc.strerror, str(archive)) from exc
+    try:
+        try:
+            with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310
+                shutil.copyfileobj(resp, out, length=1 << 20)
+        except (urllib.error.URLError, http.client.HTTPException, ConnectionError, TimeoutError) as exc:
+            reason = getattr(exc, "reason", None) or exc
+            raise ValueError(f"cannot download {url} ({' '.join(str(reason).split())}); offline, fetch "
+                             f"cifar-10-python.tar.gz elsewhere and unpack it under {root}") from None
+        except OSError as exc:                              # writing the archive: a full or read-only disk
+            if exc.errno is None:
+                raise
+            raise OSError(exc.errno, exc.strerror, str(archive)) from exc
         got = _md5(Path(tmp))
         if got != md5:
             raise ValueError(f"download from {url} has md5 {got}, expected {md5}; the file was discarded")

@@ -224,3 +224,15 @@ def test_an_imagefolder_cache_holding_pickled_objects_is_ignored_and_rebuilt(tmp
     again = load_imagefolder(tmp_path / "imgs", cache_dir=cache)
     assert not again.meta["from_cache"] and torch.equal(again.x_train, good.x_train)
     assert not marker.exists()
+
+
+def test_an_unreachable_download_is_one_line(tmp_path):
+    import socket
+
+    with socket.socket() as sock:                        # a loopback port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    with pytest.raises(ValueError, match=rf"cannot download http://127.0.0.1:{port}/c.tar.gz \(.*refused.*\); "
+                                         rf"offline, fetch cifar-10-python.tar.gz elsewhere and unpack it under"):
+        load_cifar10(tmp_path / "data", download=True, url=f"http://127.0.0.1:{port}/c.tar.gz")
+    assert not list((tmp_path / "data").iterdir())       # the temporary archive was removed
