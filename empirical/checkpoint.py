@@ -77,6 +77,9 @@ def read_sidecar(path: str | os.PathLike) -> dict[str, Any]:
     except json.JSONDecodeError as exc:
         raise ValueError(f"checkpoint sidecar {side} is not valid JSON: {exc}") from None
     need = ("arch", "num_classes", "in_channels", "image_size", "mean", "std")
+    if not isinstance(meta, dict):
+        raise ValueError(f"checkpoint sidecar {side} holds a JSON {type(meta).__name__}, not an object; expected "
+                         f"schema {CHECKPOINT_SCHEMA!r} with keys {', '.join(need)}")
     missing = [k for k in need if k not in meta]
     if missing or meta.get("schema") != CHECKPOINT_SCHEMA:
         raise ValueError(f"checkpoint sidecar {side} has schema {meta.get('schema')!r} and lacks {missing}; "

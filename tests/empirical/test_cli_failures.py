@@ -200,3 +200,9 @@ def test_weights_of_another_architecture_are_one_line_naming_what_differs(checkp
     side.write_text(json.dumps({**meta, "arch": "cnn_small"}))
     assert main(["eval", "--checkpoint", str(checkpoint), "--n", "10"]) == 2
     assert "do not fit the architecture 'cnn_small'" in _one_line(capsys)
+
+
+def test_a_sidecar_that_is_not_a_json_object_is_one_line(checkpoint):
+    sidecar_path(checkpoint).write_text("[1, 2]")
+    with pytest.raises(ValueError, match=r"model.json holds a JSON list, not an object; expected schema"):
+        load_model(checkpoint)
