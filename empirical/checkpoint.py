@@ -9,6 +9,8 @@ import hashlib
 import io
 import json
 import os
+import pickle
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -75,6 +77,9 @@ def read_sidecar(path: str | os.PathLike) -> dict[str, Any]:
     except json.JSONDecodeError as exc:
         raise ValueError(f"checkpoint sidecar {side} is not valid JSON: {exc}") from None
     need = ("arch", "num_classes", "in_channels", "image_size", "mean", "std")
+    if not isinstance(meta, dict):
+        raise ValueError(f"checkpoint sidecar {side} holds a JSON {type(meta).__name__}, not an object; expected "
+                         f"schema {CHECKPOINT_SCHEMA!r} with keys {', '.join(need)}")
     missing = [k for k in need if k not in meta]
     if missing or meta.get("schema") != CHECKPOINT_SCHEMA:
         raise ValueError(f"checkpoint sidecar {side} has schema {meta.get('schema')!r} and lacks {missing}; "
@@ -82,11 +87,57 @@ def read_sidecar(path: str | os.PathLike) -> dict[str, Any]:
     return meta
 
 
+def load_torch_file(path: str | os.PathLike, *, what: str = "checkpoint", advice: str = "") -> Any:
+    """``torch.load(path, map_location="cpu", weights_only=True)``: tensors and plain containers
+    only, so a crafted file cannot run code.
+
+    Every way the file itself can be bad becomes one ``ValueError`` line naming ``what``, the
+    path and the cause: a refused global (the pickle names something other than tensors and
+    plain containers), a truncated or damaged file (torch's zip reader, ``EOFError``, a broken
+    pickle). ``advice`` is appended (what to do). An ``OSError`` opening the file propagates.
+    """
+    path = Path(path)
+    tail = f"; {advice}" if advice else ""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except OSError:
+        raise
+    except pickle.UnpicklingError as exc:
+        text = " ".join(str(exc).split())
+        refused = re.search(r"Unsupported global: GLOBAL (\S+)", text)
+        if refused:
+            raise ValueError(f"{what} {path} refers to {refused.group(1)}, which torch.load(weights_only=True) "
+                             f"refuses: it holds more than tensors and plain containers, so it was not written "
+                             f"by this toolkit or was crafted; it was not loaded{tail}") from None
+        raise ValueError(f"{what} {path} is damaged or not a torch.save file (UnpicklingError: "
+                         f"{text[:200]}){tail}") from None
+    except Exception as exc:  # noqa: BLE001 - torch reports a damaged file as RuntimeError, EOFError, KeyError...
+        text = " ".join(str(exc).split()).split(". ")[0][:200] or "unexpected end of file"
+        raise ValueError(f"{what} {path} is truncated or damaged and cannot be read ({exc.__class__.__name__}: "
+                         f"{text}){tail}") from None
+
+
+def _state_dict_mismatch(model: nn.Module, state: Mapping[str, Any]) -> str:
+    """What differs between ``model``'s parameters and ``state``: missing, unexpected and reshaped keys."""
+    want = model.state_dict()
+    missing = [k for k in want if k not in state]
+    unexpected = [k for k in state if k not in want]
+    reshaped = [f"{k} {tuple(state[k].shape)} vs {tuple(want[k].shape)}" for k in want
+                if k in state and isinstance(state[k], torch.Tensor) and tuple(state[k].shape) != tuple(want[k].shape)]
+    parts = []
+    for label, items in (("missing", missing), ("unexpected", unexpected), ("of another shape", reshaped)):
+        if items:
+            parts.append(f"{len(items)} {label} ({', '.join(items[:3])}{', ...' if len(items) > 3 else ''})")
+    return "; ".join(parts) or "the tensors do not fit"
+
+
 def load_model(path: str | os.PathLike, *, device: Any = "cpu", verify: bool = True) -> nn.Module:
     """Rebuild the model of checkpoint ``path`` from the file and its sidecar alone (eval mode).
 
     ``verify`` checks the state_dict's sha256 against the sidecar (a tampered or truncated file
-    raises ``ValueError``). Weights are loaded with ``weights_only=True``.
+    raises ``ValueError``). Weights are loaded with ``weights_only=True`` (:func:`load_torch_file`):
+    a file that cannot be read, or whose weights do not fit the sidecar's architecture, raises
+    ``ValueError`` naming the path and what differs.
     """
     from empirical.models import build_model
 
@@ -99,9 +150,19 @@ def load_model(path: str | os.PathLike, *, device: Any = "cpu", verify: bool = T
                          f"{meta['sha256'][:16]}...; the file was changed after saving")
     model = build_model(meta["arch"], num_classes=int(meta["num_classes"]), in_channels=int(meta["in_channels"]),
                         image_size=int(meta["image_size"]), mean=meta["mean"], std=meta["std"])
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    model.load_state_dict(state)
+    state = load_torch_file(path, what="checkpoint",
+                            advice="re-run the training that wrote it, or restore the file from a copy")
+    if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError(f"checkpoint {path} holds a {type(state).__name__}, not a state_dict of tensors "
+                         "(written by empirical.checkpoint.save_checkpoint)")
+    try:
+        model.load_state_dict(state)
+    except RuntimeError:
+        raise ValueError(f"checkpoint {path} holds weights that do not fit the architecture "
+                         f"{meta['arch']!r} of its sidecar {sidecar_path(path).name} "
+                         f"({_state_dict_mismatch(model, state)}); the .pt and the .json come from different "
+                         "models: restore the matching pair") from None
     return model.to(device).eval()
 
 
-__all__ = ["CHECKPOINT_SCHEMA", "file_sha256", "load_model", "read_sidecar", "save_checkpoint", "sidecar_path"]
+__all__ = ["CHECKPOINT_SCHEMA", "file_sha256", "load_model", "load_torch_file", "read_sidecar", "save_checkpoint", "sidecar_path"]

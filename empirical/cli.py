@@ -17,6 +17,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from robust_features.runtime import CACHE_DIR_HELP
+
 # (dest, type, default, help) of every `train` option that may also come from a TOML file.
 _TRAIN_OPTIONS: tuple[tuple[str, Any, Any, str], ...] = (
     ("data", str, "digits", "dataset: digits, synthetic, cifar10, imagefolder:PATH"),
@@ -111,14 +113,9 @@ def resolve_train_options(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _device(name: str) -> Any:
-    import torch
+    from empirical.devices import resolve_device
 
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(name)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device={name!r} requested but CUDA is not available; use --device cpu")
-    return dev
+    return resolve_device(name)
 
 
 def _device_name(dev: Any) -> str:
@@ -461,7 +458,7 @@ def _cmd_attack(args: argparse.Namespace) -> int:
 
     started_at, t0 = utc_now(), time.perf_counter()
     threat = ThreatModel.parse(args.threat)
-    d, model, dev, meta, data_cfg = _load_for_checkpoint(args)
+    d, model, dev, meta, data_cfg = _load_for_checkpoint(args, _device(args.device))
     x, y, sub = _split(d, args.split, args.n, args.subset_seed)
     gen = torch.Generator(device=dev)
     gen.manual_seed(args.seed)
@@ -508,6 +505,7 @@ def _add_checkpoint_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", required=True, help="model.pt written by `train` (with its model.json)")
     p.add_argument("--data", default=None, help="dataset (default: the one named in the checkpoint)")
     p.add_argument("--data-root", default=None, help="data folder (default: the one recorded at training)")
+    p.add_argument("--cache-dir", default=None, help=CACHE_DIR_HELP)
     p.add_argument("--data-seed", type=int, default=None, help="digits split / synthetic seed (default: recorded)")
     p.add_argument("--split", choices=("test", "train"), default="test")
     p.add_argument("--n", type=int, default=None,
@@ -528,6 +526,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                               description="Train a model; options may come from --config TOML (flags win).")
     p.add_argument("--out-dir", required=True, help="run folder: latest.pt, model.pt + model.json, train.json")
     p.add_argument("--config", default=None, help="TOML file of options (keys as the flags, e.g. adv = 'l2:0.5')")
+    p.add_argument("--cache-dir", default=None, help=CACHE_DIR_HELP)
     _add_options(p, _TRAIN_OPTIONS)
     p.set_defaults(func=_cmd_train)
 

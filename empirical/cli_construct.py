@@ -22,6 +22,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from robust_features.runtime import CACHE_DIR_HELP
+
 KINDS = ("D_R", "D_NR", "D_rand", "D_det")
 
 
@@ -33,8 +35,9 @@ def _common(p: argparse.ArgumentParser, default_preset: str = "digits") -> None:
                    help="override one config key, e.g. --set targeted.eps=0.5 --set std.epochs=10")
     p.add_argument("--data", help="dataset spec: digits, synthetic, cifar10, imagefolder:PATH")
     p.add_argument("--data-root", help="folder holding the dataset files (torchvision layout)")
+    p.add_argument("--cache-dir", help=CACHE_DIR_HELP)
     p.add_argument("--seed", type=int, help="base seed of the whole chain")
-    p.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
+    p.add_argument("--device", help="auto, cpu, cuda or cuda:N (default auto: cuda if available, else cpu)")
     p.add_argument("--out-dir", default="runs", help="results go to OUT_DIR/<preset> (default: %(default)s)")
     p.add_argument("--quiet", action="store_true", help="no progress output")
 
@@ -66,12 +69,10 @@ def resolve_config(args: argparse.Namespace) -> Any:
     return with_overrides(cfg, flags) if flags else cfg
 
 
-def _device(args: argparse.Namespace) -> str:
-    if args.device:
-        return args.device
-    import torch
+def _device(args: argparse.Namespace, *, require_available: bool = True) -> str:
+    from empirical.devices import resolve_device
 
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    return str(resolve_device(args.device, require_available=require_available))
 
 
 def _workspace(args: argparse.Namespace) -> Any:
@@ -80,10 +81,11 @@ def _workspace(args: argparse.Namespace) -> Any:
     from empirical.experiments import Workspace
     from robust_features.records import atomic_write_json
 
+    device = _device(args)
     cfg = resolve_config(args)
     root = Path(args.out_dir) / cfg.name
     atomic_write_json(root / "resolved_config.json", cfg)
-    return Workspace(cfg=cfg, root=root, device=_device(args), progress=not args.quiet)
+    return Workspace(cfg=cfg, root=root, device=device, progress=not args.quiet)
 
 
 def _single_process_only(command: str) -> None:
@@ -107,9 +109,9 @@ def _distributed_workspace(args: argparse.Namespace) -> Any:
     from empirical.shards import num_shards
     from robust_features.records import atomic_write_json
 
+    device = _device(args)
     cfg = resolve_config(args)
     root = Path(args.out_dir) / cfg.name
-    device = _device(args)
     info = init_distributed(device, timeout_s=args.dist_timeout)
     device = str(local_device(device, info))
     check_same_config({"command": "construct", "kind": args.kind, "config": cfg, "root": str(root)}, info)
@@ -179,11 +181,12 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
     from robust_features.records import atomic_write_json
 
     _single_process_only("reproduce")
+    device = _device(args, require_available=not args.plan)   # a plan runs nothing: the name is checked
     cfg = resolve_config(args)
     if args.plan:
         return _plan(cfg, Path(args.out_dir) / cfg.name)
     atomic_write_json(Path(args.out_dir) / cfg.name / "resolved_config.json", cfg)
-    rec = run_reproduce(cfg, out_dir=args.out_dir, device=_device(args), progress=not args.quiet,
+    rec = run_reproduce(cfg, out_dir=args.out_dir, device=device, progress=not args.quiet,
                         figures=not args.no_figures)
     root = Path(args.out_dir) / cfg.name
     print((root / "report.md").read_text())

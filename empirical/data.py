@@ -9,9 +9,13 @@ Datasets (``load_dataset(spec)``):
                   non-robust feature (small l2 norm, highest spatial frequencies, always agrees
                   with the label). See :func:`make_synthetic` for the construction.
 * ``cifar10``     the lossless ``cifar-10-batches-py`` pickle layout under ``root`` (optional
-                  download from the official URL, MD5-checked, for users who are online).
+                  download from the official URL, MD5-checked, for users who are online), read
+                  by a restricted unpickler that admits only dicts, lists, bytes, str, numbers and
+                  numpy arrays (:class:`RestrictedUnpickler`), so a crafted file runs no code.
 * ``imagefolder:PATH``  ``PATH/{train,test}/<class>/*.{png,jpg,jpeg,bmp}`` decoded once with
-                  Pillow and cached as uint8 arrays (``.npz``) keyed by the file list.
+                  Pillow and cached as uint8 arrays (``.npz``) keyed by the folder and its files'
+                  sizes and times, in ``cache_dir`` / ``$ROBUST_FEATURES_CACHE``, the data folder,
+                  or (read-only data) ``~/.cache/robust-features``.
 
 All images are float32 in [0, 1], NCHW, on the CPU; models put the (mean, std) normalisation
 inside themselves (conventions sec. 1), and attack budgets are in [0, 1] pixel units.
@@ -24,7 +28,9 @@ tensors, so the API and the random streams are identical.
 
 from __future__ import annotations
 
+import errno
 import hashlib
+import http.client
 import io
 import math
 import os
@@ -32,7 +38,9 @@ import pickle
 import shutil
 import tarfile
 import tempfile
+import urllib.error
 import urllib.request
+import zipfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +50,7 @@ import numpy as np
 import torch
 
 from robust_features.records import atomic_write_bytes
+from robust_features.runtime import CACHE_ENV, user_cache_dir
 
 DATASETS: tuple[str, ...] = ("digits", "synthetic", "cifar10", "imagefolder:PATH")
 
@@ -404,10 +413,23 @@ def download_cifar10(root: str | os.PathLike, *, url: str = CIFAR10_URL, md5: st
     """
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".cifar10.", suffix=".tar.gz.tmp", dir=root)
+    archive = root / "cifar-10-python.tar.gz"
     try:
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310
-            shutil.copyfileobj(resp, out, length=1 << 20)
+        fd, tmp = tempfile.mkstemp(prefix=".cifar10.", suffix=".tar.gz.tmp", dir=root)
+    except OSError as exc:
+        raise OSError(exc.errno, exc.strerror, str(archive)) from exc
+    try:
+        try:
+            with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310
+                shutil.copyfileobj(resp, out, length=1 << 20)
+        except (urllib.error.URLError, http.client.HTTPException, ConnectionError, TimeoutError) as exc:
+            reason = getattr(exc, "reason", None) or exc
+            raise ValueError(f"cannot download {url} ({' '.join(str(reason).split())}); offline, fetch "
+                             f"cifar-10-python.tar.gz elsewhere and unpack it under {root}") from None
+        except OSError as exc:                              # writing the archive: a full or read-only disk
+            if exc.errno is None:
+                raise
+            raise OSError(exc.errno, exc.strerror, str(archive)) from exc
         got = _md5(Path(tmp))
         if got != md5:
             raise ValueError(f"download from {url} has md5 {got}, expected {md5}; the file was discarded")
@@ -422,18 +444,91 @@ def download_cifar10(root: str | os.PathLike, *, url: str = CIFAR10_URL, md5: st
     return folder
 
 
+# The globals a CIFAR-10 pickle may name: numpy arrays, dtypes and scalars as numpy 1.x
+# (numpy.core) and 2.x (numpy._core) pickle them, and the latin-1 bytes of a protocol-2 pickle
+# written by Python 3. Anything else (os.system, builtins.exec, subprocess.Popen, ...) is refused
+# before it is looked up, so a crafted file cannot run code.
+_PICKLE_GLOBALS: dict[tuple[str, str], str] = {
+    **{(f"numpy.{core}.multiarray", "_reconstruct"): "_reconstruct" for core in ("core", "_core")},
+    **{(f"numpy.{core}.multiarray", "scalar"): "scalar" for core in ("core", "_core")},
+    **{(f"numpy.{core}.numeric", "_frombuffer"): "_frombuffer" for core in ("core", "_core")},
+    ("numpy", "ndarray"): "ndarray",
+    ("numpy", "dtype"): "dtype",
+    ("_codecs", "encode"): "encode",
+}
+
+
+class UnsafePickleError(pickle.UnpicklingError):
+    """A pickle named a global outside the allowed set (:class:`RestrictedUnpickler`)."""
+
+    def __init__(self, module: str, name: str) -> None:
+        super().__init__(f"global {module}.{name} is not allowed")
+        self.global_name = f"{module}.{name}"
+
+
+def _latin1_encode(obj: Any, encoding: str = "latin1", errors: str = "strict") -> bytes:
+    """``_codecs.encode`` as a protocol-2 pickle uses it for bytes, and nothing else."""
+    if not isinstance(obj, str) or encoding.lower().replace("-", "").replace("_", "") not in ("latin1", "iso88591"):
+        raise pickle.UnpicklingError(f"_codecs.encode({type(obj).__name__}, {encoding!r}) is not allowed; "
+                                     "only latin-1 strings (protocol-2 bytes)")
+    return obj.encode("latin-1", errors)
+
+
+def _numpy_pickle_objects() -> dict[str, Any]:
+    import importlib
+
+    core = "numpy._core" if int(np.__version__.split(".")[0]) >= 2 else "numpy.core"
+    multiarray = importlib.import_module(f"{core}.multiarray")
+    numeric = importlib.import_module(f"{core}.numeric")
+    return {"_reconstruct": multiarray._reconstruct, "scalar": multiarray.scalar, "_frombuffer": numeric._frombuffer,
+            "ndarray": np.ndarray, "dtype": np.dtype, "encode": _latin1_encode}
+
+
+class RestrictedUnpickler(pickle.Unpickler):
+    """An unpickler that admits only what a CIFAR-10 batch holds: dicts, lists, tuples, bytes,
+    str, numbers and numpy arrays. Any other global raises :class:`UnsafePickleError` before it
+    is imported, so a crafted file cannot execute code; persistent ids are refused too."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        key = _PICKLE_GLOBALS.get((module, name))
+        if key is None:
+            raise UnsafePickleError(module, name)
+        return _numpy_pickle_objects()[key]
+
+
+def restricted_pickle_load(path: str | os.PathLike, *, what: str = "CIFAR-10 pickle batch") -> Any:
+    """Unpickle ``path`` (Python 2 pickles as bytes) with :class:`RestrictedUnpickler`.
+
+    Raises ``ValueError`` naming the file and the refused global for a pickle that names anything
+    but dicts, lists, bytes, str, numbers and numpy arrays, and ``ValueError`` for a damaged file;
+    an ``OSError`` opening it (missing, unreadable) propagates unchanged.
+    """
+    with open(path, "rb") as fh:
+        try:
+            return RestrictedUnpickler(fh, encoding="bytes").load()
+        except UnsafePickleError as exc:
+            raise ValueError(f"{path}: refused to unpickle the global {exc.global_name}: a {what} holds only "
+                             "dicts, lists, bytes, str, numbers and numpy arrays, so this file was crafted or is "
+                             f"not what it claims; delete it and fetch the official archive (--download); "
+                             f"expected layout {CIFAR10_LAYOUT}") from None
+        except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError,
+                MemoryError, OverflowError) as exc:
+            text = " ".join(str(exc).split())
+            raise ValueError(f"{path} is not a {what} ({exc.__class__.__name__}: {text}); "
+                             f"expected layout {CIFAR10_LAYOUT}") from None
+
+
 def _read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    d = restricted_pickle_load(path, what="CIFAR-10 pickle batch")
     try:
-        with open(path, "rb") as fh:
-            d = pickle.load(fh, encoding="bytes")
         data = np.asarray(d[b"data"], dtype=np.uint8)
         labels = np.asarray(d.get(b"labels", d.get(b"fine_labels")), dtype=np.int64)
-    except (OSError, pickle.UnpicklingError, EOFError, KeyError, TypeError, AttributeError) as exc:
+    except (KeyError, TypeError, AttributeError, ValueError) as exc:
         raise ValueError(f"{path} is not a CIFAR-10 pickle batch ({exc.__class__.__name__}: {exc}); "
                          f"expected layout {CIFAR10_LAYOUT}") from None
-    if data.ndim != 2 or data.shape[1] != 3072 or labels.shape[0] != data.shape[0]:
-        raise ValueError(f"{path}: data has shape {data.shape} with {labels.shape[0]} labels; expected (N, 3072) "
-                         f"uint8 rows and N labels; layout {CIFAR10_LAYOUT}")
+    if data.ndim != 2 or data.shape[1] != 3072 or labels.ndim != 1 or labels.shape[0] != data.shape[0]:
+        raise ValueError(f"{path}: data has shape {data.shape} with labels of shape {labels.shape}; expected "
+                         f"(N, 3072) uint8 rows and N labels; layout {CIFAR10_LAYOUT}")
     return data.reshape(-1, 3, 32, 32), labels
 
 
@@ -462,12 +557,12 @@ def load_cifar10(root: str | os.PathLike | None, *, download: bool = False, url:
     x_test, y_test = parts[5]
     classes = CIFAR10_CLASSES
     if (folder / "batches.meta").is_file():
+        m = restricted_pickle_load(folder / "batches.meta", what="CIFAR-10 pickle (batches.meta)")
         try:
-            with open(folder / "batches.meta", "rb") as fh:
-                m = pickle.load(fh, encoding="bytes")
             classes = tuple(n.decode() if isinstance(n, bytes) else str(n) for n in m[b"label_names"])
-        except (OSError, pickle.UnpicklingError, EOFError, KeyError, TypeError):
-            raise ValueError(f"{folder / 'batches.meta'} is malformed; expected layout {CIFAR10_LAYOUT}") from None
+        except (KeyError, TypeError, AttributeError, UnicodeDecodeError):
+            raise ValueError(f"{folder / 'batches.meta'} is malformed (no list of label_names); "
+                             f"expected layout {CIFAR10_LAYOUT}") from None
     for split, y in (("train", y_train), ("test", y_test)):
         if y.size and (y.min() < 0 or y.max() >= len(classes)):
             raise ValueError(f"CIFAR-10 {split} labels range over [{y.min()}, {y.max()}], not 0..{len(classes) - 1}")
@@ -517,14 +612,82 @@ def _decode(files: list[tuple[Path, int]], mode: str) -> tuple[np.ndarray, np.nd
     return np.stack(imgs).transpose(0, 3, 1, 2).copy(), np.asarray(labels, dtype=np.int64)
 
 
+def imagefolder_cache_dirs(path: str | os.PathLike, cache_dir: str | os.PathLike | None = None) -> list[Path]:
+    """Where the decoded cache of imagefolder ``path`` is looked for, in order, and written (to
+    the first that is writable): ``cache_dir`` if given, else ``$ROBUST_FEATURES_CACHE`` if set
+    (``--cache-dir`` sets it for one command), else ``PATH/.robust_features_cache`` and, for a
+    data folder that is not writable (read-only filesystem, no permission), the per-user
+    :func:`robust_features.runtime.user_cache_dir` (``$XDG_CACHE_HOME/robust-features`` or
+    ``~/.cache/robust-features``)."""
+    explicit = cache_dir if cache_dir is not None else os.environ.get(CACHE_ENV) or None
+    if explicit is not None:
+        return [Path(explicit).expanduser()]
+    return [Path(path).expanduser() / ".robust_features_cache", user_cache_dir()]
+
+
+def _imagefolder_key(path: Path, splits: Mapping[str, tuple[list[str], list[tuple[Path, int]]]],
+                     mode: str) -> tuple[str, str]:
+    """(folder id, file-list key): the sha256 of the folder's resolved absolute path, and of the
+    mode plus every file's relative path, label, size, mtime and ctime (in ns). A different folder
+    or any changed, added, removed or replaced file gives another key (ctime also changes when a
+    file is rewritten with its old mtime restored, e.g. by ``cp -p`` or ``rsync -a``)."""
+    folder_id = hashlib.sha256(os.fsencode(path.resolve())).hexdigest()[:16]
+    h = hashlib.sha256(f"{mode}\n".encode())
+    for split in ("train", "test"):
+        for f, ci in splits[split][1]:
+            st = f.stat()
+            h.update(f"{split}|{f.relative_to(path)}|{ci}|{st.st_size}|{st.st_mtime_ns}|{st.st_ctime_ns}\n".encode())
+    return folder_id, h.hexdigest()
+
+
+_FALL_BACK_ERRNOS = (errno.EACCES, errno.EPERM, errno.EROFS)
+
+
+def _read_cache(cache_file: Path, key: str) -> dict[str, np.ndarray] | None:
+    if not cache_file.is_file():
+        return None
+    try:
+        with np.load(cache_file, allow_pickle=False) as z:
+            if str(z["key"]) != key:
+                return None                                 # another file list under a colliding name
+            return {k: z[k] for k in ("x_train", "y_train", "x_test", "y_test")}
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+        return None                                         # damaged or foreign cache: rebuild
+
+
+def _write_cache(dirs: list[Path], name: str, folder_id: str, payload: bytes) -> Path:
+    """Write the cache to the first of ``dirs`` that takes it; a data folder that cannot be
+    written (EACCES, EPERM, EROFS) falls back to the next one. Older caches of the same folder in
+    that place are removed (one cache per folder and place)."""
+    for i, folder in enumerate(dirs):
+        try:
+            target = atomic_write_bytes(folder / name, payload)
+        except OSError as exc:
+            if exc.errno in _FALL_BACK_ERRNOS and i + 1 < len(dirs):
+                continue
+            raise
+        for old in folder.glob(f"imagefolder-{folder_id}-*.npz"):
+            if old.name != name:
+                try:
+                    old.unlink()
+                except OSError:                             # pragma: no cover - best effort
+                    pass
+        return target
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
 def load_imagefolder(path: str | os.PathLike, *, cache_dir: str | os.PathLike | None = None,
                      mode: str = "RGB") -> ImageData:
     """``PATH/{train,test}/<class>/*`` images (class names sorted = labels 0..C-1).
 
-    Decoded once with Pillow (``mode`` "RGB" or "L") and cached as uint8 arrays in
-    ``cache_dir`` (default ``PATH/.robust_features_cache``), keyed by a hash of every file's
-    relative path, size and mtime; a changed file list rebuilds the cache. Mean/std are the
-    training set's per-channel statistics.
+    Decoded once with Pillow (``mode`` "RGB" or "L") and cached as uint8 arrays (``.npz``, read
+    with ``allow_pickle=False``) in the first place of :func:`imagefolder_cache_dirs` that is
+    writable: ``cache_dir`` / ``$ROBUST_FEATURES_CACHE`` if set, else ``PATH/.robust_features_cache``,
+    else (a read-only data folder) ``~/.cache/robust-features``. The cache file is named by the
+    folder's absolute path and a hash of every file's relative path, label, size, mtime and ctime
+    (:func:`_imagefolder_key`), which it also stores and is checked against, so another folder or
+    a changed file never reuses a stale cache. Mean/std are the training set's per-channel
+    statistics.
     """
     path = Path(path).expanduser()
     if not path.is_dir():
@@ -542,21 +705,16 @@ def load_imagefolder(path: str | os.PathLike, *, cache_dir: str | os.PathLike | 
         splits[split] = (classes, files)
     if splits["train"][0] != splits["test"][0]:
         raise ValueError(f"train classes {splits['train'][0]} differ from test classes {splits['test'][0]} in {path}")
-    h = hashlib.sha256(mode.encode())
-    for split in ("train", "test"):
-        for f, ci in splits[split][1]:
-            st = f.stat()
-            h.update(f"{f.relative_to(path)}|{st.st_size}|{st.st_mtime_ns}|{ci}\n".encode())
-    key = h.hexdigest()[:20]
-    cache = Path(cache_dir) if cache_dir is not None else path / ".robust_features_cache"
-    cache_file = cache / f"imagefolder-{key}.npz"
+    folder_id, key = _imagefolder_key(path, splits, mode)
+    name = f"imagefolder-{folder_id}-{key[:24]}.npz"
+    dirs = imagefolder_cache_dirs(path, cache_dir)
     arrays: dict[str, np.ndarray] | None = None
-    if cache_file.is_file():
-        try:
-            with np.load(cache_file) as z:
-                arrays = {k: z[k] for k in ("x_train", "y_train", "x_test", "y_test")}
-        except (OSError, ValueError, KeyError):
-            arrays = None                                   # damaged cache: rebuild
+    cache_file = dirs[0] / name
+    for folder in dirs:
+        arrays = _read_cache(folder / name, key)
+        if arrays is not None:
+            cache_file = folder / name
+            break
     cached = arrays is not None
     if arrays is None:
         xtr, ytr = _decode(splits["train"][1], mode)
@@ -565,15 +723,15 @@ def load_imagefolder(path: str | os.PathLike, *, cache_dir: str | os.PathLike | 
             raise ValueError(f"train images {xtr.shape[1:]} and test images {xte.shape[1:]} differ in size")
         arrays = {"x_train": xtr, "y_train": ytr, "x_test": xte, "y_test": yte}
         buf = io.BytesIO()
-        np.savez(buf, **arrays)
-        atomic_write_bytes(cache_file, buf.getvalue())
+        np.savez(buf, key=np.array(key), **arrays)
+        cache_file = _write_cache(dirs, name, folder_id, buf.getvalue())
     x_train = torch.from_numpy(arrays["x_train"]).float().div_(255)
     mean, std = _channel_stats(x_train)
     return ImageData(
         name=f"imagefolder:{path}", x_train=x_train, y_train=torch.from_numpy(arrays["y_train"]),
         x_test=torch.from_numpy(arrays["x_test"]).float().div_(255), y_test=torch.from_numpy(arrays["y_test"]),
         classes=tuple(splits["train"][0]), mean=mean, std=std,
-        meta={"root": str(path), "cache_file": str(cache_file), "from_cache": cached, "file_list_sha": key},
+        meta={"root": str(path), "cache_file": str(cache_file), "from_cache": cached, "file_list_sha": key[:24]},
     )
 
 
@@ -720,6 +878,7 @@ class Loader:
 
 __all__ = [
     "CIFAR10_CLASSES", "CIFAR10_MD5", "CIFAR10_MEAN", "CIFAR10_STD", "CIFAR10_URL", "DATASETS",
-    "Augment", "ImageData", "Loader", "Subset", "stratified_subset", "augment_batch", "check_dataset_spec", "check_images", "download_cifar10", "load_cifar10",
+    "Augment", "ImageData", "Loader", "RestrictedUnpickler", "Subset", "UnsafePickleError",
+    "imagefolder_cache_dirs", "restricted_pickle_load", "stratified_subset", "augment_batch", "check_dataset_spec", "check_images", "download_cifar10", "load_cifar10",
     "load_dataset", "load_digits", "load_imagefolder", "make_synthetic", "planted_feature_scores",
 ]

@@ -437,7 +437,10 @@ def _load_chunks(path: Path, what: str) -> torch.Tensor:
             f"{path} is missing; the released layout is <folder>/CIFAR_ims and <folder>/CIFAR_lab "
             "(each a torch.save-d list of tensor chunks), e.g. d_robust_CIFAR/CIFAR_ims"
         )
-    obj = torch.load(path, map_location="cpu", weights_only=True)
+    from empirical.checkpoint import load_torch_file
+
+    obj = load_torch_file(path, what=f"released {what} file",
+                          advice="fetch the folder again from MadryLab/constructed-datasets")
     if isinstance(obj, torch.Tensor):
         chunks: Sequence[torch.Tensor] = [obj]
     elif isinstance(obj, (list, tuple)) and obj and all(isinstance(c, torch.Tensor) for c in obj):

@@ -322,11 +322,10 @@ def fit(model: nn.Module, x_train: torch.Tensor, y_train: torch.Tensor, cfg: Tra
     co_best: dict[str, Any] = {"acc": -1.0, "epoch": 0, "state": None}
     guard = cfg.adv is not None and cfg.adv_method == "fgsm" and cfg.co_guard
     if latest is not None and latest.is_file() and resume:
-        try:
-            ck = torch.load(latest, map_location="cpu", weights_only=True)
-        except Exception as exc:  # noqa: BLE001 - a damaged file must not be silently reused
-            raise ValueError(f"cannot read {latest} ({exc.__class__.__name__}: {exc}); delete it or pass "
-                             "resume=False / --no-resume") from None
+        from empirical.checkpoint import load_torch_file
+
+        ck = load_torch_file(latest, what="training state",   # a damaged file is never silently reused
+                             advice="delete it or pass resume=False / --no-resume")
         if ck.get("fingerprint") != cfg.fingerprint():
             raise ValueError(f"{latest} was written by a different training config (fingerprint "
                              f"{ck.get('fingerprint')} vs {cfg.fingerprint()}); use another --out-dir or "

@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
+import pickle
 import sys
 from collections.abc import Sequence
 
 from robust_features import __version__
+from robust_features.runtime import CACHE_ENV, check_output_path, os_error_message
 
 # Modules that add subcommands, in the order they appear in --help.
 SUBCOMMAND_MODULES: tuple[str, ...] = (
@@ -39,19 +42,54 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Output locations checked before a command starts (dest, kind): a run that could not write its
+# results fails at once with one line, not after the work.
+_OUTPUT_OPTIONS: tuple[tuple[str, str], ...] = (("out_dir", "folder"), ("out", "file"))
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def _error_message(exc: BaseException) -> str:
+    """The one line printed for a failure the command reports as bad input or a bad environment."""
+    if isinstance(exc, OSError):
+        return os_error_message(exc)
+    if isinstance(exc, pickle.UnpicklingError):
+        return f"a file could not be unpickled ({_one_line(exc).split('. ')[0]}); re-create or re-download it"
+    return _one_line(exc)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one subcommand. Bad input (``ValueError``, a refused pickle) and operating-system
+    failures (``OSError``: a full or read-only disk, a permission, a file where a folder is needed)
+    end in one line ``robust-features <cmd>: error: ...`` naming the value or path and what to do,
+    exit status 2, no traceback; files already written stay (every write is atomic)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     func = getattr(args, "func", None)
     if func is None:
         parser.print_help(sys.stderr)
         return 2
+    saved_cache = os.environ.get(CACHE_ENV)
     try:
+        for dest, kind in _OUTPUT_OPTIONS:
+            value = getattr(args, dest, None)
+            if value is not None:
+                check_output_path(value, kind=kind)
+        cache_dir = getattr(args, "cache_dir", None)
+        if cache_dir is not None:           # --cache-dir: this command's ROBUST_FEATURES_CACHE
+            os.environ[CACHE_ENV] = os.fspath(cache_dir)
         result = func(args)
-    except (ValueError, FileNotFoundError, FileExistsError) as exc:
-        # Bad input: one clear line, no traceback, exit status 2.
-        print(f"robust-features {args.command}: error: {exc}", file=sys.stderr)
+    except (ValueError, OSError, pickle.UnpicklingError) as exc:
+        # Bad input or a bad environment: one clear line, no traceback, exit status 2.
+        print(f"robust-features {args.command}: error: {_error_message(exc)}", file=sys.stderr)
         return 2
+    finally:
+        if saved_cache is None:
+            os.environ.pop(CACHE_ENV, None)
+        else:
+            os.environ[CACHE_ENV] = saved_cache
     return int(result or 0)
 
 

@@ -24,14 +24,15 @@ from __future__ import annotations
 import dataclasses
 import datetime as _dt
 import enum
+import errno
 import importlib.metadata
 import json
 import math
 import os
 import platform
+import secrets
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -68,25 +69,75 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _make_folder(folder: Path) -> None:
+    """``mkdir -p folder``; a regular file in the way raises ``NotADirectoryError`` naming that file."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        blocker = next((p for p in (folder, *folder.parents) if p.exists() and not p.is_dir()), folder)
+        raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(blocker)) from None
+
+
+def _create_temp(folder: Path, name: str) -> tuple[int, Path]:
+    """Create a new, empty temporary file ``folder/.name.XXXXXXXX.tmp`` (``O_EXCL``) with mode
+    ``0o666`` before the umask: the kernel applies the process umask (and a folder's default ACL)
+    exactly as for ``open(path, "w")``, where ``tempfile.mkstemp`` would make every file 0600."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0) | getattr(os, "O_CLOEXEC", 0)
+    for _ in range(100):
+        tmp = folder / f".{name}.{secrets.token_hex(4)}.tmp"
+        try:
+            return os.open(tmp, flags, 0o666), tmp
+        except FileExistsError:
+            continue
+    raise FileExistsError(errno.EEXIST, "no free temporary file name", str(folder))  # pragma: no cover
+
+
+def _write_and_sync(fh: Any, data: bytes, path: Path) -> None:
+    """Write ``data`` to the open temporary file of ``path`` and flush it to the disk (where a full
+    disk or an I/O error surfaces; the tests replace this function to simulate one)."""
+    fh.write(data)
+    fh.flush()
+    os.fsync(fh.fileno())
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
-    """Write ``data`` to ``path`` via a temporary file in the same folder and an atomic rename."""
+    """Write ``data`` to ``path`` via a temporary file in the same folder and an atomic rename.
+
+    The one write path of the toolkit (records, checkpoints, shards, the imagefolder cache,
+    figures): a crash or a full disk never leaves a half-written ``path`` (the old content stays,
+    the temporary file is removed). The file gets the mode ``open()`` would give it: ``0o666``
+    minus the umask (0644 under umask 022, 0600 under 077). An ``OSError`` while creating,
+    writing or renaming the file is re-raised with ``path`` as its filename (errno and message
+    kept), so the error names the file that could not be written; one while creating the folder
+    names the folder (or the regular file standing where a folder is needed).
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    _make_folder(path.parent)
+    try:
+        fd, tmp = _create_temp(path.parent, path.name)
+    except OSError as exc:
+        raise _named(exc, path) from exc
     try:
         with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
+            _write_and_sync(fh, data, path)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         try:
             os.unlink(tmp)
         except FileNotFoundError:
             pass
+        if isinstance(exc, OSError):
+            raise _named(exc, path) from exc
         raise
     _fsync_dir(path.parent)
     return path
+
+
+def _named(exc: OSError, path: Path) -> OSError:
+    """``exc`` (same errno and message, so the same ``OSError`` subclass) with ``path`` as its filename."""
+    if exc.errno is None:
+        return exc
+    return OSError(exc.errno, exc.strerror, str(path))
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
