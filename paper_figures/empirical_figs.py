@@ -76,9 +76,9 @@ def fig2_bars(rec: dict, out: Path) -> Path:
         ax.bar_label(bars, fmt="%.0f", fontsize=7)
     ax.set_xticks(x, [lab for _, lab in _ROWS])
     ax.set_ylabel("accuracy on original test set (%)")
-    ax.set_ylim(0, 105)
+    ax.set_ylim(0, 128)             # headroom for the legend above the bars
     ax.set_title(f"ours ({rec['config'].get('name', '?')}): {rec.get('attacks', {}).get('paper', '')}", fontsize=8)
-    ax.legend(fontsize=7, loc="upper right")
+    ax.legend(fontsize=7, loc="upper center", ncol=2)
     pv = [PAPER_FIG2[r] for r, _ in _ROWS]
     b1 = axp.bar(x - 0.2, [p[0] for p in pv], 0.4, label="clean", color="C0", alpha=0.6)
     b2 = axp.bar(x + 0.2, [p[1] for p in pv], 0.4, label="robust (l2 0.25, PGD-7)", color="C1", alpha=0.6)
