@@ -26,16 +26,19 @@ KINDS = ("D_R", "D_NR", "D_rand", "D_det")
 
 
 def _common(p: argparse.ArgumentParser, default_preset: str = "digits") -> None:
-    p.add_argument("--preset", default=default_preset,
+    from robust_features import checks as C
+
+    p.add_argument("--preset", default=default_preset, type=C.nonempty_arg,
                    help="digits | synthetic | cifar10 | paper, or NAME-smoke (default: %(default)s)")
-    p.add_argument("--config", metavar="TOML", help="TOML file of overrides (same keys as --set)")
+    p.add_argument("--config", metavar="TOML", type=C.path_arg, help="TOML file of overrides (same keys as --set)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override one config key, e.g. --set targeted.eps=0.5 --set std.epochs=10")
-    p.add_argument("--data", help="dataset spec: digits, synthetic, cifar10, imagefolder:PATH")
-    p.add_argument("--data-root", help="folder holding the dataset files (torchvision layout)")
+    p.add_argument("--data", type=C.nonempty_arg, help="dataset spec: digits, synthetic, cifar10, imagefolder:PATH")
+    p.add_argument("--data-root", type=C.path_arg, help="folder holding the dataset files (torchvision layout)")
     p.add_argument("--seed", type=int, help="base seed of the whole chain")
-    p.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
-    p.add_argument("--out-dir", default="runs", help="results go to OUT_DIR/<preset> (default: %(default)s)")
+    p.add_argument("--device", type=C.nonempty_arg, help="torch device (default: cuda if available, else cpu)")
+    p.add_argument("--out-dir", default="runs", type=C.path_arg,
+                   help="results go to OUT_DIR/<preset> (default: %(default)s)")
     p.add_argument("--quiet", action="store_true", help="no progress output")
 
 
@@ -45,20 +48,24 @@ def resolve_config(args: argparse.Namespace) -> Any:
     from empirical.reproduce import get_preset
 
     cfg = get_preset(args.preset)
-    if args.config:
+    if args.config is not None:
         import tomllib
         from pathlib import Path
 
         path = Path(args.config)
         if not path.is_file():
             raise FileNotFoundError(f"--config {path} does not exist")
-        with open(path, "rb") as fh:
-            cfg = with_overrides(cfg, tomllib.load(fh))
+        try:
+            with open(path, "rb") as fh:
+                table = tomllib.load(fh)
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise ValueError(f"--config {path} is not valid TOML: {exc}") from None
+        cfg = with_overrides(cfg, table)
     sets: dict[str, str] = {}
     for item in args.overrides:
-        if "=" not in item:
+        k, eq, v = item.partition("=")
+        if not eq or not k.strip():
             raise ValueError(f"--set {item!r} must look like KEY=VALUE, e.g. targeted.eps=0.5")
-        k, v = item.split("=", 1)
         sets[k.strip()] = v
     cfg = with_overrides(cfg, sets)
     flags = {k: v for k, v in (("data", args.data), ("data_root", args.data_root), ("seed", args.seed))
@@ -67,11 +74,26 @@ def resolve_config(args: argparse.Namespace) -> Any:
 
 
 def _device(args: argparse.Namespace) -> str:
-    if args.device:
-        return args.device
+    """``--device`` checked (a torch device, CUDA only where present; ``auto``), or cuda when available, else cpu."""
     import torch
 
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    if args.device is None:
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    from empirical.cli import _device as check_device
+
+    dev = check_device(args.device)          # "auto" resolves here
+    return args.device if args.device != "auto" else str(dev)
+
+
+def _device_name_ok(name: str) -> None:
+    import torch
+
+    try:
+        kind = torch.device(name).type
+    except (RuntimeError, TypeError):
+        kind = None
+    if kind not in ("cpu", "cuda"):
+        raise ValueError(f"device={name!r} is not a device this toolkit runs on; use cpu, cuda, cuda:1, ... or auto")
 
 
 def _workspace(args: argparse.Namespace) -> Any:
@@ -224,12 +246,24 @@ def _plan(cfg: Any, root: Any) -> int:
     return 0
 
 
+def _positive_seconds(text: str) -> float:
+    import math
+
+    try:
+        v = float(text)
+    except ValueError:
+        v = math.nan
+    if not (math.isfinite(v) and v > 0):
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text!r}")
+    return v
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the construction / experiment / reproduce subcommands to the top-level parser."""
     p = subparsers.add_parser("construct", help="build one of D_R, D_NR, D_rand, D_det (sharded, resumable)")
     p.add_argument("kind", choices=KINDS)
     _common(p)
-    p.add_argument("--dist-timeout", type=float, default=86400.0, metavar="SECONDS",
+    p.add_argument("--dist-timeout", type=_positive_seconds, default=86400.0, metavar="SECONDS",
                    help="under torchrun: how long ranks wait for each other, e.g. while rank 0 trains a "
                         "missing source model (default: %(default)s)")
     p.set_defaults(func=_cmd_construct)

@@ -27,7 +27,6 @@ callable, so the driver is tested with plain tensors and any model.
 from __future__ import annotations
 
 import functools
-import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
@@ -49,6 +48,7 @@ from empirical.shards import (
     shard_generator,
     shard_seed,
 )
+from robust_features import checks as C
 
 KINDS: tuple[str, ...] = ("D_R", "D_NR", "D_rand", "D_det")
 STARTS: tuple[str, ...] = ("random_image", "noise")
@@ -103,17 +103,17 @@ class RepresentationConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        _positive_int("steps", self.steps)
-        _positive_float("step_size", self.step_size)
-        if self.start not in STARTS:
-            raise ValueError(f"start={self.start!r} is not a start rule; valid: {', '.join(STARTS)}")
-        if self.step_schedule not in STEP_SCHEDULES:
-            raise ValueError(f"step_schedule={self.step_schedule!r} is not a schedule; valid: {', '.join(STEP_SCHEDULES)}")
+        C.positive_int("steps", self.steps)
+        C.positive_float("step_size", self.step_size)
+        C.one_of("start", self.start, STARTS, what="a start rule")
+        C.one_of("step_schedule", self.step_schedule, STEP_SCHEDULES, what="a schedule")
+        for name in ("normalize_loss", "use_best", "exclude_self", "straight_through"):
+            C.boolean(name, getattr(self, name))
         check_precision(self.precision)
-        _positive_int("batch_size", self.batch_size)
-        _positive_int("shard_size", self.shard_size)
+        C.positive_int("batch_size", self.batch_size)
+        C.positive_int("shard_size", self.shard_size)
         check_storage(self.storage)
-        _seed("seed", self.seed)
+        C.seed("seed", self.seed)
 
 
 @dataclass(frozen=True)
@@ -136,31 +136,17 @@ class TargetedConfig:
 
     def __post_init__(self) -> None:
         check_precision(self.precision)
-        if self.norm not in ("l2", "linf"):
-            raise ValueError(f"norm={self.norm!r} is not a threat model; valid: l2, linf")
-        _positive_float("eps", self.eps)
-        _positive_int("steps", self.steps)
-        _positive_float("step_size", self.step_size)
-        _positive_int("restarts", self.restarts)
-        _positive_int("batch_size", self.batch_size)
-        _positive_int("shard_size", self.shard_size)
+        C.one_of("norm", self.norm, ("l2", "linf"), what="a threat model")
+        C.positive_float("eps", self.eps)
+        C.positive_int("steps", self.steps)
+        C.positive_float("step_size", self.step_size)
+        for name in ("random_start", "use_best", "exclude_true_label"):
+            C.boolean(name, getattr(self, name))
+        C.positive_int("restarts", self.restarts)
+        C.positive_int("batch_size", self.batch_size)
+        C.positive_int("shard_size", self.shard_size)
         check_storage(self.storage)
-        _seed("seed", self.seed)
-
-
-def _positive_int(name: str, v: Any) -> None:
-    if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-        raise ValueError(f"{name}={v!r} must be a positive integer")
-
-
-def _positive_float(name: str, v: Any) -> None:
-    if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v) or v <= 0:
-        raise ValueError(f"{name}={v!r} must be a positive finite number")
-
-
-def _seed(name: str, v: Any) -> None:
-    if not isinstance(v, int) or isinstance(v, bool) or v < 0:
-        raise ValueError(f"{name}={v!r} must be a non-negative integer")
+        C.seed("seed", self.seed)
 
 
 # --------------------------------------------------------------------------------------------

@@ -35,6 +35,7 @@ from typing import Any
 
 from empirical.construct import RepresentationConfig, TargetedConfig
 from empirical.transfer import TransferConfig
+from robust_features import checks as C
 from robust_features.records import atomic_write_json, to_jsonable, utc_now, write_record
 
 # ---------------------------------------------------------------------------------------------
@@ -99,19 +100,22 @@ class Recipe:
     def __post_init__(self) -> None:
         from empirical.precision import check_precision
 
+        C.positive_int("epochs", self.epochs)
+        C.positive_int("batch_size", self.batch_size)
+        C.positive_float("lr", self.lr)
+        C.one_of("schedule", self.schedule, ("onecycle", "step", "constant"), what="a schedule")
+        C.one_of("optimizer", self.optimizer, ("sgd", "adam"), what="an optimizer")
+        C.in_range("momentum", self.momentum, 0.0, 1.0, hi_open=True)
+        C.non_negative_float("weight_decay", self.weight_decay)
+        C.in_range("label_smoothing", self.label_smoothing, 0.0, 1.0, hi_open=True)
+        C.non_negative_int("crop_padding", self.crop_padding)
+        C.boolean("flip", self.flip)
+        C.one_of("adv_norm", self.adv_norm, ("l2", "linf"), what="a threat model")
+        C.optional_positive_float("adv_eps", self.adv_eps, none=" (None = standard training)")
+        C.positive_int("adv_steps", self.adv_steps)
+        C.optional_positive_float("adv_step_size", self.adv_step_size, none=" (None = 2.5*eps/steps)")
         check_precision(self.precision)
-        if not isinstance(self.epochs, int) or self.epochs < 1:
-            raise ValueError(f"epochs={self.epochs!r} must be a positive integer")
-        if not isinstance(self.batch_size, int) or self.batch_size < 1:
-            raise ValueError(f"batch_size={self.batch_size!r} must be a positive integer")
-        if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
-            raise ValueError(f"lr={self.lr!r} must be a positive finite number")
-        if self.schedule not in ("onecycle", "step", "constant"):
-            raise ValueError(f"schedule={self.schedule!r} is not a schedule; valid: onecycle, step, constant")
-        if self.optimizer not in ("sgd", "adam"):
-            raise ValueError(f"optimizer={self.optimizer!r} is not an optimizer; valid: sgd, adam")
-        if self.adv_eps is not None and not (self.adv_eps > 0):
-            raise ValueError(f"adv_eps={self.adv_eps!r} must be positive (or None for standard training)")
+        C.optional_boolean("channels_last", self.channels_last, none=" (None = on CUDA only)")
 
     def to_train_config(self, seed: int) -> Any:
         from empirical.data import Augment
@@ -154,11 +158,15 @@ class EvalConfig:
         from empirical.autoattack import ATTACKS, SUITES
         from empirical.precision import check_precision
 
-        if self.norm not in ("l2", "linf"):
-            raise ValueError(f"norm={self.norm!r} is not a threat model; valid: l2, linf")
-        if not self.eps > 0:
-            raise ValueError(f"eps={self.eps!r} must be positive")
+        C.one_of("norm", self.norm, ("l2", "linf"), what="a threat model")
+        C.positive_float("eps", self.eps)
+        for name in ("paper_steps", "strong_steps", "strong_restarts", "batch_size"):
+            C.positive_int(name, getattr(self, name))
+        C.optional_positive_int("n_robust", self.n_robust, none=" (None = the whole test set)")
         check_precision(self.precision, name="eval.precision")
+        if isinstance(self.suite, str) or not isinstance(self.suite, (tuple, list)):
+            raise ValueError(f"eval.suite={self.suite!r} must be a list of attacks or a suite name, e.g. "
+                             f"{', '.join(ATTACKS)} or {', '.join(SUITES)}")
         suite = tuple(self.suite)
         if len(suite) == 1 and suite[0] in SUITES:
             suite = SUITES[suite[0]]
@@ -166,11 +174,11 @@ class EvalConfig:
         if bad:
             raise ValueError(f"eval.suite={tuple(self.suite)!r} holds {', '.join(map(repr, bad))}; valid attacks: "
                              f"{', '.join(ATTACKS)}, or a suite name: {', '.join(SUITES)}")
+        if len(set(suite)) != len(suite):
+            raise ValueError(f"eval.suite={tuple(self.suite)!r} names an attack twice")
         object.__setattr__(self, "suite", suite)
         for name in ("apgd_steps", "apgd_targets", "square_queries"):
-            v = getattr(self, name)
-            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-                raise ValueError(f"eval.{name}={v!r} must be a positive integer")
+            C.positive_int(f"eval.{name}", getattr(self, name))
 
     def pgd_part(self) -> dict[str, Any]:
         """The fields the PGD evaluations depend on (the suite has its own cache key)."""
@@ -232,6 +240,15 @@ class Targets:
     dnr_clean_min: float | None = None
     dnr_robust_max: float | None = None
 
+    def __post_init__(self) -> None:
+        for name in ("d_rand_min", "d_det_min", "std_clean_min", "adv_clean_min", "adv_robust_min", "dr_clean_min",
+                     "dr_robust_min", "dnr_clean_min", "dnr_robust_max"):     # accuracies, percent
+            C.in_range(name, getattr(self, name), 0.0, 100.0, optional=True)
+        for name in ("dr_gap_points_min", "dnr_above_std_max"):              # differences, points
+            C.in_range(name, getattr(self, name), -100.0, 100.0, optional=True)
+        C.finite("dr_gap_fraction_min", self.dr_gap_fraction_min, optional=True)
+        C.int_at_least("trend_min_archs", self.trend_min_archs, 2)   # a rank correlation needs two points
+
 
 @dataclass(frozen=True)
 class ExperimentConfig:
@@ -261,18 +278,54 @@ class ExperimentConfig:
     expected_runtime: str = ""
 
     def __post_init__(self) -> None:
-        from empirical.models import parse_arch
+        validate_config(self)
 
-        if not self.fig3_archs:
-            raise ValueError("fig3_archs must name at least one architecture")
-        for a in (self.arch, *self.fig3_archs):
+
+_NAME_RE = r"[A-Za-z0-9][A-Za-z0-9._-]*"
+
+
+def validate_config(cfg: ExperimentConfig) -> None:
+    """Check every field of ``cfg`` that the nested configs do not check themselves (they validate
+    on construction): types, ranges, names; one ``ValueError`` line naming the first bad field."""
+    import re
+
+    from empirical.data import check_dataset_spec
+    from empirical.models import parse_arch
+
+    if not isinstance(cfg.name, str) or not re.fullmatch(_NAME_RE, cfg.name):
+        raise ValueError(f"name={cfg.name!r} must be a folder name (letters, digits, '.', '_', '-'; it names "
+                         "OUT_DIR/<name>)")
+    try:
+        check_dataset_spec(cfg.data)
+    except ValueError as exc:
+        raise ValueError(f"data={cfg.data!r}: {exc}") from None
+    for key, cls in _NESTED.items():
+        if not isinstance(getattr(cfg, key), cls):
+            raise ValueError(f"{key}={getattr(cfg, key)!r} must be a {cls.__name__} (set its fields as {key}.KEY)")
+    try:
+        parse_arch(cfg.arch)
+    except ValueError as exc:
+        raise ValueError(f"arch={cfg.arch!r}: {exc}") from None
+    archs = cfg.fig3_archs
+    if not isinstance(archs, tuple) or not all(isinstance(a, str) for a in archs):
+        raise ValueError(f"fig3_archs={archs!r} must be a list of architecture specs, e.g. mlp,cnn_small")
+    if not archs:
+        raise ValueError("fig3_archs=() must name at least one architecture")
+    for a in archs:
+        try:
             parse_arch(a)
-        for name in ("n_train", "n_test"):
-            v = getattr(self, name)
-            if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
-                raise ValueError(f"{name}={v!r} must be a positive integer or None (all)")
-        if not isinstance(self.subset_seed, int) or isinstance(self.subset_seed, bool) or self.subset_seed < 0:
-            raise ValueError(f"subset_seed={self.subset_seed!r} must be a non-negative integer")
+        except ValueError as exc:
+            raise ValueError(f"fig3_archs entry {a!r}: {exc}") from None
+    slugs = [arch_slug(a) for a in archs]
+    if len(set(slugs)) != len(slugs):
+        raise ValueError(f"fig3_archs={archs!r} names an architecture twice")
+    C.optional_str("data_root", cfg.data_root)
+    for name in ("n_train", "n_test"):
+        C.optional_positive_int(name, getattr(cfg, name), none=" (None = all)")
+    C.seed("subset_seed", cfg.subset_seed)
+    C.seed("seed", cfg.seed)
+    C.text("notes", cfg.notes)
+    C.text("expected_runtime", cfg.expected_runtime)
 
 
 _NESTED = {"std": Recipe, "adv": Recipe, "on_dr": Recipe, "on_dnr": Recipe, "on_drand": Recipe,
@@ -290,43 +343,90 @@ def valid_keys(cfg: ExperimentConfig) -> list[str]:
     return keys
 
 
-def _coerce(value: Any, current: Any, key: str) -> Any:
-    if isinstance(value, str) and not isinstance(current, str):
+def _field_type(cls: type, name: str) -> tuple[Any, bool]:
+    """The declared type of ``cls.name`` without ``None``, and whether ``None`` is allowed."""
+    import types
+    import typing
+
+    hint = typing.get_type_hints(cls)[name]
+    args = typing.get_args(hint)
+    if typing.get_origin(hint) in (typing.Union, types.UnionType) and type(None) in args:
+        rest = [t for t in args if t is not type(None)]
+        return (rest[0] if len(rest) == 1 else hint), True
+    return hint, False
+
+
+def _coerce(value: Any, cls: type, name: str, key: str) -> Any:
+    """A ``--set`` string or TOML value for field ``name`` of ``cls``, parsed by the field's declared
+    type (the value is checked by the config's own validation afterwards)."""
+    import typing
+
+    base, optional = _field_type(cls, name)
+    is_tuple = typing.get_origin(base) is tuple
+    if isinstance(value, str):
         text = value.strip()
-        if text.lower() in ("none", "null"):
+        if optional and text.lower() in ("none", "null"):
             return None
-        if isinstance(current, bool):
+        if base is str:
+            return value
+        if base is bool:
             if text.lower() in ("true", "1", "yes"):
                 return True
             if text.lower() in ("false", "0", "no"):
                 return False
             raise ValueError(f"{key}={value!r} must be true or false")
-        if isinstance(current, tuple):
+        if is_tuple:
             return tuple(s.strip() for s in text.split(",") if s.strip())
-        if isinstance(current, int) or (current is None and text.lstrip("-").isdigit()):
+        if base in (int, float):
+            if base is int:
+                try:
+                    return int(text)
+                except ValueError:
+                    pass                     # 1.7 is parsed, then refused as "must be an integer"
             try:
-                return int(text)
-            except ValueError:
-                pass
-        try:
-            if "/" in text:
-                num, den = text.split("/")
-                return float(num) / float(den)
-            return float(text)
-        except ValueError:
-            raise ValueError(f"{key}={value!r} is not a number") from None
-    if isinstance(current, tuple) and isinstance(value, list):
+                if "/" in text:
+                    num, den = text.split("/")
+                    if float(den) == 0:
+                        raise ValueError(f"{key}={value!r} divides by zero")
+                    return float(num) / float(den)
+                return float(text)
+            except ValueError as exc:
+                if "divides by zero" in str(exc):
+                    raise
+                raise ValueError(f"{key}={value!r} is not a number") from None
+        return value
+    if is_tuple and isinstance(value, list):
         return tuple(value)
-    if isinstance(current, float) and isinstance(value, int) and not isinstance(value, bool):
+    if base is float and C.is_int(value):
         return float(value)
     return value
+
+
+def _prefixed(key: str, cls: type, exc: ValueError) -> ValueError:
+    """``epochs=0 must be ...`` raised by a nested config -> ``std.epochs=0 must be ...``."""
+    msg = str(exc)
+    head = msg.split("=", 1)[0].split(" ", 1)[0]
+    if head in {f.name for f in fields(cls)}:
+        return ValueError(f"{key}.{msg}")
+    return exc
+
+
+def _nested(key: str, cls: type, build: Any) -> Any:
+    try:
+        return build()
+    except TypeError as exc:             # e.g. a TOML table with a key the config does not have
+        raise ValueError(f"{key}: {exc}") from None
+    except ValueError as exc:
+        raise _prefixed(key, cls, exc) from None
 
 
 def with_overrides(cfg: ExperimentConfig, overrides: Mapping[str, Any]) -> ExperimentConfig:
     """Apply dotted-key overrides (``{"targeted.eps": 0.5, "std.epochs": 3}``); unknown keys raise.
 
     Values may be strings (from ``--set key=value``; fractions like ``8/255`` are parsed, never
-    ``eval``-ed) or TOML values; nested TOML tables are flattened first.
+    ``eval``-ed) or TOML values; nested TOML tables are flattened first. Strings are parsed by the
+    field's declared type; every resulting field is validated (:func:`validate_config`), so a bad
+    value fails here, before any stage runs, with its dotted key named.
     """
     flat: dict[str, Any] = {}
 
@@ -348,11 +448,11 @@ def with_overrides(cfg: ExperimentConfig, overrides: Mapping[str, Any]) -> Exper
     for k, v in flat.items():
         if "." in k:
             outer, inner = k.split(".", 1)
-            nested.setdefault(outer, {})[inner] = _coerce(v, getattr(getattr(cfg, outer), inner), k)
+            nested.setdefault(outer, {})[inner] = _coerce(v, _NESTED[outer], inner, k)
         else:
-            top[k] = _coerce(v, getattr(cfg, k), k)
+            top[k] = _coerce(v, ExperimentConfig, k, k)
     for outer, changes in nested.items():
-        top[outer] = replace(getattr(cfg, outer), **changes)
+        top[outer] = _nested(outer, _NESTED[outer], lambda: replace(getattr(cfg, outer), **changes))
     return replace(cfg, **top)
 
 
@@ -364,7 +464,11 @@ def config_from_dict(d: Mapping[str, Any]) -> ExperimentConfig:
             continue
         v = d[f.name]
         if f.name in _NESTED:
-            kw[f.name] = _NESTED[f.name](**{k: (tuple(x) if isinstance(x, list) else x) for k, x in v.items()})
+            cls = _NESTED[f.name]
+            if not isinstance(v, Mapping):
+                raise ValueError(f"{f.name}={v!r} must be a table of {cls.__name__} fields")
+            kw[f.name] = _nested(f.name, cls, lambda: cls(**{k: (tuple(x) if isinstance(x, list) else x)
+                                                            for k, x in v.items()}))
         elif isinstance(v, list):
             kw[f.name] = tuple(v)
         else:
