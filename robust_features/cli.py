@@ -24,8 +24,19 @@ SUBCOMMAND_MODULES: tuple[str, ...] = (
 )
 
 
+class UsageError(ValueError):
+    """A command line argparse cannot parse; its message is one line (no usage block)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a bad command line gives one line naming the option, and no usage block."""
+
+    def error(self, message: str):  # type: ignore[override]
+        raise UsageError(f"{self.prog}: error: {message} (see {self.prog} --help)")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="robust-features",
         description=(
             "Toolkit for 'Adversarial Examples Are Not Bugs, They Are Features' "
@@ -39,12 +50,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _commands(parser: argparse.ArgumentParser) -> list[str]:
+    return [name for a in parser._actions if isinstance(a, argparse._SubParsersAction) for name in a.choices]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except UsageError as exc:
+        print(exc, file=sys.stderr)
+        return 2
     func = getattr(args, "func", None)
     if func is None:
-        parser.print_help(sys.stderr)
+        print(f"robust-features: error: a command is required; valid: {', '.join(_commands(parser))} "
+              "(see robust-features --help)", file=sys.stderr)
         return 2
     try:
         result = func(args)
