@@ -13,6 +13,8 @@ Torch is imported only when a command runs. Every command writes one JSON record
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -180,6 +182,36 @@ def check_train_options(o: dict[str, Any]) -> None:
         C.non_negative_int("crop_padding", o["crop_padding"])
 
 
+_BOOKKEEPING_KEYS = ("precision", "channels_last", "compile")   # may change on a resume (TrainConfig.fingerprint)
+
+
+def check_rerun(out_dir: Path, resolved: dict[str, Any], *, resume: bool) -> None:
+    """Refuse to resume in ``out_dir`` a run with other settings: the data, its subset, the
+    architecture or the training config (bookkeeping such as precision aside) of the stored
+    ``resolved_config.json`` differ from this command's. Changed evaluation options are fine
+    (they only change the record). Nothing to refuse with ``--no-resume`` or without ``latest.pt``."""
+    from robust_features.records import to_jsonable
+
+    old_path = out_dir / "resolved_config.json"
+    if not resume or not (out_dir / "latest.pt").is_file() or not old_path.is_file():
+        return
+    try:
+        old = json.loads(old_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return                                   # fit's checkpoint fingerprint check still applies
+    new = to_jsonable(resolved)
+    keys = ["data", "data_seed", "n_train", "arch"]
+    if old.get("n_train") is not None or new.get("n_train") is not None:
+        keys.append("subset_seed")               # it draws the training subset
+    diffs = [f"{k} {old.get(k)!r} -> {new.get(k)!r}" for k in keys if old.get(k) != new.get(k)]
+    old_tc, new_tc = old.get("train_config") or {}, new.get("train_config") or {}
+    diffs += [f"{k} {old_tc.get(k)!r} -> {new_tc.get(k)!r}" for k in new_tc
+              if k not in _BOOKKEEPING_KEYS and old_tc.get(k) != new_tc.get(k)]
+    if diffs:
+        raise ValueError(f"{out_dir} holds a run with other settings ({'; '.join(diffs)}); use another --out-dir, "
+                         "or --no-resume to start it over")
+
+
 # ---------------------------------------------------------------------------------------------
 # train
 # ---------------------------------------------------------------------------------------------
@@ -191,6 +223,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from empirical.data import stratified_subset
     from empirical.models import build_model, canonical_arch, default_arch
     from empirical.train import NonFiniteLossError, ThreatModel, TrainConfig, fit
+    from robust_features.locks import rank0_lock
     from robust_features.records import atomic_write_json, utc_now, write_record
 
     started_at, t0 = utc_now(), time.perf_counter()
@@ -206,8 +239,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
     info = init_distributed(dev)  # single process unless launched by torchrun
     # the process group is torn down on every exit path (an error on one rank included), so no
     # rank aborts in gloo's destructor at interpreter exit
+    stack = contextlib.ExitStack()
     try:
         dev = local_device(dev, info)
+        # one writer per run folder: rank 0 holds OUT_DIR/.lock until the record is written
+        stack.enter_context(rank0_lock(out_dir, info, purpose="train"))
         if info.is_distributed and info.is_main and o["download"]:
             load_dataset(o["data"], root=o["data_root"], download=True, seed=o["data_seed"])
         if info.is_distributed:
@@ -241,8 +277,13 @@ def _cmd_train(args: argparse.Namespace) -> int:
         check_same_config({k: v for k, v in resolved.items() if k != "device"}, info)
         if info.is_distributed:
             resolved["world_size"] = info.world_size
-        if info.is_main:
-            atomic_write_json(out_dir / "resolved_config.json", resolved)
+        # a rerun in a folder holding a run with other settings is refused before anything is written
+        check_rerun(out_dir, resolved, resume=o["resume"])
+
+        def write_resolved(first_epoch: int) -> None:    # called by fit once latest.pt is checked
+            if info.is_main:
+                atomic_write_json(out_dir / "resolved_config.json", resolved)
+
         torch.manual_seed(o["seed"])
         model = build_model(arch, num_classes=d.num_classes, in_channels=d.in_channels, image_size=d.image_size,
                             mean=d.mean, std=d.std)
@@ -254,7 +295,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
             res = fit(model, x_train, y_train, cfg, device=dev, out_dir=out_dir, eval_data=(d.x_test, d.y_test),
                       resume=o["resume"], progress=o["progress"] and info.is_main, dataset=d.name,
                       checkpoint_extra={"data_root": o["data_root"], "data_seed": o["data_seed"],
-                                        "world_size": info.world_size}, dist_info=info)
+                                        "world_size": info.world_size}, dist_info=info,
+                      on_start=write_resolved)
         except NonFiniteLossError as exc:
             print(f"robust-features train: error: {exc}")
             return 3
@@ -288,6 +330,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
             print(res.stopped_early)
         return 0
     finally:
+        stack.close()
         shutdown()
 
 

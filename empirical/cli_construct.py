@@ -40,6 +40,9 @@ def _common(p: argparse.ArgumentParser, default_preset: str = "digits") -> None:
     p.add_argument("--out-dir", default="runs", type=C.path_arg,
                    help="results go to OUT_DIR/<preset> (default: %(default)s)")
     p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.add_argument("--overwrite", action="store_true",
+                   help="delete and rebuild a constructed dataset in OUT_DIR/<preset> that was built with other "
+                        "settings (default: refuse, naming the differing fields)")
 
 
 def resolve_config(args: argparse.Namespace) -> Any:
@@ -97,15 +100,14 @@ def _device_name_ok(name: str) -> None:
 
 
 def _workspace(args: argparse.Namespace) -> Any:
+    """The workspace of the resolved config (nothing written yet: see ``Workspace.writing``)."""
     from pathlib import Path
 
     from empirical.experiments import Workspace
-    from robust_features.records import atomic_write_json
 
     cfg = resolve_config(args)
     root = Path(args.out_dir) / cfg.name
-    atomic_write_json(root / "resolved_config.json", cfg)
-    return Workspace(cfg=cfg, root=root, device=_device(args), progress=not args.quiet)
+    return Workspace(cfg=cfg, root=root, device=_device(args), progress=not args.quiet, overwrite=args.overwrite)
 
 
 def _single_process_only(command: str) -> None:
@@ -121,63 +123,63 @@ def _single_process_only(command: str) -> None:
 
 def _distributed_workspace(args: argparse.Namespace) -> Any:
     """The workspace of ``construct`` under torchrun: process group up, same config on every rank,
-    rank 0 writes the resolved config and trains the source model if it is missing."""
+    and enough shards for the ranks (checked on every rank before anything is written)."""
     from pathlib import Path
 
-    from empirical.distributed import barrier, check_same_config, init_distributed, local_device, owned_shards
+    from empirical.distributed import check_same_config, init_distributed, local_device, owned_shards
     from empirical.experiments import Workspace
     from empirical.shards import num_shards
-    from robust_features.records import atomic_write_json
 
     cfg = resolve_config(args)
     root = Path(args.out_dir) / cfg.name
     device = _device(args)
     info = init_distributed(device, timeout_s=args.dist_timeout)
     device = str(local_device(device, info))
-    check_same_config({"command": "construct", "kind": args.kind, "config": cfg, "root": str(root)}, info)
-    ws = Workspace(cfg=cfg, root=root, device=device, progress=not args.quiet and info.is_main, dist_info=info)
+    check_same_config({"command": "construct", "kind": args.kind, "config": cfg, "root": str(root),
+                       "overwrite": bool(args.overwrite)}, info)
+    ws = Workspace(cfg=cfg, root=root, device=device, progress=not args.quiet and info.is_main, dist_info=info,
+                   overwrite=args.overwrite)
     # fail on every rank before any training when there are fewer shards than ranks
     shard_size = (cfg.rep if args.kind in ("D_R", "D_NR") else cfg.targeted).shard_size
     owned_shards(num_shards(ws.data().y_train.shape[0], shard_size), info)
-    if info.is_main:
-        atomic_write_json(root / "resolved_config.json", cfg)
-        # trained in one process (exactly the single-process model) while the other ranks wait
-        ws.source_model("robust" if args.kind == "D_R" else "standard")
-    barrier(info)
     return ws
 
 
 def _cmd_construct(args: argparse.Namespace) -> int:
     import time
 
-    from empirical.distributed import launched_by_torchrun, shutdown
+    from empirical.distributed import barrier, launched_by_torchrun, shutdown
     from robust_features.records import utc_now
 
     started, t0 = utc_now(), time.perf_counter()
-    if not launched_by_torchrun():
-        ws = _workspace(args)
-    else:
-        try:
-            ws = _distributed_workspace(args)
-        except BaseException:
-            shutdown()
-            raise
+    distributed = launched_by_torchrun()
     try:
-        ds = ws.dataset(args.kind)
+        ws = _distributed_workspace(args) if distributed else _workspace(args)
+        # the workspace's lock (rank 0), the reuse check, then resolved_config.json
+        with ws.writing((args.kind,)):
+            if distributed:
+                if ws.dist_info.is_main:
+                    # trained in one process (exactly the single-process model) while the other ranks wait
+                    ws.source_model("robust" if args.kind == "D_R" else "standard")
+                barrier(ws.dist_info)
+            ds = ws.dataset(args.kind)
+            if ws.dist_info is not None and not ws.dist_info.is_main:
+                return 0
+            m = ds.manifest
+            timing = ws.timings.get(f"construct:{args.kind}", {})
+            ws.record(f"construct_{args.kind}.json", experiment=f"empirical.construct.{args.kind}",
+                      metrics={**m.get("metrics", {}), "label_histogram": m["label_histogram"],
+                               "images_per_second": timing.get("images_per_second")},
+                      extra={"dataset": str(ds.root), "content_sha256": ds.content_sha256, "stages": ws.timings},
+                      started_at=started, start_time=t0)
     finally:
-        if ws.dist_info is not None:
+        if distributed:
             shutdown()
-    if ws.dist_info is not None and not ws.dist_info.is_main:
-        return 0
-    m = ds.manifest
-    timing = ws.timings.get(f"construct:{args.kind}", {})
-    ws.record(f"construct_{args.kind}.json", experiment=f"empirical.construct.{args.kind}",
-              metrics={**m.get("metrics", {}), "label_histogram": m["label_histogram"],
-                       "images_per_second": timing.get("images_per_second")},
-              extra={"dataset": str(ds.root), "content_sha256": ds.content_sha256, "stages": ws.timings},
-              started_at=started, start_time=t0)
     print(f"{args.kind}: {len(ds)} examples in {ds.root} (sha256 {ds.content_sha256[:16]}...)")
     return 0
+
+
+_EXPERIMENT_DATASETS = {"fig2": ("D_R", "D_NR"), "table1": ("D_rand", "D_det"), "fig3": ("D_det",)}
 
 
 def _cmd_experiment(which: str):
@@ -186,7 +188,8 @@ def _cmd_experiment(which: str):
 
         _single_process_only(which)
         ws = _workspace(args)
-        rec = {"fig2": E.run_fig2, "table1": E.run_table1, "fig3": E.run_fig3}[which](ws)
+        with ws.writing(_EXPERIMENT_DATASETS[which]):
+            rec = {"fig2": E.run_fig2, "table1": E.run_table1, "fig3": E.run_fig3}[which](ws)
         print(f"{which}: record {ws.root / (which + '.json')}")
         print({k: v for k, v in rec["metrics"].items()})
         return 0
@@ -198,15 +201,17 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from empirical.reproduce import run_reproduce
-    from robust_features.records import atomic_write_json
 
     _single_process_only("reproduce")
     cfg = resolve_config(args)
-    if args.plan:
+    if args.plan:   # nothing runs: the device is only checked to be a device name
+        if args.device is not None and args.device != "auto":
+            _device_name_ok(args.device)
         return _plan(cfg, Path(args.out_dir) / cfg.name)
-    atomic_write_json(Path(args.out_dir) / cfg.name / "resolved_config.json", cfg)
-    rec = run_reproduce(cfg, out_dir=args.out_dir, device=_device(args), progress=not args.quiet,
-                        figures=not args.no_figures)
+    device = _device(args)
+    # run_reproduce locks OUT_DIR/<preset>, checks reuse, then writes resolved_config.json
+    rec = run_reproduce(cfg, out_dir=args.out_dir, device=device, progress=not args.quiet,
+                        figures=not args.no_figures, overwrite=args.overwrite)
     root = Path(args.out_dir) / cfg.name
     print((root / "report.md").read_text())
     m = rec["metrics"]

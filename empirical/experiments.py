@@ -22,18 +22,19 @@ Each experiment writes one JSON record (``fig2.json``, ``table1.json``, ``fig3.j
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
 import math
 import shutil
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from empirical.construct import RepresentationConfig, TargetedConfig
+from empirical.construct import KINDS, RepresentationConfig, TargetedConfig
 from empirical.transfer import TransferConfig
 from robust_features import checks as C
 from robust_features.records import atomic_write_json, to_jsonable, utc_now, write_record
@@ -505,6 +506,12 @@ class Workspace:
     ``dist_info`` (:mod:`empirical.distributed`, under ``torchrun``) splits the dataset
     constructions across ranks; models are always trained in one process (rank 0 trains a
     missing model while the other ranks wait, see ``robust-features construct``).
+
+    A constructed dataset is never replaced behind the user's back: a folder built with other
+    settings (or from another source model, or another base dataset) is refused with the
+    differing fields named, unless ``overwrite`` is set (``--overwrite``), which deletes and
+    rebuilds it. :meth:`writing` holds the workspace's lock, runs that check for the datasets a
+    command will use before anything is written, and then saves ``resolved_config.json``.
     """
 
     cfg: ExperimentConfig
@@ -512,6 +519,7 @@ class Workspace:
     device: str = "cpu"
     progress: bool = False
     dist_info: Any = None
+    overwrite: bool = False
     timings: dict[str, dict[str, Any]] = field(default_factory=dict)
     _data: Any = None
     _models: dict[str, Any] = field(default_factory=dict)
@@ -595,8 +603,7 @@ class Workspace:
         else:
             ds = self.dataset(train_on)
             x, y, upstream = ds.x, ds.y, ds.content_sha256
-        key = stable_hash({"arch": arch, "recipe": recipe, "seed": seed, "train_on": train_on,
-                           "upstream": upstream, "num_classes": d.num_classes})
+        key = self._model_key(arch=arch, recipe=recipe, seed=seed, train_on=train_on, upstream=upstream)
         folder = self.root / "models" / name
         stage = folder / "stage.json"
         t0 = time.perf_counter()
@@ -643,8 +650,106 @@ class Workspace:
                    images_per_second=recipe.epochs * int(x.shape[0]) / max(time.perf_counter() - t0, 1e-9))
         return model
 
+    def _model_key(self, *, arch: str, recipe: Recipe, seed: int, train_on: str, upstream: str) -> str:
+        return stable_hash({"arch": arch, "recipe": recipe, "seed": seed, "train_on": train_on,
+                            "upstream": upstream, "num_classes": self.data().num_classes})
+
     def model_sha256(self, name: str) -> str:
         return self._model_hash[name]
+
+    # ---- reuse checks and the workspace lock
+    def _construction(self, kind: str) -> tuple[str, Any, dict[str, Any]]:
+        """(source model name, its recipe, the base dataset's identity) of dataset ``kind``."""
+        if kind not in KINDS:
+            raise ValueError(f"kind={kind!r} is not a construction; valid: {', '.join(KINDS)}")
+        d = self.data()
+        source_name = "robust" if kind == "D_R" else "standard"
+        recipe = self.cfg.adv if kind == "D_R" else self.cfg.std
+        base = {"dataset": d.name, "sha256": self.data_sha256, "n": int(d.y_train.shape[0])}
+        return source_name, recipe, base
+
+    def dataset_differences(self, kind: str, manifest: Mapping[str, Any], *,
+                            source_sha256: str | None = None) -> list[str]:
+        """How the dataset in ``manifest`` differs from what this config builds for ``kind``:
+        ``["targeted.eps 1.0 -> 0.9", ...]`` ([] = the same). The source model's checkpoint is
+        compared when ``source_sha256`` is given (it is known once the model is trained)."""
+        source_name, _, base = self._construction(kind)
+        prefix, rc = ("rep", self.cfg.rep) if kind in ("D_R", "D_NR") else ("targeted", self.cfg.targeted)
+        settings = manifest.get("settings", {}) or {}
+        out = [f"{prefix}.{k} {settings.get(k)!r} -> {v!r}" for k, v in to_jsonable(asdict(rc)).items()
+               if settings.get(k) != v]
+        old_base = settings.get("base", {}) or {}
+        labels = {"dataset": "base dataset", "sha256": "base dataset sha256", "n": "base dataset size"}
+        short = lambda v: f"{v[:12]}..." if isinstance(v, str) and len(v) > 16 else repr(v)  # noqa: E731
+        out += [f"{labels.get(k, 'base ' + k)} {short(old_base.get(k))} -> {short(v)}"
+                for k, v in to_jsonable(base).items() if old_base.get(k) != v]
+        src = manifest.get("source", {}) or {}
+        if src.get("model", source_name) != source_name:
+            out.append(f"source model {src.get('model')!r} -> {source_name!r}")
+        if src.get("arch") != self.cfg.arch:
+            out.append(f"arch (the source model's) {src.get('arch')!r} -> {self.cfg.arch!r}")
+        if source_sha256 is not None and src.get("checkpoint_sha256") != source_sha256:
+            out.append(f"source model checkpoint sha256 {str(src.get('checkpoint_sha256'))[:12]}... -> "
+                       f"{source_sha256[:12]}... (models/{source_name} was retrained)")
+        return out
+
+    def _refuse_dataset(self, kind: str, folder: Path, diffs: Sequence[str]) -> ValueError:
+        return ValueError(f"{folder} holds a {kind} built with other settings ({'; '.join(diffs)}); it is kept: use "
+                          "another --out-dir, or --overwrite to delete and rebuild it")
+
+    def check_reuse(self, kinds: Sequence[str]) -> None:
+        """Before a command writes anything: refuse (``ValueError`` naming the differing fields) if a
+        dataset folder of ``kinds`` holds a construction this config would not build, or if its
+        source model would be retrained under another recipe (which would replace it later).
+        Nothing to refuse with ``overwrite``, or when no such folder exists yet."""
+        if self.overwrite:
+            return
+        from empirical.shards import read_manifest
+
+        for kind in dict.fromkeys(kinds):
+            folder = self.root / "datasets" / kind
+            if not (folder / "manifest.json").is_file():
+                continue
+            try:
+                manifest = read_manifest(folder)
+            except ValueError as exc:
+                raise ValueError(f"{exc}; it is kept: use another --out-dir, or --overwrite to delete and "
+                                 "rebuild it") from None
+            source_name, recipe, _ = self._construction(kind)
+            diffs = self.dataset_differences(kind, manifest)
+            stage = self.root / "models" / source_name / "stage.json"
+            if not diffs and stage.is_file():
+                info = json.loads(stage.read_text())
+                key = self._model_key(arch=self.cfg.arch, recipe=recipe, seed=self.cfg.seed, train_on="D",
+                                      upstream=self.data_sha256)
+                if info.get("key") != key:
+                    field_ = "adv" if source_name == "robust" else "std"
+                    old = info.get("recipe") or {}
+                    diffs = [f"{field_}.{k} {old.get(k)!r} -> {v!r}" for k, v in to_jsonable(recipe).items()
+                             if k in old and old.get(k) != v]
+                    if info.get("seed") != self.cfg.seed:
+                        diffs.append(f"seed {info.get('seed')!r} -> {self.cfg.seed!r}")
+                    if info.get("arch") != self.cfg.arch:
+                        diffs.append(f"arch {info.get('arch')!r} -> {self.cfg.arch!r}")
+                    diffs = [f"its source model models/{source_name} would be retrained: "
+                             + (", ".join(diffs) or "its training inputs changed")]
+                elif info.get("sha256") != manifest.get("source", {}).get("checkpoint_sha256"):
+                    diffs = [f"it was built from another checkpoint of models/{source_name}"]
+            if diffs:
+                raise self._refuse_dataset(kind, folder, diffs)
+
+    @contextlib.contextmanager
+    def writing(self, kinds: Sequence[str] = ()) -> Iterator[Workspace]:
+        """Hold the workspace's lock (rank 0 under torchrun; a second writer is refused naming the
+        process that holds it), refuse reusing ``kinds``' datasets built otherwise
+        (:meth:`check_reuse`), and only then write ``resolved_config.json``."""
+        from robust_features.locks import rank0_lock
+
+        with rank0_lock(self.root, self.dist_info, purpose=f"workspace {self.cfg.name}"):
+            self.check_reuse(kinds)
+            if self.dist_info is None or self.dist_info.is_main:
+                atomic_write_json(self.root / "resolved_config.json", self.cfg)
+            yield self
 
     # ---- constructed datasets
     def dataset(self, kind: str) -> Any:
@@ -655,18 +760,16 @@ class Workspace:
         from empirical.shards import load_constructed, read_manifest, verify_constructed
 
         cfg, d = self.cfg, self.data()
-        source_name = "robust" if kind == "D_R" else "standard"
+        source_name, _, base = self._construction(kind)
         source_model = self.source_model(source_name)
         source = {"model": source_name, "arch": cfg.arch, "checkpoint_sha256": self.model_sha256(source_name)}
-        base = {"dataset": d.name, "sha256": self.data_sha256, "n": int(d.y_train.shape[0])}
         folder = self.root / "datasets" / kind
         t0 = time.perf_counter()
         stale = False
         if (folder / "manifest.json").is_file():
             m = read_manifest(folder)
-            same = m.get("source") == to_jsonable(source) and m.get("settings", {}).get("base") == to_jsonable(base)
-            rc = cfg.rep if kind in ("D_R", "D_NR") else cfg.targeted
-            same = same and all(m.get("settings", {}).get(k) == v for k, v in to_jsonable(asdict(rc)).items())
+            diffs = self.dataset_differences(kind, m, source_sha256=source["checkpoint_sha256"])
+            same = not diffs
             if same and m.get("complete"):
                 try:
                     verify_constructed(folder)
@@ -678,7 +781,9 @@ class Workspace:
                 except (ValueError, FileNotFoundError) as exc:
                     self.log(f"dataset {kind}: {exc}; resuming/rebuilding damaged shards")
             elif not same:
-                self.log(f"dataset {kind}: built with other settings or source model; rebuilding")
+                if not self.overwrite:     # every rank reads the same manifest, so every rank refuses
+                    raise self._refuse_dataset(kind, folder, diffs)
+                self.log(f"dataset {kind}: built with other settings ({'; '.join(diffs)}); --overwrite: rebuilding")
                 stale = True
         distributed = self.dist_info is not None and self.dist_info.is_distributed
         if distributed:  # every rank has looked at the folder before anyone changes it

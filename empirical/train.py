@@ -258,15 +258,19 @@ def fit(model: nn.Module, x_train: torch.Tensor, y_train: torch.Tensor, cfg: Tra
         out_dir: str | os.PathLike | None = None, eval_data: tuple[torch.Tensor, torch.Tensor] | None = None,
         resume: bool = True, progress: bool = True, dataset: str | None = None,
         on_epoch_end: Callable[[int, nn.Module], None] | None = None,
-        checkpoint_extra: dict[str, Any] | None = None, dist_info: DistInfo | None = None) -> TrainResult:
+        checkpoint_extra: dict[str, Any] | None = None, dist_info: DistInfo | None = None,
+        on_start: Callable[[int], None] | None = None) -> TrainResult:
     """Train ``model`` on (x_train, y_train) with ``cfg``; see the module docstring.
 
     ``eval_data`` = (x_test, y_test) adds clean test accuracy to each epoch's history line.
     ``on_epoch_end(epoch, model)`` runs after each epoch's updates, before the epoch is
     checkpointed (used by tests to interrupt a run); ``checkpoint_extra`` is merged into the
-    ``model.json`` sidecar (e.g. the data root and data seed). Returns a :class:`TrainResult`.
-    ``dist_info`` defaults to the torchrun environment (single process when not launched by
-    torchrun); under several ranks each global batch is split across them (module docstring).
+    ``model.json`` sidecar (e.g. the data root and data seed). ``on_start(first_epoch)`` runs
+    once the inputs and a resumed ``latest.pt`` have been checked, before the first epoch (the CLI
+    writes its ``resolved_config.json`` there, so a refused rerun leaves it untouched). Returns a
+    :class:`TrainResult`. ``dist_info`` defaults to the torchrun environment (single process when
+    not launched by torchrun); under several ranks each global batch is split across them (module
+    docstring).
     """
     t_start = time.perf_counter()
     check_images(x_train, "x_train")
@@ -336,6 +340,8 @@ def fit(model: nn.Module, x_train: torch.Tensor, y_train: torch.Tensor, cfg: Tra
         co_best = {"acc": float(ck["co_best_acc"]), "epoch": int(ck["co_best_epoch"]),
                    "state": ck.get("co_best_state")}
     resumed_from = start_epoch
+    if on_start is not None:
+        on_start(start_epoch)
 
     if guard:
         m = min(cfg.co_probe_size, n)
