@@ -258,7 +258,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         flip = o["flip"] if o["flip"] is not None else big
         cfg = TrainConfig(
             # an absent option takes the default; an explicit 0 is refused by TrainConfig, never replaced
-            epochs=_default(o["epochs"], 15 if small else 20), batch_size=_default(o["batch_size"], 64 if small else 512),
+            epochs=_default(o["epochs"], 15 if small else 20),
+            batch_size=_default(o["batch_size"], 64 if small else 512),
             lr=_default(o["lr"], 0.05 if small else 0.2), momentum=o["momentum"], weight_decay=o["weight_decay"],
             schedule=o["schedule"], label_smoothing=o["label_smoothing"],
             augment=Augment(crop_padding=crop, flip=flip) if (crop or flip) else None, adv=adv,
@@ -611,8 +612,10 @@ def _cmd_attack(args: argparse.Namespace) -> int:
 def _add_checkpoint_options(p: argparse.ArgumentParser) -> None:
     from robust_features import checks as C
 
-    p.add_argument("--checkpoint", required=True, type=C.path_arg, help="model.pt written by `train` (with its model.json)")
-    p.add_argument("--data", default=None, type=C.nonempty_arg, help="dataset (default: the one named in the checkpoint)")
+    p.add_argument("--checkpoint", required=True, type=C.path_arg,
+                   help="model.pt written by `train` (with its model.json)")
+    p.add_argument("--data", default=None, type=C.nonempty_arg,
+                   help="dataset (default: the one named in the checkpoint)")
     p.add_argument("--data-root", default=None, type=C.path_arg,
                    help="data folder (default: the one recorded at training)")
     p.add_argument("--data-seed", type=int, default=None, help="digits split / synthetic seed (default: recorded)")
@@ -636,7 +639,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                               description="Train a model; options may come from --config TOML (flags win).")
     p.add_argument("--out-dir", required=True, type=C.path_arg,
                    help="run folder: latest.pt, model.pt + model.json, train.json")
-    p.add_argument("--config", default=None, type=C.path_arg, help="TOML file of options (keys as the flags, e.g. adv = 'l2:0.5')")
+    p.add_argument("--config", default=None, type=C.path_arg,
+                   help="TOML file of options (keys as the flags, e.g. adv = 'l2:0.5')")
     _add_options(p, _TRAIN_OPTIONS)
     p.set_defaults(func=_cmd_train)
 
@@ -644,7 +648,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _add_checkpoint_options(p)
     p.add_argument("--threat", action="append", default=None,
                    help="threat model NORM:EPS, repeatable (default l2:0.25), e.g. --threat linf:8/255")
-    p.add_argument("--out", default=None, type=C.path_arg, help="record path (default: eval.json beside the checkpoint)")
+    p.add_argument("--out", default=None, type=C.path_arg,
+                   help="record path (default: eval.json beside the checkpoint)")
     p.add_argument("--attack", action="append", default=None, metavar="NAME",
                    help="add an attack to the worst-case evaluation, repeatable: pgd (the --steps/--restarts PGD), "
                         "apgd-ce, apgd-t, square; run cheap first, each on the examples still robust")

@@ -170,7 +170,8 @@ def nonempty_arg(value: str) -> str:
     return value
 
 
-__all__ = ["SEED_MAX", "boolean", "finite", "in_range", "int_at_least", "is_int", "is_number", "non_empty_str", "non_negative_float",
+__all__ = ["SEED_MAX", "boolean", "finite", "in_range", "int_at_least", "is_int", "is_number", "non_empty_str",
+           "non_negative_float",
            "non_negative_int", "nonempty_arg", "number_arg", "one_of", "optional_boolean", "optional_positive_float",
            "optional_positive_int", "optional_str", "path_arg", "positive_float", "positive_int", "probability",
            "seed", "text"]
