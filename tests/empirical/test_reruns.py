@@ -138,6 +138,10 @@ def test_a_construction_with_other_settings_is_refused_naming_the_fields_and_not
                      r"\(targeted\.eps 1\.0 -> 0\.9; targeted\.steps 3 -> 2\); it is kept: use another --out-dir, "
                      r"or --overwrite to delete and rebuild it", err), err
     assert _files(root) == before          # shards, manifest, model and resolved_config.json byte-identical
+    # reproduce checks all four datasets before it writes anything
+    assert main(["reproduce", *SMOKE, "--no-figures", "--out-dir", str(ws), "--set", "targeted.eps=0.9"]) == 2
+    assert "holds a D_det built with other settings (targeted.eps 1.0 -> 0.9)" in _one_line(capsys)
+    assert _files(root) == before
 
 
 def test_a_changed_source_model_recipe_is_refused_before_the_model_is_retrained(ws, capsys):
