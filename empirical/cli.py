@@ -13,6 +13,8 @@ Torch is imported only when a command runs. Every command writes one JSON record
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -65,13 +67,15 @@ def _flag(dest: str) -> str:
 
 
 def _add_options(p: argparse.ArgumentParser, options) -> None:
+    from robust_features import checks as C
+
     for dest, typ, default, help_ in options:
         if typ is bool:
             p.add_argument(_flag(dest), dest=dest, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
                            help=f"{help_} (default: {default})")
-        else:
-            p.add_argument(_flag(dest), dest=dest, type=typ, default=argparse.SUPPRESS,
-                           help=f"{help_} (default: {default})")
+        else:   # floats take fractions (8/255); non-finite values are refused here
+            p.add_argument(_flag(dest), dest=dest, type=C.number_arg if typ is float else typ,
+                           default=argparse.SUPPRESS, help=f"{help_} (default: {default})")
 
 
 def load_toml_config(path: str | Path) -> dict[str, Any]:
@@ -138,34 +142,98 @@ def _parse_eps_list(text: str) -> list[float]:
     return vals
 
 
+def _default(value: Any, default: Any) -> Any:
+    """``default`` only when the option is absent (None): ``0``, ``""`` and ``False`` are values."""
+    return default if value is None else value
+
+
+def check_train_options(o: dict[str, Any]) -> None:
+    """The `train` options that TrainConfig, AttackSpec and the data loaders do not check
+    themselves (or check under another name); run before anything is loaded or written."""
+    from empirical.data import check_dataset_spec
+    from robust_features import checks as C
+
+    check_dataset_spec(o["data"])
+    for k in ("data_root", "arch", "adv", "eval_eps"):
+        C.optional_str(k, o[k])
+    if o["eval_norm"] is not None:
+        C.one_of("eval_norm", o["eval_norm"], ("l2", "linf"), what="a threat model")
+    C.non_empty_str("device", o["device"])
+    for k in ("data_seed", "subset_seed", "seed"):
+        C.seed(k, o[k])
+    for k in ("n_train", "n_eval", "epochs", "batch_size"):   # absent = all / the default; 0 is not "absent"
+        if o[k] is not None:
+            C.positive_int(k, o[k])
+    if o["lr"] is not None:
+        C.positive_float("lr", o["lr"])
+    for k in ("eval_steps", "eval_restarts", "adv_steps"):
+        C.positive_int(k, o[k])
+    if o["crop_padding"] is not None:
+        C.non_negative_int("crop_padding", o["crop_padding"])
+
+
+_BOOKKEEPING_KEYS = ("precision", "channels_last", "compile")   # may change on a resume (TrainConfig.fingerprint)
+
+
+def check_rerun(out_dir: Path, resolved: dict[str, Any], *, resume: bool) -> None:
+    """Refuse to resume in ``out_dir`` a run with other settings: the data, its subset, the
+    architecture or the training config (bookkeeping such as precision aside) of the stored
+    ``resolved_config.json`` differ from this command's. Changed evaluation options are fine
+    (they only change the record). Nothing to refuse with ``--no-resume`` or without ``latest.pt``."""
+    from robust_features.records import to_jsonable
+
+    old_path = out_dir / "resolved_config.json"
+    if not resume or not (out_dir / "latest.pt").is_file() or not old_path.is_file():
+        return
+    try:
+        old = json.loads(old_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return                                   # fit's checkpoint fingerprint check still applies
+    new = to_jsonable(resolved)
+    keys = ["data", "data_seed", "n_train", "arch"]
+    if old.get("n_train") is not None or new.get("n_train") is not None:
+        keys.append("subset_seed")               # it draws the training subset
+    diffs = [f"{k} {old.get(k)!r} -> {new.get(k)!r}" for k in keys if old.get(k) != new.get(k)]
+    old_tc, new_tc = old.get("train_config") or {}, new.get("train_config") or {}
+    diffs += [f"{k} {old_tc.get(k)!r} -> {new_tc.get(k)!r}" for k in new_tc
+              if k not in _BOOKKEEPING_KEYS and old_tc.get(k) != new_tc.get(k)]
+    if diffs:
+        raise ValueError(f"{out_dir} holds a run with other settings ({'; '.join(diffs)}); use another --out-dir, "
+                         "or --no-resume to start it over")
+
+
 # ---------------------------------------------------------------------------------------------
 # train
 # ---------------------------------------------------------------------------------------------
 def _cmd_train(args: argparse.Namespace) -> int:
     import torch
 
-    from empirical.data import Augment, check_dataset_spec, load_dataset
+    from empirical.data import Augment, load_dataset
     from empirical.evaluate import AttackSpec, evaluate
     from empirical.data import stratified_subset
     from empirical.models import build_model, canonical_arch, default_arch
     from empirical.train import NonFiniteLossError, ThreatModel, TrainConfig, fit
+    from robust_features.locks import rank0_lock
     from robust_features.records import atomic_write_json, utc_now, write_record
 
     started_at, t0 = utc_now(), time.perf_counter()
     o = resolve_train_options(args)
     out_dir = Path(args.out_dir)
-    check_dataset_spec(o["data"])
+    check_train_options(o)
     small = o["data"] in ("digits", "synthetic")
-    adv = ThreatModel.parse(o["adv"]) if o["adv"] else None
-    arch = canonical_arch(o["arch"] or default_arch(o["data"]))
+    adv = ThreatModel.parse(o["adv"]) if o["adv"] is not None else None
+    arch = canonical_arch(o["arch"] if o["arch"] is not None else default_arch(o["data"]))
     from empirical.distributed import check_same_config, init_distributed, local_device, shutdown
 
     dev = _device(o["device"])
     info = init_distributed(dev)  # single process unless launched by torchrun
     # the process group is torn down on every exit path (an error on one rank included), so no
     # rank aborts in gloo's destructor at interpreter exit
+    stack = contextlib.ExitStack()
     try:
         dev = local_device(dev, info)
+        # one writer per run folder: rank 0 holds OUT_DIR/.lock until the record is written
+        stack.enter_context(rank0_lock(out_dir, info, purpose="train"))
         if info.is_distributed and info.is_main and o["download"]:
             load_dataset(o["data"], root=o["data_root"], download=True, seed=o["data_seed"])
         if info.is_distributed:
@@ -179,16 +247,18 @@ def _cmd_train(args: argparse.Namespace) -> int:
         crop = o["crop_padding"] if o["crop_padding"] is not None else (4 if big else 0)
         flip = o["flip"] if o["flip"] is not None else big
         cfg = TrainConfig(
-            epochs=o["epochs"] or (15 if small else 20), batch_size=o["batch_size"] or (64 if small else 512),
-            lr=o["lr"] or (0.05 if small else 0.2), momentum=o["momentum"], weight_decay=o["weight_decay"],
+            # an absent option takes the default; an explicit 0 is refused by TrainConfig, never replaced
+            epochs=_default(o["epochs"], 15 if small else 20),
+            batch_size=_default(o["batch_size"], 64 if small else 512),
+            lr=_default(o["lr"], 0.05 if small else 0.2), momentum=o["momentum"], weight_decay=o["weight_decay"],
             schedule=o["schedule"], label_smoothing=o["label_smoothing"],
             augment=Augment(crop_padding=crop, flip=flip) if (crop or flip) else None, adv=adv,
             adv_method=o["adv_method"], adv_steps=o["adv_steps"], adv_step_size=o["adv_step_size"],
             optimizer=o["optimizer"], seed=o["seed"], precision=o["precision"], channels_last=o["channels_last"],
             compile=o["compile"],
         )
-        eval_norm = o["eval_norm"] or (adv.norm if adv else "l2")
-        eval_eps = _parse_eps_list(o["eval_eps"]) if o["eval_eps"] else [adv.eps if adv else 0.25]
+        eval_norm = _default(o["eval_norm"], adv.norm if adv else "l2")
+        eval_eps = _parse_eps_list(o["eval_eps"]) if o["eval_eps"] is not None else [adv.eps if adv else 0.25]
         attacks = [AttackSpec(eval_norm, e, steps=o["eval_steps"], restarts=o["eval_restarts"],
                               random_start=o["eval_restarts"] > 1) for e in eval_eps]
         resolved = {**o, "arch": arch, "epochs": cfg.epochs, "batch_size": cfg.batch_size, "lr": cfg.lr,
@@ -198,8 +268,13 @@ def _cmd_train(args: argparse.Namespace) -> int:
         check_same_config({k: v for k, v in resolved.items() if k != "device"}, info)
         if info.is_distributed:
             resolved["world_size"] = info.world_size
-        if info.is_main:
-            atomic_write_json(out_dir / "resolved_config.json", resolved)
+        # a rerun in a folder holding a run with other settings is refused before anything is written
+        check_rerun(out_dir, resolved, resume=o["resume"])
+
+        def write_resolved(first_epoch: int) -> None:    # called by fit once latest.pt is checked
+            if info.is_main:
+                atomic_write_json(out_dir / "resolved_config.json", resolved)
+
         torch.manual_seed(o["seed"])
         model = build_model(arch, num_classes=d.num_classes, in_channels=d.in_channels, image_size=d.image_size,
                             mean=d.mean, std=d.std)
@@ -211,7 +286,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
             res = fit(model, x_train, y_train, cfg, device=dev, out_dir=out_dir, eval_data=(d.x_test, d.y_test),
                       resume=o["resume"], progress=o["progress"] and info.is_main, dataset=d.name,
                       checkpoint_extra={"data_root": o["data_root"], "data_seed": o["data_seed"],
-                                        "world_size": info.world_size}, dist_info=info)
+                                        "world_size": info.world_size}, dist_info=info,
+                      on_start=write_resolved)
         except NonFiniteLossError as exc:
             print(f"robust-features train: error: {exc}")
             return 3
@@ -245,6 +321,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
             print(res.stopped_early)
         return 0
     finally:
+        stack.close()
         shutdown()
 
 
@@ -257,10 +334,10 @@ def _load_for_checkpoint(args: argparse.Namespace, dev: Any = None):
 
     meta = read_sidecar(args.checkpoint)
     extra = meta.get("extra") or {}
-    data = args.data or meta.get("dataset")
+    data = args.data if args.data is not None else meta.get("dataset")
     if not data or data == "unknown":
         raise ValueError(f"checkpoint {args.checkpoint} does not name its dataset; pass --data")
-    root = args.data_root or extra.get("data_root")
+    root = args.data_root if args.data_root is not None else extra.get("data_root")
     seed = args.data_seed if args.data_seed is not None else int(extra.get("data_seed") or 0)
     d = load_dataset(data, root=root, seed=seed)
     dev = _device(args.device) if dev is None else dev
@@ -269,6 +346,21 @@ def _load_for_checkpoint(args: argparse.Namespace, dev: Any = None):
         raise ValueError(f"dataset {d.name} ({d.in_channels}x{d.image_size}, {d.num_classes} classes) does not match "
                          f"the checkpoint ({meta['in_channels']}x{meta['image_size']}, {meta['num_classes']} classes)")
     return d, model, dev, meta, {"data": data, "data_root": root, "data_seed": seed}
+
+
+def _check_checkpoint_args(args: argparse.Namespace) -> None:
+    """The options `eval` and `attack` share, checked before the checkpoint or data are read."""
+    from robust_features import checks as C
+
+    if args.n is not None:                       # absent = the whole split
+        C.positive_int("n", args.n)
+    for k in ("subset_seed", "seed"):
+        C.seed(k, getattr(args, k))
+    if args.data_seed is not None:
+        C.seed("data_seed", args.data_seed)
+    for k in ("steps", "restarts", "batch_size"):
+        C.positive_int(k, getattr(args, k))
+    C.optional_positive_float("step_size", args.step_size, none=" (None = 2.5*eps/steps)")
 
 
 def _split(d, split: str, n: int | None, seed: int = 0):
@@ -306,8 +398,13 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     from robust_features.records import utc_now, write_record
 
     started_at, t0 = utc_now(), time.perf_counter()
-    threats = [ThreatModel.parse(t) for t in (args.threat or ["l2:0.25"])]
+    _check_checkpoint_args(args)
+    threats = [ThreatModel.parse(t) for t in (args.threat if args.threat is not None else ["l2:0.25"])]
     attacks = _eval_attacks(args)
+    from robust_features import checks as C
+
+    for k in ("apgd_steps", "apgd_targets", "square_queries"):
+        C.positive_int(k, getattr(args, k))
     dev = _device(args.device)
     info = init_distributed(dev)  # single process unless launched by torchrun
     try:
@@ -318,7 +415,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         x, y, sub = _split(d, args.split, args.n, args.subset_seed)
         specs = [AttackSpec(t.norm, t.eps, steps=args.steps, step_size=args.step_size, restarts=args.restarts,
                             random_start=args.random_start or args.restarts > 1) for t in threats]
-        out = Path(args.out) if args.out else Path(args.checkpoint).with_name("eval.json")
+        out = Path(args.out) if args.out is not None else Path(args.checkpoint).with_name("eval.json")
         config = {"checkpoint": str(args.checkpoint), "checkpoint_sha256": file_sha256(args.checkpoint),
                   "arch": meta["arch"], **data_cfg, "split": args.split, "n": int(x.shape[0]),
                   "attacks": [s.__dict__ for s in specs], "batch_size": args.batch_size, "subset": sub.describe()}
@@ -457,6 +554,7 @@ def _cmd_attack(args: argparse.Namespace) -> int:
     from robust_features.records import atomic_write_bytes, utc_now, write_record
 
     started_at, t0 = utc_now(), time.perf_counter()
+    _check_checkpoint_args(args)
     threat = ThreatModel.parse(args.threat)
     d, model, dev, meta, data_cfg = _load_for_checkpoint(args, _device(args.device))
     x, y, sub = _split(d, args.split, args.n, args.subset_seed)
@@ -502,9 +600,14 @@ def _cmd_attack(args: argparse.Namespace) -> int:
 
 
 def _add_checkpoint_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--checkpoint", required=True, help="model.pt written by `train` (with its model.json)")
-    p.add_argument("--data", default=None, help="dataset (default: the one named in the checkpoint)")
-    p.add_argument("--data-root", default=None, help="data folder (default: the one recorded at training)")
+    from robust_features import checks as C
+
+    p.add_argument("--checkpoint", required=True, type=C.path_arg,
+                   help="model.pt written by `train` (with its model.json)")
+    p.add_argument("--data", default=None, type=C.nonempty_arg,
+                   help="dataset (default: the one named in the checkpoint)")
+    p.add_argument("--data-root", default=None, type=C.path_arg,
+                   help="data folder (default: the one recorded at training)")
     p.add_argument("--cache-dir", default=None, help=CACHE_DIR_HELP)
     p.add_argument("--data-seed", type=int, default=None, help="digits split / synthetic seed (default: recorded)")
     p.add_argument("--split", choices=("test", "train"), default="test")
@@ -512,20 +615,23 @@ def _add_checkpoint_options(p: argparse.ArgumentParser) -> None:
                    help="use a seeded class-stratified sample of N images of the split (default: all)")
     p.add_argument("--subset-seed", type=int, default=0, help="seed of the --n sample (default 0)")
     p.add_argument("--steps", type=int, default=20, help="PGD steps (default 20)")
-    p.add_argument("--step-size", type=float, default=None, help="PGD step size (default 2.5*eps/steps)")
+    p.add_argument("--step-size", type=C.number_arg, default=None, help="PGD step size (default 2.5*eps/steps)")
     p.add_argument("--restarts", type=int, default=1, help="random restarts, batched; per-example worst case kept")
     p.add_argument("--random-start", action="store_true", help="start the first restart at a random point too")
     p.add_argument("--batch-size", type=int, default=512)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="auto")
+    p.add_argument("--device", default="auto", type=C.nonempty_arg)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``train``, ``eval`` and ``attack`` to the top-level parser."""
+    from robust_features import checks as C
     p = subparsers.add_parser("train", help="standard or adversarial training (writes model.pt, train.json)",
                               description="Train a model; options may come from --config TOML (flags win).")
-    p.add_argument("--out-dir", required=True, help="run folder: latest.pt, model.pt + model.json, train.json")
-    p.add_argument("--config", default=None, help="TOML file of options (keys as the flags, e.g. adv = 'l2:0.5')")
+    p.add_argument("--out-dir", required=True, type=C.path_arg,
+                   help="run folder: latest.pt, model.pt + model.json, train.json")
+    p.add_argument("--config", default=None, type=C.path_arg,
+                   help="TOML file of options (keys as the flags, e.g. adv = 'l2:0.5')")
     p.add_argument("--cache-dir", default=None, help=CACHE_DIR_HELP)
     _add_options(p, _TRAIN_OPTIONS)
     p.set_defaults(func=_cmd_train)
@@ -534,7 +640,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _add_checkpoint_options(p)
     p.add_argument("--threat", action="append", default=None,
                    help="threat model NORM:EPS, repeatable (default l2:0.25), e.g. --threat linf:8/255")
-    p.add_argument("--out", default=None, help="record path (default: eval.json beside the checkpoint)")
+    p.add_argument("--out", default=None, type=C.path_arg,
+                   help="record path (default: eval.json beside the checkpoint)")
     p.add_argument("--attack", action="append", default=None, metavar="NAME",
                    help="add an attack to the worst-case evaluation, repeatable: pgd (the --steps/--restarts PGD), "
                         "apgd-ce, apgd-t, square; run cheap first, each on the examples still robust")
@@ -552,7 +659,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--threat", default="l2:0.5", help="threat model NORM:EPS (default l2:0.5)")
     p.add_argument("--targeted", choices=("none", "next", "random"), default="none",
                    help="untargeted, target (y+1) mod C, or a random other class")
-    p.add_argument("--out-dir", required=True)
+    p.add_argument("--out-dir", required=True, type=C.path_arg)
     p.set_defaults(func=_cmd_attack)
 
 

@@ -28,18 +28,25 @@ KINDS = ("D_R", "D_NR", "D_rand", "D_det")
 
 
 def _common(p: argparse.ArgumentParser, default_preset: str = "digits") -> None:
-    p.add_argument("--preset", default=default_preset,
+    from robust_features import checks as C
+
+    p.add_argument("--preset", default=default_preset, type=C.nonempty_arg,
                    help="digits | synthetic | cifar10 | paper, or NAME-smoke (default: %(default)s)")
-    p.add_argument("--config", metavar="TOML", help="TOML file of overrides (same keys as --set)")
+    p.add_argument("--config", metavar="TOML", type=C.path_arg, help="TOML file of overrides (same keys as --set)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override one config key, e.g. --set targeted.eps=0.5 --set std.epochs=10")
-    p.add_argument("--data", help="dataset spec: digits, synthetic, cifar10, imagefolder:PATH")
-    p.add_argument("--data-root", help="folder holding the dataset files (torchvision layout)")
+    p.add_argument("--data", type=C.nonempty_arg, help="dataset spec: digits, synthetic, cifar10, imagefolder:PATH")
+    p.add_argument("--data-root", type=C.path_arg, help="folder holding the dataset files (torchvision layout)")
     p.add_argument("--cache-dir", help=CACHE_DIR_HELP)
     p.add_argument("--seed", type=int, help="base seed of the whole chain")
-    p.add_argument("--device", help="auto, cpu, cuda or cuda:N (default auto: cuda if available, else cpu)")
-    p.add_argument("--out-dir", default="runs", help="results go to OUT_DIR/<preset> (default: %(default)s)")
+    p.add_argument("--device", type=C.nonempty_arg,
+                   help="auto, cpu, cuda or cuda:N (default auto: cuda if available, else cpu)")
+    p.add_argument("--out-dir", default="runs", type=C.path_arg,
+                   help="results go to OUT_DIR/<preset> (default: %(default)s)")
     p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.add_argument("--overwrite", action="store_true",
+                   help="delete and rebuild a constructed dataset in OUT_DIR/<preset> that was built with other "
+                        "settings (default: refuse, naming the differing fields)")
 
 
 def resolve_config(args: argparse.Namespace) -> Any:
@@ -48,20 +55,24 @@ def resolve_config(args: argparse.Namespace) -> Any:
     from empirical.reproduce import get_preset
 
     cfg = get_preset(args.preset)
-    if args.config:
+    if args.config is not None:
         import tomllib
         from pathlib import Path
 
         path = Path(args.config)
         if not path.is_file():
             raise FileNotFoundError(f"--config {path} does not exist")
-        with open(path, "rb") as fh:
-            cfg = with_overrides(cfg, tomllib.load(fh))
+        try:
+            with open(path, "rb") as fh:
+                table = tomllib.load(fh)
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise ValueError(f"--config {path} is not valid TOML: {exc}") from None
+        cfg = with_overrides(cfg, table)
     sets: dict[str, str] = {}
     for item in args.overrides:
-        if "=" not in item:
+        k, eq, v = item.partition("=")
+        if not eq or not k.strip():
             raise ValueError(f"--set {item!r} must look like KEY=VALUE, e.g. targeted.eps=0.5")
-        k, v = item.split("=", 1)
         sets[k.strip()] = v
     cfg = with_overrides(cfg, sets)
     flags = {k: v for k, v in (("data", args.data), ("data_root", args.data_root), ("seed", args.seed))
@@ -76,16 +87,15 @@ def _device(args: argparse.Namespace, *, require_available: bool = True) -> str:
 
 
 def _workspace(args: argparse.Namespace) -> Any:
+    """The workspace of the resolved config (nothing written yet: see ``Workspace.writing``)."""
     from pathlib import Path
 
     from empirical.experiments import Workspace
-    from robust_features.records import atomic_write_json
 
     device = _device(args)
     cfg = resolve_config(args)
     root = Path(args.out_dir) / cfg.name
-    atomic_write_json(root / "resolved_config.json", cfg)
-    return Workspace(cfg=cfg, root=root, device=device, progress=not args.quiet)
+    return Workspace(cfg=cfg, root=root, device=device, progress=not args.quiet, overwrite=args.overwrite)
 
 
 def _single_process_only(command: str) -> None:
@@ -101,63 +111,63 @@ def _single_process_only(command: str) -> None:
 
 def _distributed_workspace(args: argparse.Namespace) -> Any:
     """The workspace of ``construct`` under torchrun: process group up, same config on every rank,
-    rank 0 writes the resolved config and trains the source model if it is missing."""
+    and enough shards for the ranks (checked on every rank before anything is written)."""
     from pathlib import Path
 
-    from empirical.distributed import barrier, check_same_config, init_distributed, local_device, owned_shards
+    from empirical.distributed import check_same_config, init_distributed, local_device, owned_shards
     from empirical.experiments import Workspace
     from empirical.shards import num_shards
-    from robust_features.records import atomic_write_json
 
     device = _device(args)
     cfg = resolve_config(args)
     root = Path(args.out_dir) / cfg.name
     info = init_distributed(device, timeout_s=args.dist_timeout)
     device = str(local_device(device, info))
-    check_same_config({"command": "construct", "kind": args.kind, "config": cfg, "root": str(root)}, info)
-    ws = Workspace(cfg=cfg, root=root, device=device, progress=not args.quiet and info.is_main, dist_info=info)
+    check_same_config({"command": "construct", "kind": args.kind, "config": cfg, "root": str(root),
+                       "overwrite": bool(args.overwrite)}, info)
+    ws = Workspace(cfg=cfg, root=root, device=device, progress=not args.quiet and info.is_main, dist_info=info,
+                   overwrite=args.overwrite)
     # fail on every rank before any training when there are fewer shards than ranks
     shard_size = (cfg.rep if args.kind in ("D_R", "D_NR") else cfg.targeted).shard_size
     owned_shards(num_shards(ws.data().y_train.shape[0], shard_size), info)
-    if info.is_main:
-        atomic_write_json(root / "resolved_config.json", cfg)
-        # trained in one process (exactly the single-process model) while the other ranks wait
-        ws.source_model("robust" if args.kind == "D_R" else "standard")
-    barrier(info)
     return ws
 
 
 def _cmd_construct(args: argparse.Namespace) -> int:
     import time
 
-    from empirical.distributed import launched_by_torchrun, shutdown
+    from empirical.distributed import barrier, launched_by_torchrun, shutdown
     from robust_features.records import utc_now
 
     started, t0 = utc_now(), time.perf_counter()
-    if not launched_by_torchrun():
-        ws = _workspace(args)
-    else:
-        try:
-            ws = _distributed_workspace(args)
-        except BaseException:
-            shutdown()
-            raise
+    distributed = launched_by_torchrun()
     try:
-        ds = ws.dataset(args.kind)
+        ws = _distributed_workspace(args) if distributed else _workspace(args)
+        # the workspace's lock (rank 0), the reuse check, then resolved_config.json
+        with ws.writing((args.kind,)):
+            if distributed:
+                if ws.dist_info.is_main:
+                    # trained in one process (exactly the single-process model) while the other ranks wait
+                    ws.source_model("robust" if args.kind == "D_R" else "standard")
+                barrier(ws.dist_info)
+            ds = ws.dataset(args.kind)
+            if ws.dist_info is not None and not ws.dist_info.is_main:
+                return 0
+            m = ds.manifest
+            timing = ws.timings.get(f"construct:{args.kind}", {})
+            ws.record(f"construct_{args.kind}.json", experiment=f"empirical.construct.{args.kind}",
+                      metrics={**m.get("metrics", {}), "label_histogram": m["label_histogram"],
+                               "images_per_second": timing.get("images_per_second")},
+                      extra={"dataset": str(ds.root), "content_sha256": ds.content_sha256, "stages": ws.timings},
+                      started_at=started, start_time=t0)
     finally:
-        if ws.dist_info is not None:
+        if distributed:
             shutdown()
-    if ws.dist_info is not None and not ws.dist_info.is_main:
-        return 0
-    m = ds.manifest
-    timing = ws.timings.get(f"construct:{args.kind}", {})
-    ws.record(f"construct_{args.kind}.json", experiment=f"empirical.construct.{args.kind}",
-              metrics={**m.get("metrics", {}), "label_histogram": m["label_histogram"],
-                       "images_per_second": timing.get("images_per_second")},
-              extra={"dataset": str(ds.root), "content_sha256": ds.content_sha256, "stages": ws.timings},
-              started_at=started, start_time=t0)
     print(f"{args.kind}: {len(ds)} examples in {ds.root} (sha256 {ds.content_sha256[:16]}...)")
     return 0
+
+
+_EXPERIMENT_DATASETS = {"fig2": ("D_R", "D_NR"), "table1": ("D_rand", "D_det"), "fig3": ("D_det",)}
 
 
 def _cmd_experiment(which: str):
@@ -166,7 +176,8 @@ def _cmd_experiment(which: str):
 
         _single_process_only(which)
         ws = _workspace(args)
-        rec = {"fig2": E.run_fig2, "table1": E.run_table1, "fig3": E.run_fig3}[which](ws)
+        with ws.writing(_EXPERIMENT_DATASETS[which]):
+            rec = {"fig2": E.run_fig2, "table1": E.run_table1, "fig3": E.run_fig3}[which](ws)
         print(f"{which}: record {ws.root / (which + '.json')}")
         print({k: v for k, v in rec["metrics"].items()})
         return 0
@@ -178,16 +189,15 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from empirical.reproduce import run_reproduce
-    from robust_features.records import atomic_write_json
 
     _single_process_only("reproduce")
     device = _device(args, require_available=not args.plan)   # a plan runs nothing: the name is checked
     cfg = resolve_config(args)
     if args.plan:
         return _plan(cfg, Path(args.out_dir) / cfg.name)
-    atomic_write_json(Path(args.out_dir) / cfg.name / "resolved_config.json", cfg)
+    # run_reproduce locks OUT_DIR/<preset>, checks reuse, then writes resolved_config.json
     rec = run_reproduce(cfg, out_dir=args.out_dir, device=device, progress=not args.quiet,
-                        figures=not args.no_figures)
+                        figures=not args.no_figures, overwrite=args.overwrite)
     root = Path(args.out_dir) / cfg.name
     print((root / "report.md").read_text())
     m = rec["metrics"]
@@ -227,12 +237,24 @@ def _plan(cfg: Any, root: Any) -> int:
     return 0
 
 
+def _positive_seconds(text: str) -> float:
+    import math
+
+    try:
+        v = float(text)
+    except ValueError:
+        v = math.nan
+    if not (math.isfinite(v) and v > 0):
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text!r}")
+    return v
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the construction / experiment / reproduce subcommands to the top-level parser."""
     p = subparsers.add_parser("construct", help="build one of D_R, D_NR, D_rand, D_det (sharded, resumable)")
     p.add_argument("kind", choices=KINDS)
     _common(p)
-    p.add_argument("--dist-timeout", type=float, default=86400.0, metavar="SECONDS",
+    p.add_argument("--dist-timeout", type=_positive_seconds, default=86400.0, metavar="SECONDS",
                    help="under torchrun: how long ranks wait for each other, e.g. while rank 0 trains a "
                         "missing source model (default: %(default)s)")
     p.set_defaults(func=_cmd_construct)

@@ -27,7 +27,6 @@ callable, so the driver is tested with plain tensors and any model.
 from __future__ import annotations
 
 import functools
-import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
@@ -49,6 +48,8 @@ from empirical.shards import (
     shard_generator,
     shard_seed,
 )
+from robust_features import checks as C
+from robust_features.locks import rank0_lock
 
 KINDS: tuple[str, ...] = ("D_R", "D_NR", "D_rand", "D_det")
 STARTS: tuple[str, ...] = ("random_image", "noise")
@@ -103,17 +104,17 @@ class RepresentationConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        _positive_int("steps", self.steps)
-        _positive_float("step_size", self.step_size)
-        if self.start not in STARTS:
-            raise ValueError(f"start={self.start!r} is not a start rule; valid: {', '.join(STARTS)}")
-        if self.step_schedule not in STEP_SCHEDULES:
-            raise ValueError(f"step_schedule={self.step_schedule!r} is not a schedule; valid: {', '.join(STEP_SCHEDULES)}")
+        C.positive_int("steps", self.steps)
+        C.positive_float("step_size", self.step_size)
+        C.one_of("start", self.start, STARTS, what="a start rule")
+        C.one_of("step_schedule", self.step_schedule, STEP_SCHEDULES, what="a schedule")
+        for name in ("normalize_loss", "use_best", "exclude_self", "straight_through"):
+            C.boolean(name, getattr(self, name))
         check_precision(self.precision)
-        _positive_int("batch_size", self.batch_size)
-        _positive_int("shard_size", self.shard_size)
+        C.positive_int("batch_size", self.batch_size)
+        C.positive_int("shard_size", self.shard_size)
         check_storage(self.storage)
-        _seed("seed", self.seed)
+        C.seed("seed", self.seed)
 
 
 @dataclass(frozen=True)
@@ -136,31 +137,17 @@ class TargetedConfig:
 
     def __post_init__(self) -> None:
         check_precision(self.precision)
-        if self.norm not in ("l2", "linf"):
-            raise ValueError(f"norm={self.norm!r} is not a threat model; valid: l2, linf")
-        _positive_float("eps", self.eps)
-        _positive_int("steps", self.steps)
-        _positive_float("step_size", self.step_size)
-        _positive_int("restarts", self.restarts)
-        _positive_int("batch_size", self.batch_size)
-        _positive_int("shard_size", self.shard_size)
+        C.one_of("norm", self.norm, ("l2", "linf"), what="a threat model")
+        C.positive_float("eps", self.eps)
+        C.positive_int("steps", self.steps)
+        C.positive_float("step_size", self.step_size)
+        for name in ("random_start", "use_best", "exclude_true_label"):
+            C.boolean(name, getattr(self, name))
+        C.positive_int("restarts", self.restarts)
+        C.positive_int("batch_size", self.batch_size)
+        C.positive_int("shard_size", self.shard_size)
         check_storage(self.storage)
-        _seed("seed", self.seed)
-
-
-def _positive_int(name: str, v: Any) -> None:
-    if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-        raise ValueError(f"{name}={v!r} must be a positive integer")
-
-
-def _positive_float(name: str, v: Any) -> None:
-    if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v) or v <= 0:
-        raise ValueError(f"{name}={v!r} must be a positive finite number")
-
-
-def _seed(name: str, v: Any) -> None:
-    if not isinstance(v, int) or isinstance(v, bool) or v < 0:
-        raise ValueError(f"{name}={v!r} must be a non-negative integer")
+        C.seed("seed", self.seed)
 
 
 # --------------------------------------------------------------------------------------------
@@ -205,79 +192,82 @@ def construct_sharded(
     if distributed:
         from empirical import distributed as D
 
-        _positive_int("shard_size", shard_size)
+        C.positive_int("shard_size", shard_size)
         # the same ValueError on every rank, before anything is written, when world > number of shards
         owned = D.owned_shards(num_shards(x.shape[0], shard_size), dist_info)
 
-    def open_writer() -> ShardedDatasetWriter:
-        return ShardedDatasetWriter(
-            root=Path(root), name=name, kind=kind, num_examples=int(x.shape[0]), shard_size=shard_size,
-            storage=storage, seed=seed, image_shape=tuple(x.shape[1:]), num_classes=num_classes,
-            settings=dict(settings or {}), source=dict(source or {}), write_manifest=is_main,
-        )
+    # one writer per dataset folder (rank 0 holds FOLDER/.lock; a second construction is refused)
+    with rank0_lock(Path(root), dist_info if distributed else None, purpose=f"construct {name}"):
 
-    if distributed:
-        # Rank 0 checks the folder and writes the (incomplete) manifest before any rank writes a
-        # shard, so a folder holding shards always holds the manifest that identifies them, even
-        # when a rank dies right after its first shard. The failure check is the barrier.
-        error: ValueError | None = None
-        if is_main:
-            try:
+        def open_writer() -> ShardedDatasetWriter:
+            return ShardedDatasetWriter(
+                root=Path(root), name=name, kind=kind, num_examples=int(x.shape[0]), shard_size=shard_size,
+                storage=storage, seed=seed, image_shape=tuple(x.shape[1:]), num_classes=num_classes,
+                settings=dict(settings or {}), source=dict(source or {}), write_manifest=is_main,
+            )
+
+        if distributed:
+            # Rank 0 checks the folder and writes the (incomplete) manifest before any rank writes a
+            # shard, so a folder holding shards always holds the manifest that identifies them, even
+            # when a rank dies right after its first shard. The failure check is the barrier.
+            error: ValueError | None = None
+            if is_main:
+                try:
+                    writer = open_writer()
+                except ValueError as exc:
+                    error = exc
+            D.raise_if_any_rank_failed(error, dist_info, f"rank 0 refused to open {root} for this construction (its "
+                                       "error names the reason, e.g. a folder built with other settings)", ValueError)
+            if not is_main:
                 writer = open_writer()
-            except ValueError as exc:
-                error = exc
-        D.raise_if_any_rank_failed(error, dist_info, f"rank 0 refused to open {root} for this construction (its "
-                                   "error names the reason, e.g. a folder built with other settings)", ValueError)
-        if not is_main:
+            # each rank checks (sha256) only the shards it owns, not the whole dataset
+            done = {i for i in owned if writer._entry(i) is not None}
+            todo = [i for i in owned if i not in done]
+        else:
             writer = open_writer()
-        # each rank checks (sha256) only the shards it owns, not the whole dataset
-        done = {i for i in owned if writer._entry(i) is not None}
-        todo = [i for i in owned if i not in done]
-    else:
-        writer = open_writer()
-        done = set(writer.completed())
-        todo = [i for i in range(writer.num_shards) if i not in done]
-    built: list[int] = []
-    build_seconds = 0.0
-    built_examples = 0
-    iterator: Any = todo
-    if progress and todo and is_main:
-        from tqdm.auto import tqdm
+            done = set(writer.completed())
+            todo = [i for i in range(writer.num_shards) if i not in done]
+        built: list[int] = []
+        build_seconds = 0.0
+        built_examples = 0
+        iterator: Any = todo
+        if progress and todo and is_main:
+            from tqdm.auto import tqdm
 
-        desc = f"construct {name}" + (f" (rank 0 of {dist_info.world_size})" if distributed else "")
-        iterator = tqdm(todo, desc=desc, unit="shard", leave=False)
-    for i in iterator:
-        s0 = time.perf_counter()
-        start, stop = writer.shard_range(i)
-        xs, ys = x[start:stop], y[start:stop]
-        idx = torch.arange(start, stop)
-        out = make_shard(i, xs, ys, idx, shard_generator(seed, i))
-        x_new = out.x.detach().float().cpu()
-        y_new = out.y.detach().cpu().to(torch.int64)
-        x_stored = quantize(x_new.clamp(0, 1), storage)
-        aux = {k: v.detach().cpu() for k, v in out.aux.items()}
-        if assess is not None:
-            aux.update({k: v.detach().cpu() for k, v in assess(x_stored, xs.cpu(), ys.cpu(), y_new).items()})
-        seconds = time.perf_counter() - s0
-        entry = writer.write_shard(i, x_stored, y_new, aux, wall_seconds=seconds)
-        build_seconds += seconds
-        built_examples += stop - start
-        built.append(i)
-        if on_shard is not None:
-            on_shard(i, entry)
-    if not distributed:
-        metrics = summarize_aux(writer)
-        ips = built_examples / build_seconds if build_seconds > 0 else None
-        extra = {"build": {"images_per_second_last_call": ips, "shards_built_last_call": len(built),
-                           "shards_reused_last_call": len(done)}}
-        manifest = writer.finalize(metrics=metrics, extra=extra)
-    else:
-        manifest, ips = _finalize_distributed(writer, dist_info, built_examples=built_examples,
-                                              build_seconds=build_seconds, built=len(built), reused=len(done))
-    return ConstructionResult(
-        root=Path(root), manifest=manifest, built_shards=tuple(built), reused_shards=tuple(sorted(done)),
-        wall_seconds=time.perf_counter() - t0, images_per_second=ips,
-    )
+            desc = f"construct {name}" + (f" (rank 0 of {dist_info.world_size})" if distributed else "")
+            iterator = tqdm(todo, desc=desc, unit="shard", leave=False)
+        for i in iterator:
+            s0 = time.perf_counter()
+            start, stop = writer.shard_range(i)
+            xs, ys = x[start:stop], y[start:stop]
+            idx = torch.arange(start, stop)
+            out = make_shard(i, xs, ys, idx, shard_generator(seed, i))
+            x_new = out.x.detach().float().cpu()
+            y_new = out.y.detach().cpu().to(torch.int64)
+            x_stored = quantize(x_new.clamp(0, 1), storage)
+            aux = {k: v.detach().cpu() for k, v in out.aux.items()}
+            if assess is not None:
+                aux.update({k: v.detach().cpu() for k, v in assess(x_stored, xs.cpu(), ys.cpu(), y_new).items()})
+            seconds = time.perf_counter() - s0
+            entry = writer.write_shard(i, x_stored, y_new, aux, wall_seconds=seconds)
+            build_seconds += seconds
+            built_examples += stop - start
+            built.append(i)
+            if on_shard is not None:
+                on_shard(i, entry)
+        if not distributed:
+            metrics = summarize_aux(writer)
+            ips = built_examples / build_seconds if build_seconds > 0 else None
+            extra = {"build": {"images_per_second_last_call": ips, "shards_built_last_call": len(built),
+                               "shards_reused_last_call": len(done)}}
+            manifest = writer.finalize(metrics=metrics, extra=extra)
+        else:
+            manifest, ips = _finalize_distributed(writer, dist_info, built_examples=built_examples,
+                                                  build_seconds=build_seconds, built=len(built), reused=len(done))
+        return ConstructionResult(
+            root=Path(root), manifest=manifest, built_shards=tuple(built), reused_shards=tuple(sorted(done)),
+            wall_seconds=time.perf_counter() - t0, images_per_second=ips,
+        )
 
 
 def _finalize_distributed(writer: ShardedDatasetWriter, info: Any, *, built_examples: int, build_seconds: float,

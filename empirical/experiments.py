@@ -22,19 +22,21 @@ Each experiment writes one JSON record (``fig2.json``, ``table1.json``, ``fig3.j
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
 import math
 import shutil
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from empirical.construct import RepresentationConfig, TargetedConfig
+from empirical.construct import KINDS, RepresentationConfig, TargetedConfig
 from empirical.transfer import TransferConfig
+from robust_features import checks as C
 from robust_features.records import atomic_write_json, to_jsonable, utc_now, write_record
 
 # ---------------------------------------------------------------------------------------------
@@ -99,19 +101,22 @@ class Recipe:
     def __post_init__(self) -> None:
         from empirical.precision import check_precision
 
+        C.positive_int("epochs", self.epochs)
+        C.positive_int("batch_size", self.batch_size)
+        C.positive_float("lr", self.lr)
+        C.one_of("schedule", self.schedule, ("onecycle", "step", "constant"), what="a schedule")
+        C.one_of("optimizer", self.optimizer, ("sgd", "adam"), what="an optimizer")
+        C.in_range("momentum", self.momentum, 0.0, 1.0, hi_open=True)
+        C.non_negative_float("weight_decay", self.weight_decay)
+        C.in_range("label_smoothing", self.label_smoothing, 0.0, 1.0, hi_open=True)
+        C.non_negative_int("crop_padding", self.crop_padding)
+        C.boolean("flip", self.flip)
+        C.one_of("adv_norm", self.adv_norm, ("l2", "linf"), what="a threat model")
+        C.optional_positive_float("adv_eps", self.adv_eps, none=" (None = standard training)")
+        C.positive_int("adv_steps", self.adv_steps)
+        C.optional_positive_float("adv_step_size", self.adv_step_size, none=" (None = 2.5*eps/steps)")
         check_precision(self.precision)
-        if not isinstance(self.epochs, int) or self.epochs < 1:
-            raise ValueError(f"epochs={self.epochs!r} must be a positive integer")
-        if not isinstance(self.batch_size, int) or self.batch_size < 1:
-            raise ValueError(f"batch_size={self.batch_size!r} must be a positive integer")
-        if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
-            raise ValueError(f"lr={self.lr!r} must be a positive finite number")
-        if self.schedule not in ("onecycle", "step", "constant"):
-            raise ValueError(f"schedule={self.schedule!r} is not a schedule; valid: onecycle, step, constant")
-        if self.optimizer not in ("sgd", "adam"):
-            raise ValueError(f"optimizer={self.optimizer!r} is not an optimizer; valid: sgd, adam")
-        if self.adv_eps is not None and not (self.adv_eps > 0):
-            raise ValueError(f"adv_eps={self.adv_eps!r} must be positive (or None for standard training)")
+        C.optional_boolean("channels_last", self.channels_last, none=" (None = on CUDA only)")
 
     def to_train_config(self, seed: int) -> Any:
         from empirical.data import Augment
@@ -154,11 +159,15 @@ class EvalConfig:
         from empirical.autoattack import ATTACKS, SUITES
         from empirical.precision import check_precision
 
-        if self.norm not in ("l2", "linf"):
-            raise ValueError(f"norm={self.norm!r} is not a threat model; valid: l2, linf")
-        if not self.eps > 0:
-            raise ValueError(f"eps={self.eps!r} must be positive")
+        C.one_of("norm", self.norm, ("l2", "linf"), what="a threat model")
+        C.positive_float("eps", self.eps)
+        for name in ("paper_steps", "strong_steps", "strong_restarts", "batch_size"):
+            C.positive_int(name, getattr(self, name))
+        C.optional_positive_int("n_robust", self.n_robust, none=" (None = the whole test set)")
         check_precision(self.precision, name="eval.precision")
+        if isinstance(self.suite, str) or not isinstance(self.suite, (tuple, list)):
+            raise ValueError(f"eval.suite={self.suite!r} must be a list of attacks or a suite name, e.g. "
+                             f"{', '.join(ATTACKS)} or {', '.join(SUITES)}")
         suite = tuple(self.suite)
         if len(suite) == 1 and suite[0] in SUITES:
             suite = SUITES[suite[0]]
@@ -166,11 +175,11 @@ class EvalConfig:
         if bad:
             raise ValueError(f"eval.suite={tuple(self.suite)!r} holds {', '.join(map(repr, bad))}; valid attacks: "
                              f"{', '.join(ATTACKS)}, or a suite name: {', '.join(SUITES)}")
+        if len(set(suite)) != len(suite):
+            raise ValueError(f"eval.suite={tuple(self.suite)!r} names an attack twice")
         object.__setattr__(self, "suite", suite)
         for name in ("apgd_steps", "apgd_targets", "square_queries"):
-            v = getattr(self, name)
-            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-                raise ValueError(f"eval.{name}={v!r} must be a positive integer")
+            C.positive_int(f"eval.{name}", getattr(self, name))
 
     def pgd_part(self) -> dict[str, Any]:
         """The fields the PGD evaluations depend on (the suite has its own cache key)."""
@@ -232,6 +241,15 @@ class Targets:
     dnr_clean_min: float | None = None
     dnr_robust_max: float | None = None
 
+    def __post_init__(self) -> None:
+        for name in ("d_rand_min", "d_det_min", "std_clean_min", "adv_clean_min", "adv_robust_min", "dr_clean_min",
+                     "dr_robust_min", "dnr_clean_min", "dnr_robust_max"):     # accuracies, percent
+            C.in_range(name, getattr(self, name), 0.0, 100.0, optional=True)
+        for name in ("dr_gap_points_min", "dnr_above_std_max"):              # differences, points
+            C.in_range(name, getattr(self, name), -100.0, 100.0, optional=True)
+        C.finite("dr_gap_fraction_min", self.dr_gap_fraction_min, optional=True)
+        C.int_at_least("trend_min_archs", self.trend_min_archs, 2)   # a rank correlation needs two points
+
 
 @dataclass(frozen=True)
 class ExperimentConfig:
@@ -261,18 +279,54 @@ class ExperimentConfig:
     expected_runtime: str = ""
 
     def __post_init__(self) -> None:
-        from empirical.models import parse_arch
+        validate_config(self)
 
-        if not self.fig3_archs:
-            raise ValueError("fig3_archs must name at least one architecture")
-        for a in (self.arch, *self.fig3_archs):
+
+_NAME_RE = r"[A-Za-z0-9][A-Za-z0-9._-]*"
+
+
+def validate_config(cfg: ExperimentConfig) -> None:
+    """Check every field of ``cfg`` that the nested configs do not check themselves (they validate
+    on construction): types, ranges, names; one ``ValueError`` line naming the first bad field."""
+    import re
+
+    from empirical.data import check_dataset_spec
+    from empirical.models import parse_arch
+
+    if not isinstance(cfg.name, str) or not re.fullmatch(_NAME_RE, cfg.name):
+        raise ValueError(f"name={cfg.name!r} must be a folder name (letters, digits, '.', '_', '-'; it names "
+                         "OUT_DIR/<name>)")
+    try:
+        check_dataset_spec(cfg.data)
+    except ValueError as exc:
+        raise ValueError(f"data={cfg.data!r}: {exc}") from None
+    for key, cls in _NESTED.items():
+        if not isinstance(getattr(cfg, key), cls):
+            raise ValueError(f"{key}={getattr(cfg, key)!r} must be a {cls.__name__} (set its fields as {key}.KEY)")
+    try:
+        parse_arch(cfg.arch)
+    except ValueError as exc:
+        raise ValueError(f"arch={cfg.arch!r}: {exc}") from None
+    archs = cfg.fig3_archs
+    if not isinstance(archs, tuple) or not all(isinstance(a, str) for a in archs):
+        raise ValueError(f"fig3_archs={archs!r} must be a list of architecture specs, e.g. mlp,cnn_small")
+    if not archs:
+        raise ValueError("fig3_archs=() must name at least one architecture")
+    for a in archs:
+        try:
             parse_arch(a)
-        for name in ("n_train", "n_test"):
-            v = getattr(self, name)
-            if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
-                raise ValueError(f"{name}={v!r} must be a positive integer or None (all)")
-        if not isinstance(self.subset_seed, int) or isinstance(self.subset_seed, bool) or self.subset_seed < 0:
-            raise ValueError(f"subset_seed={self.subset_seed!r} must be a non-negative integer")
+        except ValueError as exc:
+            raise ValueError(f"fig3_archs entry {a!r}: {exc}") from None
+    slugs = [arch_slug(a) for a in archs]
+    if len(set(slugs)) != len(slugs):
+        raise ValueError(f"fig3_archs={archs!r} names an architecture twice")
+    C.optional_str("data_root", cfg.data_root)
+    for name in ("n_train", "n_test"):
+        C.optional_positive_int(name, getattr(cfg, name), none=" (None = all)")
+    C.seed("subset_seed", cfg.subset_seed)
+    C.seed("seed", cfg.seed)
+    C.text("notes", cfg.notes)
+    C.text("expected_runtime", cfg.expected_runtime)
 
 
 _NESTED = {"std": Recipe, "adv": Recipe, "on_dr": Recipe, "on_dnr": Recipe, "on_drand": Recipe,
@@ -290,43 +344,90 @@ def valid_keys(cfg: ExperimentConfig) -> list[str]:
     return keys
 
 
-def _coerce(value: Any, current: Any, key: str) -> Any:
-    if isinstance(value, str) and not isinstance(current, str):
+def _field_type(cls: type, name: str) -> tuple[Any, bool]:
+    """The declared type of ``cls.name`` without ``None``, and whether ``None`` is allowed."""
+    import types
+    import typing
+
+    hint = typing.get_type_hints(cls)[name]
+    args = typing.get_args(hint)
+    if typing.get_origin(hint) in (typing.Union, types.UnionType) and type(None) in args:
+        rest = [t for t in args if t is not type(None)]
+        return (rest[0] if len(rest) == 1 else hint), True
+    return hint, False
+
+
+def _coerce(value: Any, cls: type, name: str, key: str) -> Any:
+    """A ``--set`` string or TOML value for field ``name`` of ``cls``, parsed by the field's declared
+    type (the value is checked by the config's own validation afterwards)."""
+    import typing
+
+    base, optional = _field_type(cls, name)
+    is_tuple = typing.get_origin(base) is tuple
+    if isinstance(value, str):
         text = value.strip()
-        if text.lower() in ("none", "null"):
+        if optional and text.lower() in ("none", "null"):
             return None
-        if isinstance(current, bool):
+        if base is str:
+            return value
+        if base is bool:
             if text.lower() in ("true", "1", "yes"):
                 return True
             if text.lower() in ("false", "0", "no"):
                 return False
             raise ValueError(f"{key}={value!r} must be true or false")
-        if isinstance(current, tuple):
+        if is_tuple:
             return tuple(s.strip() for s in text.split(",") if s.strip())
-        if isinstance(current, int) or (current is None and text.lstrip("-").isdigit()):
+        if base in (int, float):
+            if base is int:
+                try:
+                    return int(text)
+                except ValueError:
+                    pass                     # 1.7 is parsed, then refused as "must be an integer"
             try:
-                return int(text)
-            except ValueError:
-                pass
-        try:
-            if "/" in text:
-                num, den = text.split("/")
-                return float(num) / float(den)
-            return float(text)
-        except ValueError:
-            raise ValueError(f"{key}={value!r} is not a number") from None
-    if isinstance(current, tuple) and isinstance(value, list):
+                if "/" in text:
+                    num, den = text.split("/")
+                    if float(den) == 0:
+                        raise ValueError(f"{key}={value!r} divides by zero")
+                    return float(num) / float(den)
+                return float(text)
+            except ValueError as exc:
+                if "divides by zero" in str(exc):
+                    raise
+                raise ValueError(f"{key}={value!r} is not a number") from None
+        return value
+    if is_tuple and isinstance(value, list):
         return tuple(value)
-    if isinstance(current, float) and isinstance(value, int) and not isinstance(value, bool):
+    if base is float and C.is_int(value):
         return float(value)
     return value
+
+
+def _prefixed(key: str, cls: type, exc: ValueError) -> ValueError:
+    """``epochs=0 must be ...`` raised by a nested config -> ``std.epochs=0 must be ...``."""
+    msg = str(exc)
+    head = msg.split("=", 1)[0].split(" ", 1)[0]
+    if head in {f.name for f in fields(cls)}:
+        return ValueError(f"{key}.{msg}")
+    return exc
+
+
+def _nested(key: str, cls: type, build: Any) -> Any:
+    try:
+        return build()
+    except TypeError as exc:             # e.g. a TOML table with a key the config does not have
+        raise ValueError(f"{key}: {exc}") from None
+    except ValueError as exc:
+        raise _prefixed(key, cls, exc) from None
 
 
 def with_overrides(cfg: ExperimentConfig, overrides: Mapping[str, Any]) -> ExperimentConfig:
     """Apply dotted-key overrides (``{"targeted.eps": 0.5, "std.epochs": 3}``); unknown keys raise.
 
     Values may be strings (from ``--set key=value``; fractions like ``8/255`` are parsed, never
-    ``eval``-ed) or TOML values; nested TOML tables are flattened first.
+    ``eval``-ed) or TOML values; nested TOML tables are flattened first. Strings are parsed by the
+    field's declared type; every resulting field is validated (:func:`validate_config`), so a bad
+    value fails here, before any stage runs, with its dotted key named.
     """
     flat: dict[str, Any] = {}
 
@@ -348,11 +449,11 @@ def with_overrides(cfg: ExperimentConfig, overrides: Mapping[str, Any]) -> Exper
     for k, v in flat.items():
         if "." in k:
             outer, inner = k.split(".", 1)
-            nested.setdefault(outer, {})[inner] = _coerce(v, getattr(getattr(cfg, outer), inner), k)
+            nested.setdefault(outer, {})[inner] = _coerce(v, _NESTED[outer], inner, k)
         else:
-            top[k] = _coerce(v, getattr(cfg, k), k)
+            top[k] = _coerce(v, ExperimentConfig, k, k)
     for outer, changes in nested.items():
-        top[outer] = replace(getattr(cfg, outer), **changes)
+        top[outer] = _nested(outer, _NESTED[outer], lambda: replace(getattr(cfg, outer), **changes))
     return replace(cfg, **top)
 
 
@@ -364,7 +465,11 @@ def config_from_dict(d: Mapping[str, Any]) -> ExperimentConfig:
             continue
         v = d[f.name]
         if f.name in _NESTED:
-            kw[f.name] = _NESTED[f.name](**{k: (tuple(x) if isinstance(x, list) else x) for k, x in v.items()})
+            cls = _NESTED[f.name]
+            if not isinstance(v, Mapping):
+                raise ValueError(f"{f.name}={v!r} must be a table of {cls.__name__} fields")
+            kw[f.name] = _nested(f.name, cls, lambda: cls(**{k: (tuple(x) if isinstance(x, list) else x)
+                                                            for k, x in v.items()}))
         elif isinstance(v, list):
             kw[f.name] = tuple(v)
         else:
@@ -401,6 +506,12 @@ class Workspace:
     ``dist_info`` (:mod:`empirical.distributed`, under ``torchrun``) splits the dataset
     constructions across ranks; models are always trained in one process (rank 0 trains a
     missing model while the other ranks wait, see ``robust-features construct``).
+
+    A constructed dataset is never replaced behind the user's back: a folder built with other
+    settings (or from another source model, or another base dataset) is refused with the
+    differing fields named, unless ``overwrite`` is set (``--overwrite``), which deletes and
+    rebuilds it. :meth:`writing` holds the workspace's lock, runs that check for the datasets a
+    command will use before anything is written, and then saves ``resolved_config.json``.
     """
 
     cfg: ExperimentConfig
@@ -408,6 +519,7 @@ class Workspace:
     device: str = "cpu"
     progress: bool = False
     dist_info: Any = None
+    overwrite: bool = False
     timings: dict[str, dict[str, Any]] = field(default_factory=dict)
     _data: Any = None
     _models: dict[str, Any] = field(default_factory=dict)
@@ -491,8 +603,7 @@ class Workspace:
         else:
             ds = self.dataset(train_on)
             x, y, upstream = ds.x, ds.y, ds.content_sha256
-        key = stable_hash({"arch": arch, "recipe": recipe, "seed": seed, "train_on": train_on,
-                           "upstream": upstream, "num_classes": d.num_classes})
+        key = self._model_key(arch=arch, recipe=recipe, seed=seed, train_on=train_on, upstream=upstream)
         folder = self.root / "models" / name
         stage = folder / "stage.json"
         t0 = time.perf_counter()
@@ -539,8 +650,106 @@ class Workspace:
                    images_per_second=recipe.epochs * int(x.shape[0]) / max(time.perf_counter() - t0, 1e-9))
         return model
 
+    def _model_key(self, *, arch: str, recipe: Recipe, seed: int, train_on: str, upstream: str) -> str:
+        return stable_hash({"arch": arch, "recipe": recipe, "seed": seed, "train_on": train_on,
+                            "upstream": upstream, "num_classes": self.data().num_classes})
+
     def model_sha256(self, name: str) -> str:
         return self._model_hash[name]
+
+    # ---- reuse checks and the workspace lock
+    def _construction(self, kind: str) -> tuple[str, Any, dict[str, Any]]:
+        """(source model name, its recipe, the base dataset's identity) of dataset ``kind``."""
+        if kind not in KINDS:
+            raise ValueError(f"kind={kind!r} is not a construction; valid: {', '.join(KINDS)}")
+        d = self.data()
+        source_name = "robust" if kind == "D_R" else "standard"
+        recipe = self.cfg.adv if kind == "D_R" else self.cfg.std
+        base = {"dataset": d.name, "sha256": self.data_sha256, "n": int(d.y_train.shape[0])}
+        return source_name, recipe, base
+
+    def dataset_differences(self, kind: str, manifest: Mapping[str, Any], *,
+                            source_sha256: str | None = None) -> list[str]:
+        """How the dataset in ``manifest`` differs from what this config builds for ``kind``:
+        ``["targeted.eps 1.0 -> 0.9", ...]`` ([] = the same). The source model's checkpoint is
+        compared when ``source_sha256`` is given (it is known once the model is trained)."""
+        source_name, _, base = self._construction(kind)
+        prefix, rc = ("rep", self.cfg.rep) if kind in ("D_R", "D_NR") else ("targeted", self.cfg.targeted)
+        settings = manifest.get("settings", {}) or {}
+        out = [f"{prefix}.{k} {settings.get(k)!r} -> {v!r}" for k, v in to_jsonable(asdict(rc)).items()
+               if settings.get(k) != v]
+        old_base = settings.get("base", {}) or {}
+        labels = {"dataset": "base dataset", "sha256": "base dataset sha256", "n": "base dataset size"}
+        short = lambda v: f"{v[:12]}..." if isinstance(v, str) and len(v) > 16 else repr(v)  # noqa: E731
+        out += [f"{labels.get(k, 'base ' + k)} {short(old_base.get(k))} -> {short(v)}"
+                for k, v in to_jsonable(base).items() if old_base.get(k) != v]
+        src = manifest.get("source", {}) or {}
+        if src.get("model", source_name) != source_name:
+            out.append(f"source model {src.get('model')!r} -> {source_name!r}")
+        if src.get("arch") != self.cfg.arch:
+            out.append(f"arch (the source model's) {src.get('arch')!r} -> {self.cfg.arch!r}")
+        if source_sha256 is not None and src.get("checkpoint_sha256") != source_sha256:
+            out.append(f"source model checkpoint sha256 {str(src.get('checkpoint_sha256'))[:12]}... -> "
+                       f"{source_sha256[:12]}... (models/{source_name} was retrained)")
+        return out
+
+    def _refuse_dataset(self, kind: str, folder: Path, diffs: Sequence[str]) -> ValueError:
+        return ValueError(f"{folder} holds a {kind} built with other settings ({'; '.join(diffs)}); it is kept: use "
+                          "another --out-dir, or --overwrite to delete and rebuild it")
+
+    def check_reuse(self, kinds: Sequence[str]) -> None:
+        """Before a command writes anything: refuse (``ValueError`` naming the differing fields) if a
+        dataset folder of ``kinds`` holds a construction this config would not build, or if its
+        source model would be retrained under another recipe (which would replace it later).
+        Nothing to refuse with ``overwrite``, or when no such folder exists yet."""
+        if self.overwrite:
+            return
+        from empirical.shards import read_manifest
+
+        for kind in dict.fromkeys(kinds):
+            folder = self.root / "datasets" / kind
+            if not (folder / "manifest.json").is_file():
+                continue
+            try:
+                manifest = read_manifest(folder)
+            except ValueError as exc:
+                raise ValueError(f"{exc}; it is kept: use another --out-dir, or --overwrite to delete and "
+                                 "rebuild it") from None
+            source_name, recipe, _ = self._construction(kind)
+            diffs = self.dataset_differences(kind, manifest)
+            stage = self.root / "models" / source_name / "stage.json"
+            if not diffs and stage.is_file():
+                info = json.loads(stage.read_text())
+                key = self._model_key(arch=self.cfg.arch, recipe=recipe, seed=self.cfg.seed, train_on="D",
+                                      upstream=self.data_sha256)
+                if info.get("key") != key:
+                    field_ = "adv" if source_name == "robust" else "std"
+                    old = info.get("recipe") or {}
+                    diffs = [f"{field_}.{k} {old.get(k)!r} -> {v!r}" for k, v in to_jsonable(recipe).items()
+                             if k in old and old.get(k) != v]
+                    if info.get("seed") != self.cfg.seed:
+                        diffs.append(f"seed {info.get('seed')!r} -> {self.cfg.seed!r}")
+                    if info.get("arch") != self.cfg.arch:
+                        diffs.append(f"arch {info.get('arch')!r} -> {self.cfg.arch!r}")
+                    diffs = [f"its source model models/{source_name} would be retrained: "
+                             + (", ".join(diffs) or "its training inputs changed")]
+                elif info.get("sha256") != manifest.get("source", {}).get("checkpoint_sha256"):
+                    diffs = [f"it was built from another checkpoint of models/{source_name}"]
+            if diffs:
+                raise self._refuse_dataset(kind, folder, diffs)
+
+    @contextlib.contextmanager
+    def writing(self, kinds: Sequence[str] = ()) -> Iterator[Workspace]:
+        """Hold the workspace's lock (rank 0 under torchrun; a second writer is refused naming the
+        process that holds it), refuse reusing ``kinds``' datasets built otherwise
+        (:meth:`check_reuse`), and only then write ``resolved_config.json``."""
+        from robust_features.locks import rank0_lock
+
+        with rank0_lock(self.root, self.dist_info, purpose=f"workspace {self.cfg.name}"):
+            self.check_reuse(kinds)
+            if self.dist_info is None or self.dist_info.is_main:
+                atomic_write_json(self.root / "resolved_config.json", self.cfg)
+            yield self
 
     # ---- constructed datasets
     def dataset(self, kind: str) -> Any:
@@ -551,18 +760,16 @@ class Workspace:
         from empirical.shards import load_constructed, read_manifest, verify_constructed
 
         cfg, d = self.cfg, self.data()
-        source_name = "robust" if kind == "D_R" else "standard"
+        source_name, _, base = self._construction(kind)
         source_model = self.source_model(source_name)
         source = {"model": source_name, "arch": cfg.arch, "checkpoint_sha256": self.model_sha256(source_name)}
-        base = {"dataset": d.name, "sha256": self.data_sha256, "n": int(d.y_train.shape[0])}
         folder = self.root / "datasets" / kind
         t0 = time.perf_counter()
         stale = False
         if (folder / "manifest.json").is_file():
             m = read_manifest(folder)
-            same = m.get("source") == to_jsonable(source) and m.get("settings", {}).get("base") == to_jsonable(base)
-            rc = cfg.rep if kind in ("D_R", "D_NR") else cfg.targeted
-            same = same and all(m.get("settings", {}).get(k) == v for k, v in to_jsonable(asdict(rc)).items())
+            diffs = self.dataset_differences(kind, m, source_sha256=source["checkpoint_sha256"])
+            same = not diffs
             if same and m.get("complete"):
                 try:
                     verify_constructed(folder)
@@ -574,7 +781,9 @@ class Workspace:
                 except (ValueError, FileNotFoundError) as exc:
                     self.log(f"dataset {kind}: {exc}; resuming/rebuilding damaged shards")
             elif not same:
-                self.log(f"dataset {kind}: built with other settings or source model; rebuilding")
+                if not self.overwrite:     # every rank reads the same manifest, so every rank refuses
+                    raise self._refuse_dataset(kind, folder, diffs)
+                self.log(f"dataset {kind}: built with other settings ({'; '.join(diffs)}); --overwrite: rebuilding")
                 stale = True
         distributed = self.dist_info is not None and self.dist_info.is_distributed
         if distributed:  # every rank has looked at the folder before anyone changes it

@@ -457,19 +457,27 @@ def write_report(root: Path, cfg: ExperimentConfig, fig2: dict, table1: dict, fi
 # the chain
 # ---------------------------------------------------------------------------------------------
 def run_reproduce(cfg: ExperimentConfig, *, out_dir: str | Path, device: str = "cpu", progress: bool = False,
-                  figures: bool = True) -> dict[str, Any]:
+                  figures: bool = True, overwrite: bool = False) -> dict[str, Any]:
     """Run (or resume) the whole chain for ``cfg`` under ``out_dir/<cfg.name>``; return the record.
 
-    Writes ``constructions.json``, ``fig2.json``, ``table1.json``, ``fig3.json``,
-    ``reproduce.json`` (per-stage wall time, images/s per construction, claims), ``report.md``
-    and the figures (``figures/``).
+    Holds the folder's lock for the whole run (a second writer is refused), refuses to reuse a
+    dataset folder built with other settings unless ``overwrite`` (then it is rebuilt), and writes
+    ``resolved_config.json`` once that check has passed; then ``constructions.json``,
+    ``fig2.json``, ``table1.json``, ``fig3.json``, ``reproduce.json`` (per-stage wall time,
+    images/s per construction, claims), ``report.md`` and the figures (``figures/``).
     """
+    ws = Workspace(cfg=cfg, root=Path(out_dir) / cfg.name, device=str(device), progress=progress,
+                   overwrite=overwrite)
+    with ws.writing(("D_R", "D_NR", "D_rand", "D_det")):
+        return _run_chain(ws, figures=figures)
+
+
+def _run_chain(ws: Workspace, *, figures: bool) -> dict[str, Any]:
     import torch
 
     started, t0 = utc_now(), time.perf_counter()
-    root = Path(out_dir) / cfg.name
+    cfg, root, device = ws.cfg, ws.root, ws.device
     torch.manual_seed(cfg.seed)
-    ws = Workspace(cfg=cfg, root=root, device=str(device), progress=progress)
     constructions = run_constructions(ws)
     fig2 = run_fig2(ws)
     table1 = run_table1(ws)

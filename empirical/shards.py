@@ -166,6 +166,18 @@ def decode_shard(data: bytes, *, where: str = "shard") -> dict[str, np.ndarray]:
     return out
 
 
+def _differences(old: Mapping[str, Any], new: Mapping[str, Any], prefix: str = "") -> list[str]:
+    """``["settings.eps 1.0 -> 0.9", ...]``: the leaves where two JSON mappings differ."""
+    out: list[str] = []
+    for k in dict.fromkeys([*new, *old]):
+        a, b = old.get(k), new.get(k)
+        if isinstance(a, Mapping) and isinstance(b, Mapping):
+            out += _differences(a, b, f"{prefix}{k}.")
+        elif a != b:
+            out.append(f"{prefix}{k} {a!r} -> {b!r}")
+    return out
+
+
 # --------------------------------------------------------------------------------------------
 # writer (resumable)
 # --------------------------------------------------------------------------------------------
@@ -213,10 +225,11 @@ class ShardedDatasetWriter:
             old = json.loads(path.read_text())
             old_identity = {k: old.get(k) for k in identity}
             if old_identity != to_jsonable(identity):
-                diffs = [k for k in identity if to_jsonable(identity[k]) != old_identity.get(k)]
+                diffs = _differences(old_identity, to_jsonable(identity))
                 raise ValueError(
-                    f"{self.root} already holds a dataset built with different {', '.join(diffs)}; "
-                    "use another folder, or delete it to rebuild"
+                    f"{self.root} already holds a dataset built with different "
+                    f"{', '.join(dict.fromkeys(d.split(' ', 1)[0].split('.', 1)[0] for d in diffs))} "
+                    f"({'; '.join(diffs)}); use another folder, or delete it to rebuild"
                 )
         elif self.write_manifest:
             atomic_write_json(path, {**identity, "complete": False})

@@ -58,6 +58,7 @@ from empirical.attacks import NORMS, fgsm_rs, pgd
 from empirical.data import Augment, Loader, _mix_seed, check_images
 from empirical.distributed import DistInfo, barrier, init_distributed, reduce_sums, shard_range
 from empirical.precision import autocast, check_precision
+from robust_features import checks as C
 from robust_features.records import atomic_write_bytes, to_jsonable
 
 SCHEDULES: tuple[str, ...] = ("onecycle", "step", "constant")
@@ -69,12 +70,13 @@ def parse_fraction(text: str | float | int, name: str = "eps") -> float:
     """Parse ``0.5``, ``"0.5"`` or ``"8/255"`` into a float without ``eval``."""
     if isinstance(text, bool):
         raise ValueError(f"{name}={text!r} is not a number")
-    if isinstance(text, (int, float)):
-        return float(text)
     try:
-        return float(Fraction(str(text).strip()))
-    except (ValueError, ZeroDivisionError):
-        raise ValueError(f"{name}={text!r} is not a number or fraction such as 0.5 or 8/255") from None
+        value = float(text) if isinstance(text, (int, float)) else float(Fraction(str(text).strip()))
+    except (ValueError, ZeroDivisionError, OverflowError):
+        value = math.nan
+    if not math.isfinite(value):
+        raise ValueError(f"{name}={text!r} is not a number or fraction such as 0.5 or 8/255")
+    return value
 
 
 @dataclass(frozen=True)
@@ -143,38 +145,31 @@ class TrainConfig:
     co_probe_steps: int = 10
 
     def __post_init__(self) -> None:
-        def pos_int(name: str) -> None:
-            v = getattr(self, name)
-            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-                raise ValueError(f"{name}={v!r} must be a positive integer")
-
         for n in ("epochs", "batch_size", "adv_steps", "co_probe_size", "co_probe_steps"):
-            pos_int(n)
-        if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
-            raise ValueError(f"lr={self.lr!r} must be a positive finite number")
-        if not 0 <= self.momentum < 1:
-            raise ValueError(f"momentum={self.momentum!r} must lie in [0, 1)")
-        if self.weight_decay < 0:
-            raise ValueError(f"weight_decay={self.weight_decay!r} must be >= 0")
-        if self.schedule not in SCHEDULES:
-            raise ValueError(f"schedule={self.schedule!r} is not a schedule; valid: {', '.join(SCHEDULES)}")
-        if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"optimizer={self.optimizer!r} is not an optimizer; valid: {', '.join(OPTIMIZERS)}")
-        if self.adv_method not in ADV_METHODS:
-            raise ValueError(f"adv_method={self.adv_method!r} is not valid; valid: {', '.join(ADV_METHODS)}")
-        if not 0 <= self.label_smoothing < 1:
-            raise ValueError(f"label_smoothing={self.label_smoothing!r} must lie in [0, 1)")
-        if self.adv_step_size is not None and not (self.adv_step_size > 0):
-            raise ValueError(f"adv_step_size={self.adv_step_size!r} must be positive (or None for 2.5*eps/steps)")
-        if not 0 <= self.warmup_frac < 1:
-            raise ValueError(f"warmup_frac={self.warmup_frac!r} must lie in [0, 1)")
-        if any(not 0 < m < 1 for m in self.step_milestones):
+            C.positive_int(n, getattr(self, n))
+        C.positive_float("lr", self.lr)
+        C.in_range("momentum", self.momentum, 0.0, 1.0, hi_open=True)
+        for n in ("nesterov", "compile", "co_guard"):
+            C.boolean(n, getattr(self, n))
+        C.non_negative_float("weight_decay", self.weight_decay)
+        C.one_of("schedule", self.schedule, SCHEDULES, what="a schedule")
+        C.one_of("optimizer", self.optimizer, OPTIMIZERS, what="an optimizer")
+        C.one_of("adv_method", self.adv_method, ADV_METHODS, what="an adversarial training method")
+        C.in_range("label_smoothing", self.label_smoothing, 0.0, 1.0, hi_open=True)
+        if self.augment is not None and not isinstance(self.augment, Augment):
+            raise ValueError(f"augment={self.augment!r} must be an empirical.data.Augment or None")
+        if self.adv is not None and not isinstance(self.adv, ThreatModel):
+            raise ValueError(f"adv={self.adv!r} must be a ThreatModel (e.g. ThreatModel.parse('l2:0.5')) or None")
+        C.optional_positive_float("adv_step_size", self.adv_step_size, none=" (None = 2.5*eps/steps)")
+        C.seed("seed", self.seed)
+        C.in_range("warmup_frac", self.warmup_frac, 0.0, 1.0, hi_open=True)
+        if not isinstance(self.step_milestones, (tuple, list)) or any(
+                not C.is_number(m) or not 0 < m < 1 for m in self.step_milestones):
             raise ValueError(f"step_milestones={self.step_milestones!r} must be fractions in (0, 1)")
+        C.in_range("step_gamma", self.step_gamma, 0.0, 1.0, lo_open=True)
         check_precision(self.precision)
-        if self.channels_last not in (None, True, False):
-            raise ValueError(f"channels_last={self.channels_last!r} must be true, false or None (on CUDA only)")
-        if not 0 < self.co_tolerance <= 1:
-            raise ValueError(f"co_tolerance={self.co_tolerance!r} must lie in (0, 1]")
+        C.optional_boolean("channels_last", self.channels_last, none=" (None = on CUDA only)")
+        C.in_range("co_tolerance", self.co_tolerance, 0.0, 1.0, lo_open=True)
         object.__setattr__(self, "step_milestones", tuple(float(m) for m in self.step_milestones))
 
     @property
@@ -263,15 +258,19 @@ def fit(model: nn.Module, x_train: torch.Tensor, y_train: torch.Tensor, cfg: Tra
         out_dir: str | os.PathLike | None = None, eval_data: tuple[torch.Tensor, torch.Tensor] | None = None,
         resume: bool = True, progress: bool = True, dataset: str | None = None,
         on_epoch_end: Callable[[int, nn.Module], None] | None = None,
-        checkpoint_extra: dict[str, Any] | None = None, dist_info: DistInfo | None = None) -> TrainResult:
+        checkpoint_extra: dict[str, Any] | None = None, dist_info: DistInfo | None = None,
+        on_start: Callable[[int], None] | None = None) -> TrainResult:
     """Train ``model`` on (x_train, y_train) with ``cfg``; see the module docstring.
 
     ``eval_data`` = (x_test, y_test) adds clean test accuracy to each epoch's history line.
     ``on_epoch_end(epoch, model)`` runs after each epoch's updates, before the epoch is
     checkpointed (used by tests to interrupt a run); ``checkpoint_extra`` is merged into the
-    ``model.json`` sidecar (e.g. the data root and data seed). Returns a :class:`TrainResult`.
-    ``dist_info`` defaults to the torchrun environment (single process when not launched by
-    torchrun); under several ranks each global batch is split across them (module docstring).
+    ``model.json`` sidecar (e.g. the data root and data seed). ``on_start(first_epoch)`` runs
+    once the inputs and a resumed ``latest.pt`` have been checked, before the first epoch (the CLI
+    writes its ``resolved_config.json`` there, so a refused rerun leaves it untouched). Returns a
+    :class:`TrainResult`. ``dist_info`` defaults to the torchrun environment (single process when
+    not launched by torchrun); under several ranks each global batch is split across them (module
+    docstring).
     """
     t_start = time.perf_counter()
     check_images(x_train, "x_train")
@@ -340,6 +339,8 @@ def fit(model: nn.Module, x_train: torch.Tensor, y_train: torch.Tensor, cfg: Tra
         co_best = {"acc": float(ck["co_best_acc"]), "epoch": int(ck["co_best_epoch"]),
                    "state": ck.get("co_best_state")}
     resumed_from = start_epoch
+    if on_start is not None:
+        on_start(start_epoch)
 
     if guard:
         m = min(cfg.co_probe_size, n)

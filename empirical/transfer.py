@@ -14,7 +14,6 @@ the source's target label; untargeted success = the target's prediction changes 
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -40,18 +39,17 @@ class TransferConfig:
 
     def __post_init__(self) -> None:
         from empirical.precision import check_precision
+        from robust_features import checks as C
 
         check_precision(self.precision, name="transfer.precision")
-        if self.norm not in ("l2", "linf"):
-            raise ValueError(f"norm={self.norm!r} is not a threat model; valid: l2, linf")
+        C.one_of("norm", self.norm, ("l2", "linf"), what="a threat model")
         for name in ("eps", "step_size"):
-            v = getattr(self, name)
-            if not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
-                raise ValueError(f"{name}={v!r} must be a positive finite number")
+            C.positive_float(name, getattr(self, name))
+        for name in ("targeted", "random_start"):
+            C.boolean(name, getattr(self, name))
         for name in ("steps", "restarts", "n_examples", "batch_size"):
-            v = getattr(self, name)
-            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-                raise ValueError(f"{name}={v!r} must be a positive integer")
+            C.positive_int(name, getattr(self, name))
+        C.seed("seed", self.seed)
 
     def describe(self) -> str:
         kind = "targeted (y+1 mod C)" if self.targeted else "untargeted"

@@ -27,8 +27,19 @@ SUBCOMMAND_MODULES: tuple[str, ...] = (
 )
 
 
+class UsageError(ValueError):
+    """A command line argparse cannot parse; its message is one line (no usage block)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a bad command line gives one line naming the option, and no usage block."""
+
+    def error(self, message: str):  # type: ignore[override]
+        raise UsageError(f"{self.prog}: error: {message} (see {self.prog} --help)")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="robust-features",
         description=(
             "Toolkit for 'Adversarial Examples Are Not Bugs, They Are Features' "
@@ -60,16 +71,25 @@ def _error_message(exc: BaseException) -> str:
     return _one_line(exc)
 
 
+def _commands(parser: argparse.ArgumentParser) -> list[str]:
+    return [name for a in parser._actions if isinstance(a, argparse._SubParsersAction) for name in a.choices]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one subcommand. Bad input (``ValueError``, a refused pickle) and operating-system
     failures (``OSError``: a full or read-only disk, a permission, a file where a folder is needed)
     end in one line ``robust-features <cmd>: error: ...`` naming the value or path and what to do,
     exit status 2, no traceback; files already written stay (every write is atomic)."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except UsageError as exc:
+        print(exc, file=sys.stderr)
+        return 2
     func = getattr(args, "func", None)
     if func is None:
-        parser.print_help(sys.stderr)
+        print(f"robust-features: error: a command is required; valid: {', '.join(_commands(parser))} "
+              "(see robust-features --help)", file=sys.stderr)
         return 2
     saved_cache = os.environ.get(CACHE_ENV)
     try:

@@ -73,7 +73,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "all", help="the main job: theory report + simulations + the digits reproduction (CPU, ~3.5 min)",
         description="Run the theory report, the three simulations and `reproduce --preset digits` "
         "into one folder (see robust_features/cli_all.py).")
-    p.add_argument("--out-dir", required=True, help="folder for every record, figure and report")
+    from robust_features.checks import path_arg
+
+    p.add_argument("--out-dir", required=True, type=path_arg, help="folder for every record, figure and report")
     p.add_argument("--skip", action="append", default=[], choices=valid,
                    help="leave out a step (repeatable)")
     p.add_argument("--smoke", action="store_true",

@@ -31,9 +31,13 @@ def test_python_dash_m_works():
     assert robust_features.__version__ in out.stdout
 
 
-def test_no_subcommand_prints_help_and_fails(capsys):
+def test_no_subcommand_fails_with_one_line_naming_the_commands(capsys):
     assert main([]) == 2
-    assert "usage" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "a command is required; valid: theory, simulate, train" in err
+    assert main(["theory"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "a subcommand is required: report" in err
 
 
 def test_record_round_trip_keeps_numbers_as_numbers(tmp_path):

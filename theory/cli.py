@@ -16,10 +16,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     theory = subparsers.add_parser(
         "theory", help="Gaussian robust-features model (paper sec. 4): closed forms, fits, figures")
     sub = theory.add_subparsers(dest="theory_command", metavar="SUBCOMMAND")
-    theory.set_defaults(func=lambda args: (theory.print_help(), 2)[1])
+    theory.set_defaults(func=_missing_subcommand)
     report = sub.add_parser(
         "report", help="compute every theory number and figure into --out-dir (about 30 s on CPU)")
-    report.add_argument("--out-dir", type=Path, required=True, help="folder for the record and figures")
+    report.add_argument("--out-dir", type=_out_dir, required=True, help="folder for the record and figures")
     report.add_argument("--seed", type=int, default=0, help="sampling seed (default: %(default)s)")
     report.add_argument("--n-samples", type=int, default=20_000,
                         help="samples for the 2-D eps-ball fits (default: %(default)s)")
@@ -29,9 +29,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     report.set_defaults(func=_report)
 
 
+def _out_dir(text: str) -> Path:
+    if not text.strip():
+        raise argparse.ArgumentTypeError(f"must be a non-empty path, got {text!r}")
+    return Path(text)
+
+
+def _missing_subcommand(args: argparse.Namespace) -> int:
+    raise ValueError("a subcommand is required: report (see robust-features theory --help)")
+
+
 def _report(args: argparse.Namespace) -> int:
+    from robust_features import checks as C
     from theory.report import RECORD_NAME, ReportConfig, run_report
 
+    C.seed("--seed", args.seed)
     if args.n_samples < 100:
         raise ValueError(f"--n-samples={args.n_samples} must be >= 100")
     if args.sweep_samples < 100:

@@ -80,6 +80,10 @@ def parse_arch(spec: str) -> tuple[str, dict[str, Any]]:
                 opts[key] = text.strip()
         except ValueError:
             raise ValueError(f"architecture option {key}={text!r} of {name!r} must be like {_fmt(default)}") from None
+        # every integer option of the zoo is a width or growth rate: a count of channels or units
+        ints = opts[key] if isinstance(opts[key], tuple) else (opts[key],) if isinstance(opts[key], int) else ()
+        if any(v < 1 for v in ints) or (isinstance(opts[key], tuple) and not opts[key]):
+            raise ValueError(f"architecture option {key}={text!r} of {name!r} must be positive, like {_fmt(default)}")
     return name, opts
 
 

@@ -99,3 +99,84 @@ def test_trend_fit_recovers_a_planted_line_and_claims_are_judged_from_records():
     assert {k: v["met"] for k, v in claims.items()} == {
         "d_rand_accuracy_ge_50": True, "d_det_accuracy_ge_30": False, "d_r_robust_well_above_standard": True,
         "d_nr_robust_not_above_standard": True, "transfer_rises_with_d_det_accuracy": True}
+
+
+def _bad_values(cls, name):
+    """Values no field of this declared type accepts: wrong types, NaN, negative counts, ..."""
+    from empirical.experiments import _field_type
+
+    base, _ = _field_type(cls, name)
+    if base is bool:
+        return ["2", 2, "maybe"]
+    if base is int:
+        return ["-1", -1, "1.5", 1.5, True, "abc"]
+    if base is float:
+        return ["nan", float("inf"), "abc", True, "1/0"]
+    if base is str:
+        return [5, True]
+    return [5, "bogus-entry"]          # tuples: fig3_archs, eval.suite
+
+
+def test_every_config_field_rejects_bad_values_with_one_line_naming_the_dotted_key():
+    from dataclasses import fields as dc_fields
+
+    from empirical.experiments import _NESTED, ExperimentConfig
+
+    cfg = get_preset("digits-smoke")
+    checked = 0
+    for key in valid_keys(cfg):
+        outer, _, inner = key.rpartition(".")
+        cls = _NESTED[outer] if outer else ExperimentConfig
+        assert inner in {f.name for f in dc_fields(cls)}
+        for bad in _bad_values(cls, inner):
+            with pytest.raises(ValueError) as exc:
+                with_overrides(cfg, {key: bad})
+            msg = str(exc.value)
+            assert msg.startswith(f"{key}=") or msg.startswith(f"{key} entry"), (key, bad, msg)
+            assert "\n" not in msg
+            checked += 1
+    assert checked > 300
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("eval.n_robust", "0", r"^eval\.n_robust=0 must be None or a positive integer"),
+    ("eval.n_robust", "-5", r"^eval\.n_robust=-5 must be None or a positive integer"),
+    ("eval.n_robust", "1.7", r"^eval\.n_robust=1\.7 must be None or a positive integer"),
+    ("eval.paper_steps", "0", r"^eval\.paper_steps=0 must be a positive integer"),
+    ("eval.strong_restarts", "0", r"^eval\.strong_restarts=0 must be a positive integer"),
+    ("std.momentum", "1", r"^std\.momentum=1\.0 must be a number in \[0, 1\)"),
+    ("on_dr.label_smoothing", "-0.1", r"^on_dr\.label_smoothing=-0\.1 must be a number in \[0, 1\)"),
+    ("adv.adv_eps", "0", r"^adv\.adv_eps=0\.0 must be None or a positive finite number"),
+    ("targeted.restarts", "0", r"^targeted\.restarts=0 must be a positive integer"),
+    ("transfer.seed", "-1", r"^transfer\.seed=-1 must be an integer seed in \[0, 4294967295\]"),
+    ("rep.seed", str(2**40), r"^rep\.seed=1099511627776 must be an integer seed"),
+    ("targets.trend_min_archs", "1", r"^targets\.trend_min_archs=1 must be an integer >= 2"),
+    ("targets.d_det_min", "101", r"^targets\.d_det_min=101\.0 must be None or a number in \[0, 100\]"),
+    ("fig3_archs", "mlp,alexnet", r"^fig3_archs entry 'alexnet': unknown architecture 'alexnet'"),
+    ("fig3_archs", "mlp,mlp", r"^fig3_archs=\('mlp', 'mlp'\) names an architecture twice"),
+    ("fig3_archs", "", r"^fig3_archs=\(\) must name at least one architecture"),
+    ("name", "../elsewhere", r"^name='\.\./elsewhere' must be a folder name"),
+    ("data_root", "", r"^data_root='' must be None or a non-empty string"),
+    ("n_train", "0", r"^n_train=0 must be None or a positive integer"),
+    ("subset_seed", "-2", r"^subset_seed=-2 must be an integer seed"),
+    ("eval.suite", "apgd-ce,apgd-ce", r"^eval\.suite=\('apgd-ce', 'apgd-ce'\) names an attack twice"),
+])
+def test_issue_examples_fail_with_the_documented_message(key, value, message):
+    with pytest.raises(ValueError, match=message):
+        with_overrides(get_preset("digits-smoke"), {key: value})
+
+
+def test_none_and_typed_strings_are_parsed_by_the_declared_type():
+    cfg = with_overrides(get_preset("digits-smoke"), {"eval.n_robust": "none", "data_root": "/data/x",
+                                                      "std.channels_last": "true", "adv.adv_step_size": "1/8"})
+    assert cfg.eval.n_robust is None and cfg.data_root == "/data/x" and cfg.std.channels_last is True
+    assert cfg.adv.adv_step_size == 0.125
+
+
+def test_a_bad_value_fails_before_anything_is_written(tmp_path, capsys):
+    for argv in (["reproduce", "--set", "eval.n_robust=-5"], ["fig2", "--set", "eval.paper_steps=0"],
+                 ["construct", "D_det", "--seed", "-1"], ["reproduce", "--plan", "--set", "std.epochs=0"]):
+        assert main([*argv, "--preset", "digits-smoke", "--out-dir", str(tmp_path / "out")]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "Traceback" not in err
+        assert not (tmp_path / "out").exists()

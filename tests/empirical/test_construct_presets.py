@@ -39,9 +39,14 @@ def test_digits_smoke_through_the_cli_then_resumes_with_every_stage_skipped(tmp_
                  "--no-figures"]) == 0
     stages = read_record(root / "reproduce.json")["metrics"]["stages"]
     assert all(v["skipped"] for k, v in stages.items() if k.startswith(("train:", "construct:", "eval:")))
-    # a changed construction setting rebuilds that dataset; its source model is reused
+    # a changed construction setting is refused, the dataset kept; --overwrite rebuilds it (source model reused)
+    capsys.readouterr()
     assert main(["construct", "D_det", "--preset", "digits-smoke", "--out-dir", str(tmp_path), "--quiet",
-                 "--set", "targeted.eps=0.9"]) == 0
+                 "--set", "targeted.eps=0.9"]) == 2
+    assert "targeted.eps 1.0 -> 0.9" in capsys.readouterr().err
+    assert load_constructed(root / "datasets" / "D_det").manifest["settings"]["eps"] == 1.0
+    assert main(["construct", "D_det", "--preset", "digits-smoke", "--out-dir", str(tmp_path), "--quiet",
+                 "--set", "targeted.eps=0.9", "--overwrite"]) == 0
     rec = read_record(root / "construct_D_det.json")
     assert rec["config"]["targeted"]["eps"] == 0.9
     assert rec["stages"]["train:standard"]["skipped"] and not rec["stages"]["construct:D_det"]["skipped"]

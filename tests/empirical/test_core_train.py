@@ -187,6 +187,22 @@ def test_threat_model_parsing_and_bad_configs():
         TrainConfig(epochs=0, batch_size=8, lr=0.1)
 
 
+def test_every_train_config_field_rejects_a_bad_value_naming_it():
+    import dataclasses
+
+    bad = {"epochs": 0, "batch_size": True, "lr": float("nan"), "momentum": 1.0, "nesterov": "yes",
+           "weight_decay": -1e-4, "schedule": "cosine", "label_smoothing": 1.0, "augment": "crop",
+           "adv": "l2:0.5", "adv_method": "trades", "adv_steps": 2.0, "adv_step_size": 0.0, "optimizer": "lbfgs",
+           "seed": -1, "precision": "fp16", "channels_last": 1, "compile": None, "warmup_frac": 1.0,
+           "step_milestones": (0.5, 1.5), "step_gamma": 0.0, "co_guard": "no", "co_tolerance": 0.0,
+           "co_probe_size": 0, "co_probe_steps": -2}
+    assert set(bad) == {f.name for f in dataclasses.fields(TrainConfig)}
+    for name, value in bad.items():
+        kw = {"epochs": 1, "batch_size": 8, "lr": 0.1, name: value}
+        with pytest.raises(ValueError, match=rf"^{name}="):
+            TrainConfig(**kw)
+
+
 def test_training_rejects_images_outside_the_unit_box(digits):
     with pytest.raises(ValueError, match=r"x_train has values in \[0, 2\]"):
         fit(_model(digits), digits.x_train * 2, digits.y_train, TrainConfig(epochs=1, batch_size=64, lr=0.1),
