@@ -200,14 +200,26 @@ def _git(*args: str) -> str | None:
     return out.stdout.strip()
 
 
-def git_state() -> tuple[str | None, bool | None]:
-    """(commit, dirty) of the checkout this package was imported from, or (None, None)."""
+def _git_state_now() -> tuple[str | None, bool | None]:
     if not (_REPO_ROOT / ".git").exists():
         return None, None
     commit = _git("rev-parse", "HEAD")
     status = _git("status", "--porcelain", "--untracked-files=no")
     dirty = None if status is None else bool(status)
     return commit, dirty
+
+
+_GIT_AT_IMPORT: tuple[str | None, bool | None] | None = None
+
+
+def git_state() -> tuple[str | None, bool | None]:
+    """(commit, dirty) of the checkout this package was imported from, or (None, None), as it was
+    when this module was imported: the code a long run executes is the code it started with, so a
+    commit made while it runs must not be credited with its results."""
+    global _GIT_AT_IMPORT
+    if _GIT_AT_IMPORT is None:
+        _GIT_AT_IMPORT = _git_state_now()
+    return _GIT_AT_IMPORT
 
 
 def package_versions() -> dict[str, str]:
@@ -325,3 +337,5 @@ def read_record(path: str | os.PathLike) -> dict[str, Any]:
             f"expected {RECORD_SCHEMA!r}"
         )
     return record
+
+git_state()      # taken at import: see git_state

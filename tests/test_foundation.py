@@ -85,3 +85,14 @@ def test_read_record_rejects_foreign_json(tmp_path):
     p.write_text('{"schema": "something-else"}')
     with pytest.raises(ValueError, match="expected 'robust-features/record/v1'"):
         read_record(p)
+
+
+def test_records_credit_the_commit_the_process_started_with(monkeypatch):
+    """A commit made while a long run executes must not be credited with its results: git_state
+    is taken once, at import, and later calls return it even if the checkout has moved on."""
+    from robust_features import records
+
+    first = records.git_state()
+    monkeypatch.setattr(records, "_git", lambda *a: "f" * 40)     # the checkout moved on
+    assert records.git_state() == first
+    assert records.provenance()["git_commit"] == first[0]

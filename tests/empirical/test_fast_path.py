@@ -63,6 +63,8 @@ def test_fast_training_reaches_the_fp32_accuracy(digits, compile_):
     fast = fit(_net(digits), digits.x_train, digits.y_train, fast_cfg, device=DEV, progress=False).model
     assert fast.body[0][0].weight.is_contiguous(memory_format=torch.channels_last)   # the fast path ran
     a_ref, a_fast = _acc(ref.eval(), digits.x_test, digits.y_test), _acc(fast.eval(), digits.x_test, digits.y_test)
+    print(f"fast path: training ({'compiled' if compile_ else 'eager'}) test accuracy fp32 {a_ref:.4f}, "
+          f"bf16+channels_last {a_fast:.4f}")
     assert a_ref > 0.85
     assert abs(a_fast - a_ref) <= 0.05, (a_fast, a_ref)
 
@@ -76,6 +78,7 @@ def test_bf16_channels_last_pgd_is_as_strong_as_fp32(digits, trained):
     trained.to(memory_format=torch.contiguous_format)
     s_ref = 1 - _acc(trained, ref, digits.y_test)
     s_fast = 1 - _acc(trained, fast, digits.y_test)
+    print(f"fast path: PGD success fp32 {s_ref:.4f}, bf16+channels_last {s_fast:.4f}")
     assert s_ref > 0.3                                        # the attack does something
     assert abs(s_fast - s_ref) <= 0.03, (s_fast, s_ref)
     assert float((fast - x).flatten(1).norm(dim=1).max()) <= 0.75 + 1e-5
@@ -86,6 +89,7 @@ def test_bf16_evaluation_matches_fp32_robust_accuracy(digits, trained):
     kw = dict(threat=t, steps=10, step_size=2.5 * 0.75 / 10, device=DEV)
     r32 = robust_accuracy(trained, digits.x_test, digits.y_test, precision="fp32", **kw)
     r16 = robust_accuracy(trained, digits.x_test, digits.y_test, precision="bf16", **kw)
+    print(f"fast path: robust accuracy fp32 {r32:.4f}, bf16 {r16:.4f}")
     assert 0.05 < r32 < 0.95
     assert abs(r16 - r32) <= 0.03, (r16, r32)
 
@@ -97,6 +101,7 @@ def test_bf16_targeted_construction_matches_fp32_success(tmp_path, digits, train
         res = build_targeted_dataset(tmp_path / prec, kind="D_det", model=trained, x=digits.x_train[:400],
                                      y=digits.y_train[:400], num_classes=10, cfg=cfg, device=DEV)
         out[prec] = res.manifest["metrics"]["target_success_rate"]
+    print(f"fast path: targeted construction success fp32 {out['fp32']:.4f}, bf16 {out['bf16']:.4f}")
     assert out["fp32"] > 0.3
     assert abs(out["bf16"] - out["fp32"]) <= 0.03, out
 
@@ -110,5 +115,6 @@ def test_bf16_inversion_reaches_the_fp32_loss(digits, trained):
     _, l16 = match_representation(trained.features, x, start, precision="bf16", **kw)
     with torch.no_grad():
         d0 = (trained.features(start) - trained.features(x)).norm(dim=1).mean()
+    print(f"fast path: inversion loss fp32 {float(l32.mean()):.4f}, bf16 {float(l16.mean()):.4f} (start {float(d0):.4f})")
     assert float(l32.mean()) < 0.5 * float(d0)
     assert abs(float(l16.mean()) - float(l32.mean())) <= 0.05 * float(d0), (float(l16.mean()), float(l32.mean()))
