@@ -11,6 +11,7 @@
 #   fastpath   the CPU-runnable fast-path agreement tests, on the GPU (bf16/channels_last/compile vs fp32)
 #   bench      benchmarks/bench_empirical.py --device cuda (ours vs torchattacks vs fp32 eager; MFU)
 #   simulate   benchmarks/bench_simulate.py --backend cupy (samples/s, fraction of HBM bandwidth)
+#   apgd       benchmarks/bench_autoattack.py --device cuda (our APGD-CE vs torchattacks' APGD, images/s)
 #   plan       robust-features reproduce --preset cifar10 --plan
 #   reproduce  robust-features reproduce --preset cifar10 --device cuda, with what time is left
 # and OUT_DIR/records.tar.gz with every record (no models or datasets), OUT_DIR/steps.json and the one log
@@ -135,11 +136,15 @@ if [ $DRY = 1 ]; then
     --repeats 1 --out "$OUT_DIR/bench_empirical.json"
   step simulate 60 "$PY" benchmarks/bench_simulate.py --backend numpy --d 64 --batch 128 --steps 2 \
     --out "$OUT_DIR/bench_simulate.json"
+  step apgd 60 "$PY" benchmarks/bench_autoattack.py --device cpu --arch mlp --image-size 8 --channels 1 \
+    --batch-size 16 --steps 2 --repeats 1 --out "$OUT_DIR/bench_autoattack.json"
 else
   step bench 150 "$PY" benchmarks/bench_empirical.py --device cuda --archs fastnet,resnet18 --batch-size 512 \
     --iters 20 --compile --out "$OUT_DIR/bench_empirical.json"
   step simulate 60 "$PY" benchmarks/bench_simulate.py --backend cupy --d 3072 --batch 16384 --steps 5 \
     --out "$OUT_DIR/bench_simulate.json"
+  step apgd 60 "$PY" benchmarks/bench_autoattack.py --device cuda --batch-size 512 --steps 100 --repeats 2 \
+    --out "$OUT_DIR/bench_autoattack.json"
 fi
 
 # --- the reproduction --------------------------------------------------------------------------

@@ -24,11 +24,12 @@ def test_gpu_run_dry_run_passes_every_step_and_brings_back_the_records(tmp_path)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:] + log[-5000:]
     steps = json.loads((out / "steps.json").read_text())
     names = [s["step"] for s in steps["steps"]]
-    for name in ("env", "data", "tests", "fastpath", "bench", "simulate", "plan", "reproduce"):
+    for name in ("env", "data", "tests", "fastpath", "bench", "simulate", "apgd", "plan", "reproduce"):
         assert name in names, names
     assert steps["failed"] == []
     assert sorted(p.name for p in out.iterdir()) == sorted(
-        ["gpu_run.log", "steps.json", "env.json", "bench_empirical.json", "bench_simulate.json", "records.tar.gz"])
+        ["gpu_run.log", "steps.json", "env.json", "bench_empirical.json", "bench_simulate.json", "bench_autoattack.json",
+         "records.tar.gz"])
     with tarfile.open(out / "records.tar.gz") as tar:
         members = tar.getnames()
     for rec in ("reproduce.json", "fig2.json", "table1.json", "fig3.json", "plan.json", "report.md"):
