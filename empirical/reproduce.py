@@ -159,9 +159,9 @@ _CIFAR10_CPU_NOTES = (
     "loss, within noise; docs/reproduce.md). At this scale the paper's eval eps 0.25 does not break the standard "
     "model (it keeps ~30% under PGD-20), so robustness is measured at l2 eps 0.5, where the standard model keeps "
     "~5% (the paper's ResNet-50 keeps 4.6% at 0.25) and the robust one ~43%; the robust model is trained at "
-    "2 x that eps (1.0, the paper's 0.5 vs 0.25; it closed more of the gap with D_R than one trained at 0.5, 54% "
-    "against 49%), and D_rand / D_det / the transfer attack use eps 1.0 as well (at 0.5 the targeted attack "
-    "reaches only 60% of its targets and D_det falls below chance, at 1.0 it reaches 97%). See docs/reproduce.md "
+    "2 x that eps (1.0, the paper's 0.5 vs 0.25; in the same chain a source trained at 0.5 left D_R "
+    "closing 40% of the gap, against 53%, seed 0), and D_rand / D_det / the transfer attack use eps 1.0 as well (at 0.5 the targeted attack "
+    "reaches only 60% of its targets and D_det falls below chance, at 1.0 it reaches 94-97%). See docs/reproduce.md "
     "for every other value and the measurements behind it."
 )
 

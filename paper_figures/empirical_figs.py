@@ -275,7 +275,8 @@ def seeds_summary(root: Path) -> list[Path]:
             ("frac_DR", "D_R closes (%)"), ("frac_DNR", "D_NR closes (%)"),
             ("D_rand", "D_rand"), ("D_det", "D_det"), ("fig3_spearman", "Fig. 3 rho")]
     cols = [(k, lab) for k, lab in cols if k in keys]
-    md = [f"# Seed study: {root.name} ({len(rows)} seeds)", "",
+    name = root.parent.name if root.name == "seeds" else root.name      # <preset>/seeds/ or <study>/
+    md = [f"# Seed study: {name} ({len(rows)} seeds)", "",
           "Strong robust accuracy (%) on the original test set for Figure 2; gaps are in points over the "
           "standard model; \"closes\" is the fraction of the robust-vs-standard gap the model closes, "
           "(model - std) / (adv - std) in strong robust accuracy (per seed +- its paired standard error when "
