@@ -80,7 +80,7 @@ DIGITS = ExperimentConfig(
     transfer=TransferConfig(eps=1.0, steps=50, step_size=0.1, n_examples=1000),
     fig3_archs=("cnn_small", "mlp", "fastnet"),
     notes=_DIGITS_NOTES,
-    expected_runtime="about 3 minutes on a 2-core CPU (`robust-features reproduce --preset digits`)",
+    expected_runtime="5-9 minutes on a 2-core CPU, about half of it the worst-case suite (`robust-features reproduce --preset digits`)",
 )
 
 SYNTHETIC = ExperimentConfig(
