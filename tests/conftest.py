@@ -55,3 +55,12 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip_gpu)
+
+
+@pytest.fixture()
+def umask():
+    """Set the process umask for one test (call it with the mask) and restore it afterwards."""
+    old = os.umask(0o022)
+    os.umask(old)
+    yield lambda value: os.umask(value)
+    os.umask(old)

@@ -20,15 +20,6 @@ from robust_features.runtime import check_output_path, os_error_message
 ROOT = os.geteuid() == 0 if hasattr(os, "geteuid") else False
 
 
-@pytest.fixture()
-def umask():
-    """Set the process umask for one test and restore it afterwards."""
-    old = os.umask(0o022)
-    os.umask(old)
-    yield lambda value: os.umask(value)
-    os.umask(old)
-
-
 def _mode(path: Path) -> int:
     return stat.S_IMODE(os.stat(path).st_mode)
 

@@ -16,14 +16,6 @@ from empirical.models import build_model
 from empirical.shards import ShardedDatasetWriter
 
 
-@pytest.fixture()
-def umask():
-    old = os.umask(0o022)
-    os.umask(old)
-    yield lambda value: os.umask(value)
-    os.umask(old)
-
-
 @pytest.mark.parametrize("mask, expected", [(0o022, 0o644), (0o077, 0o600)])
 def test_checkpoints_shards_and_caches_follow_the_umask(tmp_path, umask, mask, expected):
     from PIL import Image
