@@ -1,45 +1,19 @@
-"""Monte-Carlo estimates as small frozen dataclasses (never bare floats)."""
+"""Monte-Carlo estimates as small frozen dataclasses (never bare floats), from arrays of either
+backend.
+
+The class is the toolkit's one :class:`~robust_features.estimate.Estimate` (shared with theory/),
+re-exported here: ``z_score(value) = (mean - value) / stderr``, ``ci(level)``, ``agrees_with``.
+"""
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Any
 
+from robust_features.estimate import Estimate
 from simulate.backend import backend_of, check_sample_size, to_float
 
-
-@dataclass(frozen=True)
-class Estimate:
-    """A Monte-Carlo estimate: sample ``mean``, its standard error ``stderr``, ``n`` draws, ``seed``.
-
-    ``stderr`` is the usual s/sqrt(n) with the unbiased sample standard deviation s (the draws are
-    i.i.d. by construction wherever this class is used).
-    """
-
-    mean: float
-    stderr: float
-    n: int
-    seed: int | None = None
-
-    def ci(self, level: float = 0.95) -> tuple[float, float]:
-        """Normal-approximation confidence interval at ``level`` (two-sided)."""
-        if not 0.0 < level < 1.0:
-            raise ValueError(f"level={level!r} must lie in (0, 1)")
-        from statistics import NormalDist
-
-        z = NormalDist().inv_cdf(0.5 + level / 2)
-        return (self.mean - z * self.stderr, self.mean + z * self.stderr)
-
-    def z_score(self, value: float) -> float:
-        """(mean - value) / stderr: the disagreement with ``value`` in standard errors."""
-        diff = self.mean - float(value)
-        if self.stderr == 0.0:
-            return 0.0 if diff == 0.0 else math.copysign(math.inf, diff)
-        return diff / self.stderr
-
-    def agrees_with(self, value: float, n_se: float = 5.0) -> bool:
-        return abs(self.z_score(value)) <= n_se
+__all__ = ["Estimate", "estimate", "estimate_proportion"]
 
 
 def estimate(samples: Any, seed: int | None = None) -> Estimate:
@@ -48,9 +22,7 @@ def estimate(samples: Any, seed: int | None = None) -> Estimate:
     s = xp.asarray(samples, dtype=xp.float64).ravel()
     check_sample_size("samples", int(s.shape[0]))
     n = int(s.shape[0])
-    return Estimate(
-        mean=to_float(s.mean()), stderr=to_float(s.std(ddof=1)) / math.sqrt(n), n=n, seed=seed
-    )
+    return Estimate.from_moments(to_float(s.mean()), to_float(s.std(ddof=1)), n, seed)
 
 
 def estimate_proportion(successes: Any, seed: int | None = None) -> Estimate:

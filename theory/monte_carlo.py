@@ -1,45 +1,23 @@
 """Monte-Carlo estimates (numpy sampling) of the theory's closed forms, with standard errors.
 
 These are the third route ("monte_carlo") behind the ``method=`` switches; the GPU engine lives in
-``simulate/``. Every estimator returns an :class:`Estimate` (mean, stderr, n, seed).
+``simulate/``. Every estimator returns an :class:`~robust_features.estimate.Estimate` (mean,
+stderr, n, seed; the toolkit's one estimate type, re-exported here and as ``theory.Estimate``),
+whose ``z_score(value)`` is (mean - value) / stderr.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
+from robust_features.estimate import Estimate
 from theory._checks import check_nonnegative, check_norm
 from theory.model import Array, GaussianModel, Spectrum
 
 
-@dataclass(frozen=True)
-class Estimate:
-    """A Monte-Carlo mean with its standard error, sample count and seed."""
-
-    mean: float
-    stderr: float
-    n: int
-    seed: int
-
-    def ci(self, z: float = 1.96) -> tuple[float, float]:
-        """Normal-approximation confidence interval mean +- z stderr."""
-        return (self.mean - z * self.stderr, self.mean + z * self.stderr)
-
-    def zscore(self, value: float) -> float:
-        """(value - mean) / stderr (inf when stderr is 0 and value differs)."""
-        diff = value - self.mean
-        if self.stderr == 0:
-            return 0.0 if diff == 0 else float("inf") * np.sign(diff)
-        return float(diff / self.stderr)
-
-
 def _estimate(samples: Array, seed: int) -> Estimate:
-    n = int(samples.shape[0])
-    return Estimate(mean=float(np.mean(samples)),
-                    stderr=float(np.std(samples, ddof=1) / np.sqrt(n)) if n > 1 else float("inf"),
-                    n=n, seed=seed)
+    """The estimate of the mean of i.i.d. ``samples`` (n >= 2, checked by :func:`_check_n`)."""
+    return Estimate.from_moments(np.mean(samples), np.std(samples, ddof=1), int(samples.shape[0]), seed)
 
 
 def _check_n(n_samples: int) -> int:

@@ -193,7 +193,7 @@ def _anisotropy(cfg: ReportConfig) -> dict[str, Any]:
                              seed=cfg.seed + i) for i, s in enumerate(spectra)]
     out["paper_mc_mean"] = [e.mean for e in ests]
     out["paper_mc_stderr"] = [e.stderr for e in ests]
-    out["paper_mc_max_abs_z"] = float(max(abs(e.zscore(v)) for e, v in zip(ests, out["paper"])))
+    out["paper_mc_max_abs_z"] = float(max(abs(e.z_score(v)) for e, v in zip(ests, out["paper"])))
     out["isotropic_is_minimum"] = bool(np.all(np.array(out["paper"]) >= out["paper"][0] - 1e-12))
     return out
 

@@ -68,6 +68,22 @@ def test_estimate_mean_stderr_and_ci():
         e.ci(1.5)
 
 
+def test_one_estimate_class_and_one_z_sign_for_theory_and_simulate():
+    import theory
+    import theory.monte_carlo
+    from robust_features.estimate import Estimate as Shared
+
+    assert Estimate is Shared and theory.Estimate is Shared and theory.monte_carlo.Estimate is Shared
+    e = Shared(2.0, 0.5, 10)
+    assert e.z_score(1.0) == 2.0 and e.z_score(3.0) == -2.0  # (mean - value) / stderr
+    assert Shared(1.0, 0.0, 5).z_score(0.0) == math.inf and Shared(1.0, 0.0, 5).z_score(1.0) == 0.0
+    # theory's Monte-Carlo route uses the same sign: an estimate above a value has z > 0
+    mc = theory.usefulness_mc(np.array([1.0, 0.0]), theory.GaussianModel([1.0, 0.5], np.eye(2)),
+                              n_samples=1000, seed=0)
+    assert mc.z_score(mc.mean - mc.stderr) == pytest.approx(1.0)
+    assert mc.ci(0.95) == pytest.approx((mc.mean - 1.959964 * mc.stderr, mc.mean + 1.959964 * mc.stderr))
+
+
 def test_estimate_needs_two_samples():
     with pytest.raises(ValueError, match=r"sample size samples=1 must be an integer >= 2"):
         estimate(np.array([1.0]))

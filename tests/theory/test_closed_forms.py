@@ -71,7 +71,7 @@ def test_vulnerability_closed_form_matches_numeric_and_monte_carlo(convention):
     closed = vulnerability(m, c, convention)
     assert vulnerability(m, c, convention, method="numeric") == pytest.approx(closed, rel=1e-6)
     est = vulnerability_mc(Spectrum.of(m.sigma), c, convention, n_samples=200_000, seed=3)
-    assert abs(est.zscore(closed)) < 5
+    assert abs(est.z_score(closed)) < 5
     factor = {"paper": 1, "half_nll": 0.5, "penalized": 1, "half_nll_penalized": 0.5}[convention]
     s = np.linalg.eigvalsh(m.sigma)
     a = np.linalg.inv(c * m.sigma - np.eye(4))
@@ -113,13 +113,13 @@ def test_feature_usefulness_closed_form_vs_monte_carlo():
     m = _model()
     rng = np.random.default_rng(5)
     for w in (m.bayes_direction, rng.standard_normal(4)):
-        assert abs(usefulness_mc(w, m, n_samples=100_000, seed=1).zscore(usefulness(w, m))) < 5
+        assert abs(usefulness_mc(w, m, n_samples=100_000, seed=1).z_score(usefulness(w, m))) < 5
         for norm in ("l2", "linf"):
             g = robust_usefulness(w, m, 0.3, norm)
-            assert abs(robust_usefulness_mc(w, m, 0.3, norm, n_samples=100_000, seed=2).zscore(g)) < 5
+            assert abs(robust_usefulness_mc(w, m, 0.3, norm, n_samples=100_000, seed=2).z_score(g)) < 5
             acc = linear_robust_accuracy(w, 0.2, m, 0.3, norm)
             est = linear_robust_accuracy_mc(w, 0.2, m, 0.3, norm, n_samples=100_000, seed=3)
-            assert abs(est.zscore(acc)) < 5
+            assert abs(est.z_score(acc)) < 5
     assert linear_accuracy(m.bayes_direction, 0.0, m) == pytest.approx(m.bayes_accuracy)
 
 

@@ -101,7 +101,7 @@ def test_closed_form_vulnerability_is_within_5_stderr_of_monte_carlo(sigma, fact
     spec = Spectrum.of(sigma)
     c = factor / spec.min
     est = vulnerability_mc(spec, c, "paper", n_samples=20_000, seed=seed)
-    assert abs(est.zscore(vulnerability(spec, c))) < 5
+    assert abs(est.z_score(vulnerability(spec, c))) < 5
 
 
 @settings(max_examples=25)
