@@ -1,8 +1,11 @@
 """The ``robust-features`` console script (also ``python -m robust_features``).
 
-Each area of the toolkit owns its subcommands in its own ``cli`` module, which exposes
-``register(subparsers)``; the modules import their heavy dependencies (torch, matplotlib,
-sympy) only when a subcommand runs, so ``robust-features --version`` stays instant.
+Each area's subcommands live in a ``cli`` module that exposes ``register(subparsers)``; the
+modules import their heavy dependencies (torch, matplotlib, sympy) only when a subcommand runs,
+so ``robust-features --version`` stays instant. The ``theory`` and ``simulate`` commands live
+here on the CLI floor (:mod:`robust_features.cli_theory`, :mod:`robust_features.cli_simulate`):
+they run the science, which returns records, and render the figures from those records with
+:mod:`paper_figures`, which theory/ and simulate/ never import.
 """
 
 from __future__ import annotations
@@ -19,8 +22,8 @@ from robust_features.runtime import CACHE_ENV, check_output_path, os_error_messa
 
 # Modules that add subcommands, in the order they appear in --help.
 SUBCOMMAND_MODULES: tuple[str, ...] = (
-    "theory.cli",
-    "simulate.cli",
+    "robust_features.cli_theory",
+    "robust_features.cli_simulate",
     "empirical.cli",
     "empirical.cli_construct",
     "robust_features.cli_all",

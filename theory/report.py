@@ -13,7 +13,8 @@ Computes (all on CPU, about half a minute on one core):
 * section 2 usefulness / robust usefulness of the coordinate features and the Bayes feature.
 
 The record is written with :func:`robust_features.records.write_record`; the figures are
-rendered from the record alone by :mod:`paper_figures.theory_figs`.
+rendered from the record alone by :mod:`paper_figures.theory_figs` (the command does it, in
+:mod:`robust_features.cli_theory`; this module never imports paper_figures).
 """
 
 from __future__ import annotations
@@ -215,10 +216,11 @@ def _features(model: GaussianModel, cfg: ReportConfig) -> dict[str, Any]:
     return out
 
 
-def run_report(out_dir: str | Path, cfg: ReportConfig | None = None, *,
-               figures: bool = True) -> dict[str, Any]:
-    """Compute every number, write ``out_dir/theory_report.json`` and (optionally) the figures
-    under ``out_dir/figures``. Returns the record."""
+def run_report(out_dir: str | Path, cfg: ReportConfig | None = None) -> dict[str, Any]:
+    """Compute every number and write ``out_dir/theory_report.json``. Returns the record.
+
+    The figures are not drawn here (theory/ sits below paper_figures/): the CLI layer renders
+    them from the returned record (:mod:`robust_features.cli_theory`)."""
     from robust_features.records import utc_now, write_record
 
     cfg = cfg or ReportConfig()
@@ -263,9 +265,4 @@ def run_report(out_dir: str | Path, cfg: ReportConfig | None = None, *,
     record = write_record(out_dir / RECORD_NAME, experiment=EXPERIMENT, config=asdict(cfg),
                           metrics=metrics, seeds={"seed": cfg.seed, "sweep_model_seed": cfg.seed + 1},
                           started_at=started, start_time=t0)
-    if figures:
-        from paper_figures.theory_figs import render
-
-        paths = render(record, out_dir / "figures")
-        record["figures"] = [str(p) for p in paths]
     return record

@@ -18,7 +18,7 @@ SMALL = dict(n_samples=600, sweep_nd_samples=300, sweep_eps=(0.05, 0.5, 2.0, 5.0
 @pytest.fixture(scope="module")
 def small_record(tmp_path_factory):
     out = tmp_path_factory.mktemp("theory")
-    return out, run_report(out, ReportConfig(**SMALL), figures=False)
+    return out, run_report(out, ReportConfig(**SMALL))
 
 
 def test_record_is_complete_and_numeric(small_record):

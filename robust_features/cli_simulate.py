@@ -1,10 +1,12 @@
-"""Subcommands of `robust-features` owned by `simulate`.
+"""The ``robust-features simulate`` subcommand (the CLI floor: above simulate/ and paper_figures/).
 
     robust-features simulate {theorems,tsipras,pipeline} --backend numpy|cupy --out-dir DIR
                              [--seed N] [--n N] [--no-figures]
 
-Each writes DIR/<experiment>.json (a full record) and, unless --no-figures, the matching figure
-DIR/<experiment>.png (simulation points with error bars over the closed-form curves).
+Each writes DIR/<experiment>.json (a full record; :func:`simulate.experiments.run_and_record`)
+and, unless --no-figures, the matching figure DIR/<experiment>.png rendered from that record
+(:func:`paper_figures.simulate_figs.render_record`: simulation points with error bars over the
+closed-form curves).
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ def _cmd(args: argparse.Namespace) -> int:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add this package's subcommands to the top-level parser."""
+    """Add the ``simulate`` subcommand to the top-level parser."""
     p = subparsers.add_parser(
         "simulate",
         help="Monte-Carlo cross-checks of the Gaussian theory (NumPy or CuPy)",

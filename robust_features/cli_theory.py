@@ -1,8 +1,9 @@
-"""Subcommands of `robust-features` owned by `theory`.
+"""The ``robust-features theory`` subcommands (the CLI floor: above theory/ and paper_figures/).
 
     robust-features theory report --out-dir DIR [--seed N] [--n-samples N] [--no-figures]
 
-writes DIR/theory_report.json (every number, with provenance) and DIR/figures/*.png|pdf.
+writes DIR/theory_report.json (every number, with provenance; :func:`theory.report.run_report`)
+and, from that record, DIR/figures/*.png|pdf (:func:`paper_figures.theory_figs.render`).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from pathlib import Path
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add this package's subcommands to the top-level parser."""
+    """Add the ``theory`` subcommands to the top-level parser."""
     theory = subparsers.add_parser(
         "theory", help="Gaussian robust-features model (paper sec. 4): closed forms, fits, figures")
     sub = theory.add_subparsers(dest="theory_command", metavar="SUBCOMMAND")
@@ -39,6 +40,13 @@ def _missing_subcommand(args: argparse.Namespace) -> int:
     raise ValueError("a subcommand is required: report (see robust-features theory --help)")
 
 
+def render_report_figures(record: dict, out_dir: str | Path) -> list[Path]:
+    """Render the theory figures of a ``theory.report`` record into ``out_dir/figures``."""
+    from paper_figures.theory_figs import render
+
+    return render(record, Path(out_dir) / "figures")
+
+
 def _report(args: argparse.Namespace) -> int:
     from robust_features import checks as C
     from theory.report import RECORD_NAME, ReportConfig, run_report
@@ -49,7 +57,9 @@ def _report(args: argparse.Namespace) -> int:
     if args.sweep_samples < 100:
         raise ValueError(f"--sweep-samples={args.sweep_samples} must be >= 100")
     cfg = ReportConfig(seed=args.seed, n_samples=args.n_samples, sweep_nd_samples=args.sweep_samples)
-    record = run_report(args.out_dir, cfg, figures=not args.no_figures)
+    record = run_report(args.out_dir, cfg)
+    if not args.no_figures:
+        record["figures"] = [str(p) for p in render_report_figures(record, args.out_dir)]
     m = record["metrics"]
     wall = record["provenance"]["wall_seconds"]
     print(f"wrote {args.out_dir / RECORD_NAME} ({wall:.1f} s)")
