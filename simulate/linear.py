@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from statistics import NormalDist
 from typing import Any
 
 from simulate.backend import (
@@ -24,11 +23,13 @@ from simulate.backend import (
     check_positive,
     check_sample_size,
     to_float,
+    to_numpy,
 )
 from simulate.estimate import Estimate, estimate, estimate_proportion
+from theory.features import linear_robust_accuracy, robust_usefulness, usefulness
+from theory.model import GaussianModel
 
 NORMS: tuple[str, ...] = ("l2", "linf")
-_PHI = NormalDist().cdf
 
 
 def check_norm(norm: str) -> None:
@@ -91,17 +92,25 @@ def second_moment(mu: Array, sigma: Array) -> Array:
     return sigma + mu[:, None] * mu[None, :]
 
 
+def _theory_model(mu: Array, sigma: Array) -> GaussianModel:
+    """theory's GaussianModel of (mu, Sigma), on host copies of the arrays."""
+    return GaussianModel(to_numpy(mu), to_numpy(sigma))
+
+
 def rho_closed_form(w: Array, mu: Array, sigma: Array) -> float:
-    """rho(f_w) = w^T mu / sqrt(w^T (Sigma + mu mu^T) w) (paper-spec 1)."""
-    m = second_moment(mu, sigma)
-    return to_float(w @ mu) / math.sqrt(to_float(w @ m @ w))
+    """rho(f_w) = w^T mu / sqrt(w^T (Sigma + mu mu^T) w) (paper-spec 1): theory's
+    :func:`theory.usefulness` (the one implementation), on host copies of the arrays."""
+    backend_of(w, mu, sigma)  # mixing NumPy and CuPy is an error, as everywhere in simulate
+    return usefulness(to_numpy(w), _theory_model(mu, sigma))
 
 
 def gamma_closed_form(w: Array, mu: Array, sigma: Array, eps: float, norm: str) -> float:
-    """gamma(f_w) = rho - eps ||w||_* / sqrt(w^T M w) (Goh, Distill response 3; paper-spec 1)."""
+    """gamma(f_w) = rho - eps ||w||_* / sqrt(w^T M w) (Goh, Distill response 3; paper-spec 1):
+    theory's :func:`theory.robust_usefulness`, on host copies of the arrays."""
     check_nonneg("eps", float(eps))
-    m = second_moment(mu, sigma)
-    return rho_closed_form(w, mu, sigma) - eps * dual_norm(w, norm) / math.sqrt(to_float(w @ m @ w))
+    check_norm(norm)
+    backend_of(w, mu, sigma)
+    return robust_usefulness(to_numpy(w), _theory_model(mu, sigma), eps, norm)
 
 
 def measure_usefulness(
@@ -129,14 +138,17 @@ def linear_accuracy_gaussian(
 ) -> float:
     """P[ y (w^T (x+d) + b) > 0 ] for the worst ||d||_norm <= eps, x | y ~ N(y mu, Sigma).
 
-    = 1/2 [Phi((w^T mu + b - eps ||w||_*)/||w||_Sigma) + Phi((w^T mu - b - eps ||w||_*)/||w||_Sigma)].
+    = 1/2 [Phi((w^T mu + b - eps ||w||_*)/||w||_Sigma) + Phi((w^T mu - b - eps ||w||_*)/||w||_Sigma)]:
+    theory's :func:`theory.linear_robust_accuracy`, on host copies of the arrays. For w = 0 (the
+    constant classifier sign(b), which theory rejects) it is 1/2 [1(b > 0) + 1(-b > 0)].
     """
     check_nonneg("eps", float(eps))
-    s = math.sqrt(to_float(w @ sigma @ w))
-    m = to_float(w @ mu) - eps * dual_norm(w, norm)
-    if s == 0:
-        return 0.5 * (float(m + b > 0) + float(m - b > 0))
-    return 0.5 * (_PHI((m + b) / s) + _PHI((m - b) / s))
+    check_norm(norm)
+    backend_of(w, mu, sigma)
+    w_np = to_numpy(w)
+    if not w_np.any():
+        return 0.5 * (float(b > 0) + float(-b > 0))
+    return linear_robust_accuracy(w_np, b, _theory_model(mu, sigma), eps, norm)
 
 
 def measure_accuracy(

@@ -37,14 +37,13 @@ simulation is checked against.
 
 from __future__ import annotations
 
-import math
-from statistics import NormalDist
 from typing import Any
 
-from simulate.backend import Array, backend_of, check_nonneg, check_sample_size, to_float
+from simulate.backend import Array, backend_of, check_nonneg, check_sample_size, to_float, to_numpy
 from simulate.gaussian import mle_fit
+from theory.features import linear_robust_accuracy
+from theory.model import GaussianModel
 
-_PHI = NormalDist().cdf
 CONSTRUCTIONS: tuple[str, ...] = ("d_det", "d_rand", "d_r", "d_nr")
 
 
@@ -133,10 +132,11 @@ def match_representation(
 
 def accuracy_on_d(w: Array, mu: Array, sigma: Array, *, eps: float = 0.0) -> float:
     """acc of sign(w^T x) on D under the worst l2 perturbation of size eps:
-    Phi((w^T mu - eps ||w||) / ||w||_Sigma) (no bias by symmetry)."""
-    xp = backend_of(w, mu, sigma)
-    s = math.sqrt(to_float(w @ sigma @ w))
-    return _PHI((to_float(w @ mu) - eps * to_float(xp.linalg.norm(w))) / s)
+    Phi((w^T mu - eps ||w||) / ||w||_Sigma) (no bias by symmetry). This is theory's
+    :func:`theory.linear_robust_accuracy` at b = 0 (the one implementation), on host copies."""
+    backend_of(w, mu, sigma)  # mixing NumPy and CuPy is an error, as everywhere in simulate
+    model = GaussianModel(to_numpy(mu), to_numpy(sigma))
+    return linear_robust_accuracy(to_numpy(w), 0.0, model, eps, "l2")
 
 
 def expected_direction(
