@@ -42,8 +42,8 @@ def _theorems(rec: dict, out: Path) -> Path:
     t2 = cur["thm2"]
     lam_grid = np.geomspace(min(t2["lam"]) / 2, max(t2["lam"]) * 2, 80)
     for i, si in enumerate(s):
-        ax[1].plot(lam_grid, cf.robust_eigenvalues(si, lam_grid), "-", color=f"C{i}",
-                   label=f"closed form, s={si:.3g}")
+        ax[1].plot(lam_grid, [float(cf.robust_eigenvalues(si, lv)) for lv in lam_grid], "-",
+                   color=f"C{i}", label=f"closed form, s={si:.3g}")
         ax[1].errorbar(t2["lam"], [r[i] for r in t2["r_sim"]], yerr=[5 * e[i] for e in t2["r_sim_se"]],
                        fmt="o", color=f"C{i}", capsize=3)
     ax[1].set_xscale("log"), ax[1].set_yscale("log")

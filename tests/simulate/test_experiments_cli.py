@@ -1,4 +1,5 @@
-"""The theorem cross-checks, the CLI (record + figure, bad input), the figure build, theory/ agreement."""
+"""The theorem cross-checks, the CLI (record + figure, bad input), the figure build, theory/ as the
+one source of the closed forms."""
 
 from __future__ import annotations
 
@@ -73,15 +74,35 @@ def test_figure_build_rerenders_from_records(tmp_path):
     assert build(tmp_path / "empty") == []
 
 
-def test_local_closed_forms_agree_with_theory_where_theory_provides_them():
-    theory = pytest.importorskip("theory")
-    fns = [getattr(theory, n, None) for n in ("vulnerability", "robust_covariance")]
-    if any(f is None for f in fns):
-        pytest.skip("theory/ does not export vulnerability and robust_covariance yet")
+def test_the_closed_forms_have_one_source_theory():
+    """simulate's closed forms are theory's (no second copy that could drift): the Theorem-2 names
+    are theory's functions, and the adapters give theory's numbers. This replaces a comparison
+    of local copies with theory/, which could no longer fail once the copies were gone."""
+    import theory
+
+    assert cf.robust_eigenvalues is theory.robust_eigenvalues
+    assert cf.robust_covariance is theory.robust_covariance
     _, _, mu, sig = spec_model(np)
     c = 2.0 / np.linalg.eigvalsh(sig)[0]
-    assert theory.vulnerability(sig, c, convention="paper") == pytest.approx(cf.vulnerability_closed_form(sig, c), rel=1e-9)
-    np.testing.assert_allclose(np.asarray(theory.robust_covariance(sig, 3.0)), cf.robust_covariance(sig, 3.0), rtol=1e-9)
+    assert cf.vulnerability_closed_form(sig, c) == theory.vulnerability(sig, c, convention="paper")
+    ga = theory.gradient_alignment(sig, mu)
+    assert (cf.mean_cosine(sig, mu), cf.worst_case_cosine(sig)) == (ga.cosine, ga.worst_case)
+
+
+def test_the_attack_check_compares_independent_solvers_with_theory(monkeypatch):
+    """The record's theory check compares simulate's attackers with theory's exact maximisers;
+    it detects a wrong attacker (here: one whose penalty is off by 1%)."""
+    import simulate.experiments as ex
+
+    _, _, _, sig = spec_model(np)
+    s_min = np.linalg.eigvalsh(sig)[0]
+    v = np.random.default_rng(0).normal(size=(64, 4)) @ np.linalg.cholesky(sig).T
+    good = ex.attacks_vs_theory(v, sig, cs=[1.5 / s_min])
+    assert set(good) == {"worst_case_perturbation", "trust_region_max"}
+    assert max(good.values()) <= 1e-8
+    real = ex.lagrangian_attack
+    monkeypatch.setattr(ex, "lagrangian_attack", lambda v, a, c, **kw: real(v, a, 1.01 * c, **kw))
+    assert ex.attacks_vs_theory(v, sig, cs=[1.5 / s_min])["worst_case_perturbation"] > 1e-4
 
 
 def test_theorem_1_closed_form_rejects_unbounded_penalty():
