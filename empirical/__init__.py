@@ -21,11 +21,14 @@ _EXPORTS: dict[str, str] = {
     "planted_feature_scores": "empirical.data",
     # empirical.models
     "ARCHS": "empirical.models", "build_model": "empirical.models", "default_arch": "empirical.models",
+    # empirical.threat (the one attack vocabulary)
+    "NORMS": "empirical.threat", "Attack": "empirical.threat", "ThreatModel": "empirical.threat",
+    "default_step_size": "empirical.threat", "parse_fraction": "empirical.threat",
     # empirical.attacks
-    "NORMS": "empirical.attacks", "fgsm_rs": "empirical.attacks", "match_representation": "empirical.attacks",
+    "fgsm_rs": "empirical.attacks", "match_representation": "empirical.attacks",
     "pgd": "empirical.attacks", "project": "empirical.attacks", "random_start": "empirical.attacks",
     # empirical.train
-    "NonFiniteLossError": "empirical.train", "ThreatModel": "empirical.train", "TrainConfig": "empirical.train",
+    "NonFiniteLossError": "empirical.train", "TrainConfig": "empirical.train",
     "TrainResult": "empirical.train", "fit": "empirical.train",
     # empirical.evaluate
     "AttackSpec": "empirical.evaluate", "accuracy": "empirical.evaluate", "evaluate": "empirical.evaluate",

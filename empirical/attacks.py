@@ -30,8 +30,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from empirical.precision import autocast, check_precision
+from empirical.threat import check_budget
 
-NORMS: tuple[str, ...] = ("l2", "linf")
 STEP_SCHEDULES: tuple[str, ...] = ("constant", "linear", "cosine")
 
 
@@ -50,14 +50,6 @@ def step_factor(schedule: str, it: int, steps: int) -> float:
     if schedule == "cosine":
         return 0.5 * (1.0 + math.cos(math.pi * t))
     raise ValueError(f"step_schedule={schedule!r} is not a schedule; valid: {', '.join(STEP_SCHEDULES)}")
-
-
-def check_budget(norm: str, eps: float, *, name: str = "eps") -> None:
-    """Raise ``ValueError`` for an unknown norm or a negative / non-finite budget."""
-    if norm not in NORMS:
-        raise ValueError(f"unknown threat-model norm {norm!r}; valid: {', '.join(NORMS)}")
-    if not (isinstance(eps, (int, float)) and math.isfinite(eps) and eps >= 0):
-        raise ValueError(f"{name}={eps!r} must be a finite number >= 0 (pixel units, images in [0, 1])")
 
 
 def _check_inputs(x: torch.Tensor, y: torch.Tensor | None = None, name: str = "x") -> None:
@@ -282,4 +274,4 @@ def match_representation(feature_fn: Callable[[torch.Tensor], torch.Tensor], tar
     return torch.cat(xs), torch.cat(losses)
 
 
-__all__ = ["NORMS", "STEP_SCHEDULES", "check_budget", "fgsm_rs", "match_representation", "pgd", "project", "random_start", "step_factor"]
+__all__ = ["STEP_SCHEDULES", "fgsm_rs", "match_representation", "pgd", "project", "random_start", "step_factor"]

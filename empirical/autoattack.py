@@ -68,7 +68,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from empirical.attacks import NORMS, check_budget, project, random_start
+from empirical.attacks import project, random_start
+from empirical.threat import check_budget
 from empirical.precision import autocast, check_precision
 
 APGD_LOSSES: tuple[str, ...] = ("ce", "dlr-targeted")
@@ -89,14 +90,6 @@ WHITE_BOX: tuple[str, ...] = ("apgd-ce", "apgd-t")
 # ---------------------------------------------------------------------------------------------
 # validation and small helpers
 # ---------------------------------------------------------------------------------------------
-def _check_norm_eps(norm: Any, eps: Any) -> None:
-    if norm not in NORMS:
-        raise ValueError(f"norm={norm!r} is not a threat model; valid: {', '.join(NORMS)}")
-    if isinstance(eps, bool):
-        raise ValueError(f"eps={eps!r} must be a finite number >= 0 (pixel units, images in [0, 1])")
-    check_budget(norm, eps)
-
-
 def _check_pos_int(name: str, v: Any) -> None:
     if not isinstance(v, int) or isinstance(v, bool) or v < 1:
         raise ValueError(f"{name}={v!r} must be a positive integer")
@@ -273,7 +266,7 @@ def _apgd_run(model: nn.Module, x: torch.Tensor, y: torch.Tensor, target: torch.
 
 
 def _validate_apgd(norm, eps, steps, restarts, loss, n_target_classes, seed, rho, precision, batch_size) -> None:
-    _check_norm_eps(norm, eps)
+    check_budget(norm, eps)
     _check_pos_int("steps", steps)
     _check_pos_int("restarts", restarts)
     if loss not in APGD_LOSSES:
@@ -496,7 +489,7 @@ def _square_run(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, norm: str
 
 
 def _validate_square(norm, eps, queries, p_init, seed, precision, batch_size, rescale_schedule) -> None:
-    _check_norm_eps(norm, eps)
+    check_budget(norm, eps)
     _check_pos_int("queries", queries)
     if not (isinstance(p_init, (int, float)) and not isinstance(p_init, bool) and 0 < p_init <= 1):
         raise ValueError(f"p_init={p_init!r} must lie in (0, 1]")
@@ -604,7 +597,7 @@ def ensemble(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, norm: str, e
     * ``x_adv``: the breaking point where an attack succeeded, else x;
     * ``budgets`` (resolved), ``seconds`` per attack, ``attacks``, ``norm``, ``eps``, ``seed``, ``precision``.
     """
-    _check_norm_eps(norm, eps)
+    check_budget(norm, eps)
     names = _resolve_attacks(attacks)
     plan = _resolve_budgets(names, budgets)
     _check_seed(seed)
@@ -764,7 +757,7 @@ def torchattacks_reference(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *
 
     if attack not in ATTACKS:
         raise ValueError(f"attack={attack!r} is not an attack; valid: {', '.join(ATTACKS)}")
-    _check_norm_eps(norm, eps)
+    check_budget(norm, eps)
     tn = "Linf" if norm == "linf" else "L2"
     if attack == "apgd-ce":
         ta = torchattacks.APGD(model, norm=tn, eps=eps, steps=steps, n_restarts=1, loss="ce", seed=seed)

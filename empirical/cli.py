@@ -131,7 +131,7 @@ def _device_name(dev: Any) -> str:
 
 
 def _parse_eps_list(text: str) -> list[float]:
-    from empirical.train import parse_fraction
+    from empirical.threat import parse_fraction
 
     vals = [parse_fraction(t, "eval_eps") for t in str(text).split(",") if t.strip()]
     if not vals:
@@ -212,7 +212,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from empirical.evaluate import AttackSpec, evaluate
     from empirical.data import stratified_subset
     from empirical.models import build_model, canonical_arch, default_arch
-    from empirical.train import NonFiniteLossError, ThreatModel, TrainConfig, fit
+    from empirical.threat import ThreatModel
+    from empirical.train import NonFiniteLossError, TrainConfig, fit
     from robust_features.locks import rank0_lock
     from robust_features.records import atomic_write_json, utc_now, write_record
 
@@ -394,7 +395,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     from empirical.checkpoint import file_sha256
     from empirical.distributed import check_same_config, init_distributed, local_device, shutdown
     from empirical.evaluate import AttackSpec, evaluate
-    from empirical.train import ThreatModel
+    from empirical.threat import ThreatModel
     from robust_features.records import utc_now, write_record
 
     started_at, t0 = utc_now(), time.perf_counter()
@@ -469,7 +470,6 @@ def _worst_case_eval(model, x, y, specs, attacks, args, dev) -> tuple[dict, dict
 
     from empirical.autoattack import ensemble, sanity_flags
     from empirical.evaluate import predict, robust_mask
-    from empirical.train import ThreatModel
     from robust_features.records import pack_bits
 
     xd, yd = x.to(dev), y.to(dev)
@@ -480,7 +480,7 @@ def _worst_case_eval(model, x, y, specs, attacks, args, dev) -> tuple[dict, dict
     worst_by_norm: dict[str, dict[float, float]] = {}
     sha = lambda m: hashlib.sha256(bytes.fromhex(pack_bits(m))).hexdigest()  # noqa: E731
     for spec in specs:
-        key = f"{spec.norm}_eps{spec.eps:g}"
+        key = spec.threat.key()
         per: dict[str, float] = {}
         secs: dict[str, float] = {}
         masks: dict[str, str] = {}
@@ -490,7 +490,7 @@ def _worst_case_eval(model, x, y, specs, attacks, args, dev) -> tuple[dict, dict
             t = time.perf_counter()
             gen = torch.Generator(device=dev)
             gen.manual_seed(args.seed)
-            m = robust_mask(model, x, y, threat=ThreatModel(spec.norm, spec.eps), steps=spec.steps, step_size=spec.step,
+            m = robust_mask(model, x, y, threat=spec.threat, steps=spec.steps, step_size=spec.step,
                             restarts=spec.restarts, random_start=spec.random_start, batch_size=args.batch_size,
                             device=dev, generator=gen, precision=args.precision).numpy()
             secs["pgd"] = time.perf_counter() - t
@@ -550,7 +550,7 @@ def _cmd_attack(args: argparse.Namespace) -> int:
     from empirical.attacks import pgd
     from empirical.checkpoint import file_sha256
     from empirical.evaluate import predict
-    from empirical.train import ThreatModel
+    from empirical.threat import Attack, ThreatModel
     from robust_features.records import atomic_write_bytes, utc_now, write_record
 
     started_at, t0 = utc_now(), time.perf_counter()
@@ -567,11 +567,11 @@ def _cmd_attack(args: argparse.Namespace) -> int:
     else:
         g = torch.Generator().manual_seed(args.seed)
         labels = (y + torch.randint(1, d.num_classes, y.shape, generator=g)) % d.num_classes
-    step = args.step_size if args.step_size is not None else 2.5 * threat.eps / args.steps
+    attack = Attack(threat.norm, threat.eps, steps=args.steps, step_size=args.step_size, restarts=args.restarts,
+                    random_start=args.random_start, targeted=args.targeted != "none")
+    step = attack.step
     t_att = time.perf_counter()
-    x_adv = pgd(model, x.to(dev), labels.to(dev), norm=threat.norm, eps=threat.eps, steps=args.steps, step_size=step,
-                targeted=args.targeted != "none", random_start=args.random_start, restarts=args.restarts,
-                generator=gen, batch_size=args.batch_size).cpu()
+    x_adv = pgd(model, x.to(dev), labels.to(dev), **attack.pgd_kwargs(), generator=gen, batch_size=args.batch_size).cpu()
     attack_seconds = time.perf_counter() - t_att
     pred_clean, pred_adv = predict(model, x, device=dev), predict(model, x_adv, device=dev)
     success = (pred_adv == labels) if args.targeted != "none" else (pred_adv != y)
@@ -592,7 +592,7 @@ def _cmd_attack(args: argparse.Namespace) -> int:
     write_record(out_dir / "attack.json", experiment="empirical.attack", config=config, metrics=metrics,
                  seeds={"seed": args.seed}, device=_device_name(dev), started_at=started_at, start_time=t0,
                  extra={"tensors": {"path": "adversarial.pt", "sha256": file_sha256(out_dir / "adversarial.pt")}})
-    desc = f"{threat.describe()}, PGD-{args.steps} (step {step:g}), {args.restarts} restart(s), {args.targeted} target"
+    desc = attack.describe() + (f" ({args.targeted} target)" if args.targeted != "none" else "")
     print(f"success {100 * metrics['success_rate']:.1f}% | clean {100 * metrics['clean_accuracy']:.1f}% -> "
           f"adversarial {100 * metrics['adversarial_accuracy']:.1f}% at {desc}, n={x.shape[0]}; "
           f"record {out_dir / 'attack.json'}")

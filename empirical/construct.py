@@ -37,6 +37,7 @@ import numpy as np
 import torch
 
 from empirical.attacks import STEP_SCHEDULES
+from empirical.evaluate import predict
 from empirical.precision import check_precision
 from empirical.shards import (
     STORAGE_DTYPES,
@@ -48,6 +49,7 @@ from empirical.shards import (
     shard_generator,
     shard_seed,
 )
+from empirical.threat import Attack, check_norm
 from robust_features import checks as C
 from robust_features.locks import rank0_lock
 
@@ -137,17 +139,27 @@ class TargetedConfig:
 
     def __post_init__(self) -> None:
         check_precision(self.precision)
-        C.one_of("norm", self.norm, ("l2", "linf"), what="a threat model")
+        check_norm(self.norm)
         C.positive_float("eps", self.eps)
         C.positive_int("steps", self.steps)
         C.positive_float("step_size", self.step_size)
         for name in ("random_start", "use_best", "exclude_true_label"):
             C.boolean(name, getattr(self, name))
         C.positive_int("restarts", self.restarts)
+        self.attack  # noqa: B018 - the attack description validates as well
         C.positive_int("batch_size", self.batch_size)
         C.positive_int("shard_size", self.shard_size)
         check_storage(self.storage)
         C.seed("seed", self.seed)
+
+    @property
+    def attack(self) -> Attack:
+        """The targeted PGD toward the new labels (:class:`empirical.threat.Attack`)."""
+        return Attack(self.norm, self.eps, steps=self.steps, step_size=self.step_size, restarts=self.restarts,
+                      random_start=self.random_start, targeted=True)
+
+    def describe(self) -> str:
+        return self.attack.describe()
 
 
 # --------------------------------------------------------------------------------------------
@@ -379,14 +391,6 @@ def _distances(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Te
 
 
 @torch.no_grad()
-def _predict(model: torch.nn.Module, x: torch.Tensor, device: Any, batch_size: int) -> torch.Tensor:
-    out = []
-    for i in range(0, x.shape[0], batch_size):
-        out.append(model(x[i : i + batch_size].to(device)).argmax(1).cpu())
-    return torch.cat(out) if out else torch.empty(0, dtype=torch.int64)
-
-
-@torch.no_grad()
 def _features(model: torch.nn.Module, x: torch.Tensor, device: Any, batch_size: int) -> torch.Tensor:
     out = []
     for i in range(0, x.shape[0], batch_size):
@@ -489,14 +493,13 @@ def build_targeted_dataset(
             attack_gen = torch.Generator(device=dev)
             attack_gen.manual_seed(shard_seed(cfg.seed + 1, i))
         x_adv = pgd(
-            model, xs.to(dev), t.to(dev), norm=cfg.norm, eps=cfg.eps, steps=cfg.steps, step_size=cfg.step_size,
-            targeted=True, random_start=cfg.random_start, restarts=cfg.restarts, use_best=cfg.use_best,
+            model, xs.to(dev), t.to(dev), **cfg.attack.pgd_kwargs(), use_best=cfg.use_best,
             generator=attack_gen, batch_size=cfg.batch_size, precision=cfg.precision,
         )
         return ShardOutput(x=x_adv, y=t, aux={"orig_label": ys.cpu().to(torch.int64), "target_is_true": t == ys.cpu()})
 
     def assess(x_st: torch.Tensor, x0: torch.Tensor, y0: torch.Tensor, y1: torch.Tensor) -> dict[str, torch.Tensor]:
-        pred = _predict(model, x_st, dev, cfg.batch_size)
+        pred = predict(model, x_st, device=dev, batch_size=cfg.batch_size, precision="fp32")
         l2, linf = _distances(x_st, x0)
         return {"target_success": pred == y1, "source_pred_is_orig": pred == y0, "l2": l2, "linf": linf}
 

@@ -8,18 +8,16 @@ classified correctly. Numbers are fractions in [0, 1]. Report format (convention
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
-from empirical.attacks import check_budget, pgd
+from empirical.attacks import pgd
 from empirical.data import check_images
 from empirical.precision import autocast
-from empirical.train import ThreatModel
+from empirical.threat import Attack, ThreatModel
 
 
 @torch.no_grad()
@@ -88,39 +86,9 @@ def _robust_batch(model: nn.Module, xb: torch.Tensor, yb: torch.Tensor, *, threa
     return ok.cpu()
 
 
-@dataclass(frozen=True)
-class AttackSpec:
-    """A PGD evaluation attack. ``step_size`` None = 2.5 * eps / steps (Madry et al.)."""
-
-    norm: str
-    eps: float
-    steps: int = 20
-    step_size: float | None = None
-    restarts: int = 1
-    random_start: bool = False
-
-    def __post_init__(self) -> None:
-        check_budget(self.norm, self.eps)
-        if not isinstance(self.steps, int) or self.steps < 1:
-            raise ValueError(f"steps={self.steps!r} must be a positive integer")
-        if not isinstance(self.restarts, int) or self.restarts < 1:
-            raise ValueError(f"restarts={self.restarts!r} must be a positive integer")
-        if self.step_size is not None and not (math.isfinite(self.step_size) and self.step_size > 0):
-            raise ValueError(f"step_size={self.step_size!r} must be positive")
-
-    @property
-    def step(self) -> float:
-        if self.step_size is not None:
-            return float(self.step_size)
-        return 2.5 * self.eps / self.steps if self.eps > 0 else 1.0
-
-    def describe(self) -> str:
-        r = f"{self.restarts} restart{'s' if self.restarts != 1 else ''}"
-        start = ", random start" if self.random_start else ""
-        return f"{self.norm} eps={self.eps:g}, PGD-{self.steps} (step {self.step:g}){start}, {r}"
-
-    def key(self) -> str:
-        return f"{self.norm}_eps{self.eps:g}_pgd{self.steps}_r{self.restarts}"
+AttackSpec = Attack
+"""An evaluation attack is an :class:`empirical.threat.Attack` (untargeted PGD; ``step_size``
+None = 2.5 * eps / steps, Madry et al.); ``AttackSpec`` is its name in this module's API."""
 
 
 def _batch_grid(n: int, batch_size: int, info: Any) -> tuple[int, int]:
@@ -165,6 +133,9 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, attacks: Seq
         raise ValueError("cannot evaluate on an empty set")
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size={batch_size!r} must be a positive integer")
+    for a in attacks:
+        if not isinstance(a, Attack) or a.targeted or a.method != "pgd":
+            raise ValueError(f"attacks entry {a!r} must be an untargeted PGD AttackSpec (empirical.threat.Attack)")
     info = dist_info if dist_info is not None else SINGLE_PROCESS
     dev = torch.device(device)
     n = int(x.shape[0])

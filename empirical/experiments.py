@@ -26,7 +26,6 @@ import contextlib
 import dataclasses
 import hashlib
 import json
-import math
 import shutil
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -35,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from empirical.construct import KINDS, RepresentationConfig, TargetedConfig
+from empirical.threat import Attack, check_norm
 from empirical.transfer import TransferConfig
 from robust_features import checks as C
 from robust_features.records import atomic_write_json, to_jsonable, utc_now, write_record
@@ -111,7 +111,7 @@ class Recipe:
         C.in_range("label_smoothing", self.label_smoothing, 0.0, 1.0, hi_open=True)
         C.non_negative_int("crop_padding", self.crop_padding)
         C.boolean("flip", self.flip)
-        C.one_of("adv_norm", self.adv_norm, ("l2", "linf"), what="a threat model")
+        check_norm(self.adv_norm, "adv_norm")
         C.optional_positive_float("adv_eps", self.adv_eps, none=" (None = standard training)")
         C.positive_int("adv_steps", self.adv_steps)
         C.optional_positive_float("adv_step_size", self.adv_step_size, none=" (None = 2.5*eps/steps)")
@@ -120,13 +120,14 @@ class Recipe:
 
     def to_train_config(self, seed: int) -> Any:
         from empirical.data import Augment
-        from empirical.train import ThreatModel, TrainConfig
+        from empirical.threat import Attack, ThreatModel
+        from empirical.train import TrainConfig
 
         augment = Augment(crop_padding=self.crop_padding, flip=self.flip) if (self.crop_padding or self.flip) else None
         adv = ThreatModel(norm=self.adv_norm, eps=float(self.adv_eps)) if self.adv_eps is not None else None
         step = self.adv_step_size
-        if adv is not None and step is None:
-            step = 2.5 * float(self.adv_eps) / self.adv_steps
+        if adv is not None and step is None:     # written out, so the TrainConfig names the step it trains with
+            step = Attack(adv.norm, adv.eps, steps=self.adv_steps).step
         return TrainConfig(
             epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, momentum=self.momentum,
             weight_decay=self.weight_decay, schedule=self.schedule, label_smoothing=self.label_smoothing,
@@ -159,7 +160,7 @@ class EvalConfig:
         from empirical.autoattack import ATTACKS, SUITES
         from empirical.precision import check_precision
 
-        C.one_of("norm", self.norm, ("l2", "linf"), what="a threat model")
+        check_norm(self.norm)
         C.positive_float("eps", self.eps)
         for name in ("paper_steps", "strong_steps", "strong_restarts", "batch_size"):
             C.positive_int(name, getattr(self, name))
@@ -198,19 +199,26 @@ class EvalConfig:
         return (f"{self.norm} eps={self.eps:g}, worst case over " + " -> ".join(parts[a] for a in self.suite)
                 + " (each on the examples still robust), and the strong PGD")
 
+    def attack(self, which: str) -> Attack:
+        """``paper``: the paper's PGD-7 with step eps/5 from x; ``strong``: PGD-``strong_steps`` with
+        ``strong_restarts`` random restarts and the step rule (:class:`empirical.threat.Attack`)."""
+        if which == "paper":
+            return Attack(self.norm, self.eps, steps=self.paper_steps, step_size=self.eps / 5)
+        if which == "strong":
+            return Attack(self.norm, self.eps, steps=self.strong_steps, restarts=self.strong_restarts,
+                          random_start=True)
+        raise ValueError(f"which={which!r} is not an evaluation attack; valid: paper, strong")
+
     @property
     def paper_step(self) -> float:
-        return self.eps / 5
+        return self.attack("paper").step
 
     @property
     def strong_step(self) -> float:
-        return 2.5 * self.eps / self.strong_steps
+        return self.attack("strong").step
 
     def describe(self, which: str) -> str:
-        if which == "paper":
-            return f"{self.norm} eps={self.eps:g}, PGD-{self.paper_steps} (step {self.paper_step:.4g}), 1 restart, start at x"
-        return (f"{self.norm} eps={self.eps:g}, PGD-{self.strong_steps} (step {self.strong_step:.4g}), "
-                f"{self.strong_restarts} random restarts")
+        return self.attack(which).describe()
 
 
 @dataclass(frozen=True)
@@ -828,7 +836,6 @@ class Workspace:
         import torch
 
         from empirical.evaluate import accuracy, robust_mask
-        from empirical.train import ThreatModel
         from robust_features.records import pack_bits, unpack_bits
 
         d, ev = self.data(), self.cfg.eval
@@ -857,17 +864,15 @@ class Workspace:
         if robust:
             assert sub is not None
             xr, yr = d.x_test[sub.indices], d.y_test[sub.indices]
-            threat = ThreatModel(norm=ev.norm, eps=ev.eps)
-            masks["robust_paper"] = robust_mask(model, xr, yr, threat=threat, steps=ev.paper_steps,
-                                                step_size=ev.paper_step, restarts=1, random_start=False,
-                                                batch_size=ev.batch_size, device=self.device, precision=ev.precision)
+            attacks = {"robust_paper": (ev.attack("paper"), None)}
             if strong:
                 gen = torch.Generator(device=torch.device(self.device))
                 gen.manual_seed(self.cfg.seed + 12345)
-                masks["robust_strong"] = robust_mask(model, xr, yr, threat=threat, steps=ev.strong_steps,
-                                                     step_size=ev.strong_step, restarts=ev.strong_restarts,
-                                                     random_start=True, batch_size=ev.batch_size,
-                                                     device=self.device, generator=gen, precision=ev.precision)
+                attacks["robust_strong"] = (ev.attack("strong"), gen)
+            for k, (a, gen) in attacks.items():
+                masks[k] = robust_mask(model, xr, yr, threat=a.threat, steps=a.steps, step_size=a.step,
+                                       restarts=a.restarts, random_start=a.random_start, batch_size=ev.batch_size,
+                                       device=self.device, generator=gen, precision=ev.precision)
             for k, m in masks.items():
                 out[k] = float(m.float().mean())
             out["n_robust"] = int(sub.n)

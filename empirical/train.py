@@ -46,7 +46,6 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -54,56 +53,17 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from empirical.attacks import NORMS, fgsm_rs, pgd
+from empirical.attacks import fgsm_rs, pgd
 from empirical.data import Augment, Loader, _mix_seed, check_images
 from empirical.distributed import DistInfo, barrier, init_distributed, reduce_sums, shard_range
 from empirical.precision import autocast, check_precision
+from empirical.threat import METHODS, Attack, ThreatModel
 from robust_features import checks as C
 from robust_features.records import atomic_write_bytes, to_jsonable
 
 SCHEDULES: tuple[str, ...] = ("onecycle", "step", "constant")
 OPTIMIZERS: tuple[str, ...] = ("sgd", "adam")
-ADV_METHODS: tuple[str, ...] = ("pgd", "fgsm")
-
-
-def parse_fraction(text: str | float | int, name: str = "eps") -> float:
-    """Parse ``0.5``, ``"0.5"`` or ``"8/255"`` into a float without ``eval``."""
-    if isinstance(text, bool):
-        raise ValueError(f"{name}={text!r} is not a number")
-    try:
-        value = float(text) if isinstance(text, (int, float)) else float(Fraction(str(text).strip()))
-    except (ValueError, ZeroDivisionError, OverflowError):
-        value = math.nan
-    if not math.isfinite(value):
-        raise ValueError(f"{name}={text!r} is not a number or fraction such as 0.5 or 8/255")
-    return value
-
-
-@dataclass(frozen=True)
-class ThreatModel:
-    """An lp ball of radius ``eps`` in [0, 1] pixel units; ``norm`` is ``l2`` or ``linf``."""
-
-    norm: str
-    eps: float
-
-    def __post_init__(self) -> None:
-        if self.norm not in NORMS:
-            raise ValueError(f"unknown threat-model norm {self.norm!r}; valid: {', '.join(NORMS)} (e.g. l2:0.5, linf:8/255)")
-        if not (isinstance(self.eps, (int, float)) and math.isfinite(self.eps) and self.eps >= 0):
-            raise ValueError(f"eps={self.eps!r} must be a finite number >= 0 (pixel units)")
-        object.__setattr__(self, "eps", float(self.eps))
-
-    @classmethod
-    def parse(cls, text: str) -> ThreatModel:
-        """``"l2:0.5"`` or ``"linf:8/255"`` -> ThreatModel."""
-        norm, sep, eps = str(text).partition(":")
-        if not sep:
-            raise ValueError(f"threat model {text!r} must look like NORM:EPS, e.g. l2:0.5 or linf:8/255; "
-                             f"valid norms: {', '.join(NORMS)}")
-        return cls(norm.strip().lower(), parse_fraction(eps, "eps"))
-
-    def describe(self) -> str:
-        return f"{self.norm} eps={self.eps:g}"
+ADV_METHODS: tuple[str, ...] = METHODS  # the training attacks: empirical.threat.METHODS
 
 
 @dataclass(frozen=True)
@@ -173,12 +133,18 @@ class TrainConfig:
         object.__setattr__(self, "step_milestones", tuple(float(m) for m in self.step_milestones))
 
     @property
-    def attack_step_size(self) -> float | None:
+    def attack(self) -> Attack | None:
+        """The training attack (:class:`empirical.threat.Attack`; None = standard training)."""
         if self.adv is None:
             return None
-        if self.adv_step_size is not None:
-            return float(self.adv_step_size)
-        return 1.25 * self.adv.eps if self.adv_method == "fgsm" else 2.5 * self.adv.eps / self.adv_steps
+        if self.adv_method == "fgsm":
+            return Attack.fgsm(self.adv.norm, self.adv.eps, self.adv_step_size)
+        return Attack(self.adv.norm, self.adv.eps, steps=self.adv_steps, step_size=self.adv_step_size,
+                      random_start=True)
+
+    @property
+    def attack_step_size(self) -> float | None:
+        return self.attack.step if self.attack is not None else None
 
     def use_channels_last(self, device: Any) -> bool:
         return bool(self.channels_last) if self.channels_last is not None else torch.device(device).type == "cuda"
@@ -222,16 +188,15 @@ def lr_factor(cfg: TrainConfig, it: int, total: int) -> float:
 
 def _adv_batch(model: nn.Module, xb: torch.Tensor, yb: torch.Tensor, cfg: TrainConfig,
                gen: torch.Generator) -> torch.Tensor:
-    assert cfg.adv is not None
+    attack = cfg.attack
+    assert attack is not None
     was = model.training
     model.eval()
     try:
-        if cfg.adv_method == "fgsm":
-            return fgsm_rs(model, xb, yb, norm=cfg.adv.norm, eps=cfg.adv.eps, step_size=cfg.attack_step_size,
+        if attack.method == "fgsm":
+            return fgsm_rs(model, xb, yb, norm=attack.norm, eps=attack.eps, step_size=attack.step,
                            generator=gen, precision=cfg.precision)
-        return pgd(model, xb, yb, norm=cfg.adv.norm, eps=cfg.adv.eps, steps=cfg.adv_steps,
-                   step_size=cfg.attack_step_size, random_start=True, use_best=False, generator=gen,
-                   precision=cfg.precision)
+        return pgd(model, xb, yb, **attack.pgd_kwargs(), use_best=False, generator=gen, precision=cfg.precision)
     finally:
         model.train(was)
 
@@ -243,9 +208,8 @@ def _probe_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: Tra
     gen = torch.Generator(device=dev)
     gen.manual_seed(_mix_seed(cfg.seed, 99))
     model.eval()
-    xa = pgd(model, x, y, norm=cfg.adv.norm, eps=cfg.adv.eps, steps=cfg.co_probe_steps,
-             step_size=2.5 * cfg.adv.eps / cfg.co_probe_steps, random_start=True, generator=gen,
-             precision=cfg.precision, batch_size=512)
+    probe = Attack(cfg.adv.norm, cfg.adv.eps, steps=cfg.co_probe_steps, random_start=True)
+    xa = pgd(model, x, y, **probe.pgd_kwargs(), generator=gen, precision=cfg.precision, batch_size=512)
     with torch.no_grad(), autocast(dev, cfg.precision):
         return float((model(xa).argmax(1) == y).float().mean())
 
@@ -483,5 +447,5 @@ def config_from_dict(d: dict[str, Any]) -> TrainConfig:
     return TrainConfig(**d)
 
 
-__all__ = ["ADV_METHODS", "OPTIMIZERS", "SCHEDULES", "NonFiniteLossError", "ThreatModel", "TrainConfig",
-           "TrainResult", "config_from_dict", "fit", "lr_factor", "parse_fraction"]
+__all__ = ["ADV_METHODS", "OPTIMIZERS", "SCHEDULES", "NonFiniteLossError", "TrainConfig", "TrainResult",
+           "config_from_dict", "fit", "lr_factor"]

@@ -39,10 +39,11 @@ class TransferConfig:
 
     def __post_init__(self) -> None:
         from empirical.precision import check_precision
+        from empirical.threat import check_norm
         from robust_features import checks as C
 
         check_precision(self.precision, name="transfer.precision")
-        C.one_of("norm", self.norm, ("l2", "linf"), what="a threat model")
+        check_norm(self.norm)
         for name in ("eps", "step_size"):
             C.positive_float(name, getattr(self, name))
         for name in ("targeted", "random_start"):
@@ -50,18 +51,20 @@ class TransferConfig:
         for name in ("steps", "restarts", "n_examples", "batch_size"):
             C.positive_int(name, getattr(self, name))
         C.seed("seed", self.seed)
+        self.attack  # noqa: B018 - the attack description validates as well
+
+    @property
+    def attack(self) -> Any:
+        """The attack made on the source model (:class:`empirical.threat.Attack`; targeted toward
+        (y + 1) mod C when ``targeted``)."""
+        from empirical.threat import Attack
+
+        return Attack(self.norm, self.eps, steps=self.steps, step_size=self.step_size, restarts=self.restarts,
+                      random_start=self.random_start, targeted=self.targeted)
 
     def describe(self) -> str:
-        kind = "targeted (y+1 mod C)" if self.targeted else "untargeted"
-        return (f"{self.norm} eps={self.eps:g}, PGD-{self.steps} (step {self.step_size:g}), {kind}, "
-                f"{self.restarts} restart{'s' if self.restarts > 1 else ''}, made on the source model")
-
-
-@torch.no_grad()
-def _predict(model: torch.nn.Module, x: torch.Tensor, device: Any, batch_size: int) -> torch.Tensor:
-    model.eval()
-    return torch.cat([model(x[i : i + batch_size].to(device)).argmax(1).cpu()
-                      for i in range(0, x.shape[0], batch_size)])
+        target = ", targets (y+1) mod C" if self.targeted else ""
+        return f"{self.attack.describe()}, made on the source model{target}"
 
 
 def transfer_success(
@@ -85,6 +88,7 @@ def transfer_success(
     """
     from empirical.attacks import pgd
     from empirical.data import stratified_subset
+    from empirical.evaluate import predict
 
     if x.shape[0] != y.shape[0]:
         raise ValueError(f"x has {x.shape[0]} examples but y has {y.shape[0]}")
@@ -97,15 +101,13 @@ def transfer_success(
         gen = torch.Generator(device=dev)
         gen.manual_seed(cfg.seed)
     source.eval()
-    x_adv = pgd(source, x.to(dev), t.to(dev), norm=cfg.norm, eps=cfg.eps, steps=cfg.steps,
-                step_size=cfg.step_size, targeted=cfg.targeted, random_start=cfg.random_start,
-                restarts=cfg.restarts, use_best=True, generator=gen, batch_size=cfg.batch_size,
-                precision=cfg.precision).cpu()
-    src_clean = _predict(source, x, dev, cfg.batch_size) == y
+    x_adv = pgd(source, x.to(dev), t.to(dev), **cfg.attack.pgd_kwargs(), use_best=True, generator=gen,
+                batch_size=cfg.batch_size, precision=cfg.precision).cpu()
+    src_clean = predict(source, x, device=dev, batch_size=cfg.batch_size, precision="fp32") == y
     out: dict[str, dict[str, Any]] = {"__subset__": sub.describe()}
     for name, model in {"__source__": source, **dict(targets)}.items():
-        clean = _predict(model, x, dev, cfg.batch_size)
-        adv = _predict(model, x_adv, dev, cfg.batch_size)
+        clean = predict(model, x, device=dev, batch_size=cfg.batch_size, precision="fp32")
+        adv = predict(model, x_adv, device=dev, batch_size=cfg.batch_size, precision="fp32")
         used = src_clean & (clean == y)
         hit = (adv == t) if cfg.targeted else (adv != y)
         k = int(used.sum())

@@ -29,7 +29,8 @@ from empirical.evaluate import accuracy, robust_accuracy
 from empirical.experiments import Workspace, with_overrides
 from empirical.models import build_model
 from empirical.reproduce import get_preset
-from empirical.train import ThreatModel, fit
+from empirical.threat import ThreatModel
+from empirical.train import fit
 from robust_features.records import utc_now, write_record
 
 

@@ -209,7 +209,7 @@ def test_bad_attack_parameters_raise_errors_naming_them():
     x, y = torch.rand(2, 1, 2, 2), torch.zeros(2, dtype=torch.long)
     with pytest.raises(ValueError, match=r"eps=-0.1 must be a finite number >= 0"):
         pgd(model, x, y, norm="l2", eps=-0.1, steps=3, step_size=0.1)
-    with pytest.raises(ValueError, match=r"unknown threat-model norm 'l3'; valid: l2, linf"):
+    with pytest.raises(ValueError, match=r"norm='l3' is not a threat model; valid: l2, linf"):
         pgd(model, x, y, norm="l3", eps=0.1, steps=3, step_size=0.1)
     with pytest.raises(ValueError, match=r"x has values in \[0, 2\]; images must lie in \[0, 1\]"):
         pgd(model, x * 0 + torch.tensor([0.0, 2.0]).view(2, 1, 1, 1), y, norm="l2", eps=0.1, steps=3,

@@ -76,7 +76,7 @@ def test_bad_cli_input_gives_one_clear_line(tmp_path, capsys):
         (["train", "--data", "digits", "--arch", "resnet7", "--out-dir", str(tmp_path / "a")],
          r"unknown architecture 'resnet7'; valid: fastnet, resnet18"),
         (["train", "--data", "digits", "--adv", "l3:0.5", "--out-dir", str(tmp_path / "b")],
-         r"unknown threat-model norm 'l3'; valid: l2, linf"),
+         r"norm='l3' is not a threat model; valid: l2, linf"),
         (["train", "--data", "digits", "--adv", "l2:-1", "--out-dir", str(tmp_path / "c")],
          r"eps=-1.0 must be a finite number >= 0"),
         (["train", "--data", "cifar10", "--data-root", str(tmp_path / "none"), "--out-dir", str(tmp_path / "d")],

@@ -12,7 +12,8 @@ from empirical.checkpoint import file_sha256, load_model, save_checkpoint
 from empirical.data import Augment, load_dataset, make_synthetic
 from empirical.evaluate import AttackSpec, accuracy, evaluate, predict, robust_accuracy
 from empirical.models import ARCHS, build_model, default_arch
-from empirical.train import NonFiniteLossError, ThreatModel, TrainConfig, fit, lr_factor
+from empirical.threat import ThreatModel
+from empirical.train import NonFiniteLossError, TrainConfig, fit, lr_factor
 
 
 @pytest.fixture(scope="module")
@@ -173,7 +174,7 @@ def test_schedules():
 def test_threat_model_parsing_and_bad_configs():
     assert ThreatModel.parse("linf:8/255").eps == pytest.approx(8 / 255)
     assert ThreatModel.parse("l2:0.5") == ThreatModel("l2", 0.5)
-    with pytest.raises(ValueError, match=r"unknown threat-model norm 'l1'; valid: l2, linf"):
+    with pytest.raises(ValueError, match=r"norm='l1' is not a threat model; valid: l2, linf"):
         ThreatModel.parse("l1:0.5")
     with pytest.raises(ValueError, match=r"must look like NORM:EPS"):
         ThreatModel.parse("0.5")

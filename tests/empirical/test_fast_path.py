@@ -21,7 +21,8 @@ from empirical.construct import TargetedConfig, build_targeted_dataset
 from empirical.data import load_dataset
 from empirical.evaluate import robust_accuracy
 from empirical.models import build_model
-from empirical.train import ThreatModel, TrainConfig, fit
+from empirical.threat import ThreatModel
+from empirical.train import TrainConfig, fit
 
 FAST = {"precision": "bf16", "channels_last": True}
 DEV = "cuda" if torch.cuda.is_available() else "cpu"

@@ -1,0 +1,168 @@
+"""The one attack vocabulary: threat models, attack descriptions, the step rule, their checks.
+
+Every part of the toolkit that attacks a model - adversarial training (:class:`TrainConfig`'s
+``adv*`` fields), evaluation (:class:`empirical.evaluate.AttackSpec` = :class:`Attack`, the
+experiments' :class:`EvalConfig`), the D_rand / D_det construction (:class:`TargetedConfig`),
+transfer (:class:`TransferConfig`), the worst-case suite (:mod:`empirical.autoattack`) and the
+CLI's ``--threat l2:0.5`` - describes its attack with the names defined here:
+
+* :data:`NORMS` and :func:`check_norm` / :func:`check_budget`: the threat-model norms and the one
+  check of a norm and a budget (pixel units, images in [0, 1]);
+* :class:`ThreatModel`: an lp ball (``l2:0.5``, ``linf:8/255``; fractions parsed by
+  :func:`parse_fraction`, never ``eval``-ed);
+* :func:`default_step_size`: the step rule, 2.5 eps / steps for PGD (Madry et al. 2018) and
+  1.25 eps for FGSM with a random start (Wong et al. 2020);
+* :class:`Attack`: a threat model plus method, steps, step size (``None`` = the rule), restarts,
+  random start and targeting, validated on construction, with one :meth:`Attack.describe` in the
+  conventions' format ("l2 eps=0.25, PGD-20 (step 0.03125), 1 restart").
+
+The configs keep their flat fields (``targeted.eps``, ``eval.strong_steps``: the config grammar
+users write) and hand out the :class:`Attack` they mean, so the validation, the step rule and
+the description exist once. This module imports no torch; the kernels live in
+:mod:`empirical.attacks`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Any
+
+from robust_features import checks as C
+
+NORMS: tuple[str, ...] = ("l2", "linf")
+METHODS: tuple[str, ...] = ("pgd", "fgsm")
+
+
+def parse_fraction(text: str | float | int, name: str = "eps") -> float:
+    """Parse ``0.5``, ``"0.5"`` or ``"8/255"`` into a float without ``eval``."""
+    if isinstance(text, bool):
+        raise ValueError(f"{name}={text!r} is not a number")
+    try:
+        value = float(text) if isinstance(text, (int, float)) else float(Fraction(str(text).strip()))
+    except (ValueError, ZeroDivisionError, OverflowError):
+        value = math.nan
+    if not math.isfinite(value):
+        raise ValueError(f"{name}={text!r} is not a number or fraction such as 0.5 or 8/255")
+    return value
+
+
+def check_norm(norm: Any, name: str = "norm") -> str:
+    """``norm`` if it is a threat-model norm, else one ``ValueError`` line naming it and the valid ones."""
+    C.one_of(name, norm, NORMS, what="a threat model")
+    return norm
+
+
+def check_budget(norm: Any, eps: Any, *, name: str = "eps") -> None:
+    """Raise ``ValueError`` for an unknown norm or a negative / non-finite budget (pixel units)."""
+    check_norm(norm)
+    if isinstance(eps, bool) or not (isinstance(eps, (int, float)) and math.isfinite(eps) and eps >= 0):
+        raise ValueError(f"{name}={eps!r} must be a finite number >= 0 (pixel units, images in [0, 1])")
+
+
+def default_step_size(eps: float, steps: int = 1, method: str = "pgd") -> float:
+    """The step rule: 2.5 eps / steps for PGD (Madry et al. 2018: the iterates can travel 2.5 x
+    the radius), 1.25 eps for one FGSM step from a random start (Wong et al. 2020). A zero budget
+    gets step 1 (no step moves a point out of a radius-0 ball anyway)."""
+    if method == "fgsm":
+        return 1.25 * float(eps)
+    return 2.5 * float(eps) / int(steps) if eps > 0 else 1.0
+
+
+@dataclass(frozen=True)
+class ThreatModel:
+    """An lp ball of radius ``eps`` in [0, 1] pixel units; ``norm`` is ``l2`` or ``linf``."""
+
+    norm: str
+    eps: float
+
+    def __post_init__(self) -> None:
+        check_budget(self.norm, self.eps)
+        object.__setattr__(self, "eps", float(self.eps))
+
+    @classmethod
+    def parse(cls, text: str) -> ThreatModel:
+        """``"l2:0.5"`` or ``"linf:8/255"`` -> ThreatModel."""
+        norm, sep, eps = str(text).partition(":")
+        if not sep:
+            raise ValueError(f"threat model {text!r} must look like NORM:EPS, e.g. l2:0.5 or linf:8/255; "
+                             f"valid norms: {', '.join(NORMS)}")
+        return cls(norm.strip().lower(), parse_fraction(eps, "eps"))
+
+    def describe(self) -> str:
+        return f"{self.norm} eps={self.eps:g}"
+
+    def key(self) -> str:
+        return f"{self.norm}_eps{self.eps:g}"
+
+
+@dataclass(frozen=True)
+class Attack:
+    """An iterative lp attack: ``method`` (``pgd`` or ``fgsm``: one step from a random start) in the
+    ball ``norm``/``eps``, ``steps`` steps of ``step_size`` (``None`` = :func:`default_step_size`),
+    ``restarts`` batched starts, from ``x`` or (``random_start``) a uniform point of the ball,
+    untargeted or toward given targets (``targeted``)."""
+
+    norm: str
+    eps: float
+    steps: int = 20
+    step_size: float | None = None
+    restarts: int = 1
+    random_start: bool = False
+    targeted: bool = False
+    method: str = "pgd"
+
+    def __post_init__(self) -> None:
+        check_budget(self.norm, self.eps)
+        C.one_of("method", self.method, METHODS, what="an attack method")
+        C.positive_int("steps", self.steps)
+        C.positive_int("restarts", self.restarts)
+        if self.step_size is not None and (isinstance(self.step_size, bool) or not (
+                isinstance(self.step_size, (int, float)) and math.isfinite(self.step_size) and self.step_size > 0)):
+            raise ValueError(f"step_size={self.step_size!r} must be positive (None = 2.5*eps/steps)")
+        C.boolean("random_start", self.random_start)
+        C.boolean("targeted", self.targeted)
+        if self.method == "fgsm" and (self.steps != 1 or not self.random_start):
+            raise ValueError(f"method='fgsm' is one step from a random start; got steps={self.steps}, "
+                             f"random_start={self.random_start}")
+        object.__setattr__(self, "eps", float(self.eps))
+
+    @classmethod
+    def fgsm(cls, norm: str, eps: float, step_size: float | None = None) -> Attack:
+        return cls(norm, eps, steps=1, step_size=step_size, random_start=True, method="fgsm")
+
+    @property
+    def threat(self) -> ThreatModel:
+        return ThreatModel(self.norm, self.eps)
+
+    @property
+    def step(self) -> float:
+        """The step size in pixel units (the given one, else the rule's)."""
+        if self.step_size is not None:
+            return float(self.step_size)
+        return default_step_size(self.eps, self.steps, self.method)
+
+    def describe(self) -> str:
+        """``l2 eps=0.25, PGD-20 (step 0.03125), random start, 5 restarts`` (conventions sec. 1)."""
+        head = "FGSM" if self.method == "fgsm" else f"PGD-{self.steps}"
+        parts = [f"{self.norm} eps={self.eps:g}", f"{head} (step {self.step:.4g})"]
+        if self.targeted:
+            parts.append("targeted")
+        if self.random_start:
+            parts.append("random start")
+        parts.append(f"{self.restarts} restart{'s' if self.restarts != 1 else ''}")
+        return ", ".join(parts)
+
+    def key(self) -> str:
+        """A short file-safe name (``l2_eps0.5_pgd20_r1``)."""
+        return f"{self.threat.key()}_{self.method}{self.steps}_r{self.restarts}"
+
+    def pgd_kwargs(self) -> dict[str, Any]:
+        """The keyword arguments of :func:`empirical.attacks.pgd` that this attack fixes."""
+        return {"norm": self.norm, "eps": self.eps, "steps": self.steps, "step_size": self.step,
+                "targeted": self.targeted, "random_start": self.random_start, "restarts": self.restarts}
+
+
+__all__ = ["Attack", "METHODS", "NORMS", "ThreatModel", "check_budget", "check_norm", "default_step_size",
+           "parse_fraction"]
