@@ -34,7 +34,7 @@ _EXPORTS: dict[str, str] = {
     "AttackSpec": "empirical.evaluate", "accuracy": "empirical.evaluate", "evaluate": "empirical.evaluate",
     "predict": "empirical.evaluate", "robust_accuracy": "empirical.evaluate",
     # empirical.checkpoint
-    "file_sha256": "empirical.checkpoint", "load_model": "empirical.checkpoint",
+    "file_sha256": "robust_features.records", "load_model": "empirical.checkpoint",
     "read_sidecar": "empirical.checkpoint", "save_checkpoint": "empirical.checkpoint",
 }
 

@@ -5,7 +5,6 @@ objects). ``model.pt`` + ``model.json``; :func:`load_model` needs nothing else.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import os
@@ -18,18 +17,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from robust_features.records import atomic_write_bytes, atomic_write_json, git_state, to_jsonable, utc_now
+from robust_features.records import atomic_write_bytes, atomic_write_json, file_sha256, git_state, to_jsonable, utc_now
 
 CHECKPOINT_SCHEMA = "robust-features/checkpoint/v1"
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    """SHA-256 hex digest of a file's bytes."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def sidecar_path(path: str | os.PathLike) -> Path:

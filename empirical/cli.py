@@ -301,7 +301,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         from empirical.evaluate import accuracy
 
         clean_all = accuracy(res.model, d.x_test, d.y_test, device=dev)
-        from empirical.checkpoint import file_sha256
+        from robust_features.records import file_sha256
 
         metrics = {"clean_accuracy": clean_all, "robust_accuracy": ev["robust"], "n_robust_eval": n,
                    "n_test": int(d.x_test.shape[0]), "epochs_completed": len(res.history),
@@ -392,7 +392,7 @@ def _eval_attacks(args: argparse.Namespace) -> tuple[str, ...]:
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
-    from empirical.checkpoint import file_sha256
+    from robust_features.records import file_sha256
     from empirical.distributed import check_same_config, init_distributed, local_device, shutdown
     from empirical.evaluate import AttackSpec, evaluate
     from empirical.threat import ThreatModel
@@ -548,7 +548,7 @@ def _cmd_attack(args: argparse.Namespace) -> int:
     import torch
 
     from empirical.attacks import pgd
-    from empirical.checkpoint import file_sha256
+    from robust_features.records import file_sha256
     from empirical.evaluate import predict
     from empirical.threat import Attack, ThreatModel
     from robust_features.records import atomic_write_bytes, utc_now, write_record

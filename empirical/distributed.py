@@ -29,8 +29,6 @@ deadlocking or silently mixing settings.
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
-import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -39,7 +37,6 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from robust_features.records import to_jsonable
 
 _RENDEZVOUS_VARS = ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
 
@@ -173,9 +170,10 @@ def owned_shards(num_shards: int, info: DistInfo) -> list[int]:
 
 
 def config_hash(config: Any) -> str:
-    """sha256 of the canonical JSON of ``config`` (dataclasses, numpy values and paths allowed)."""
-    text = json.dumps(to_jsonable(config), sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(text.encode()).hexdigest()
+    """sha256 of the canonical JSON of ``config`` (:func:`robust_features.records.json_sha256`)."""
+    from robust_features.records import json_sha256
+
+    return json_sha256(config)
 
 
 def check_same_config(config: Any, info: DistInfo) -> str:

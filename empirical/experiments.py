@@ -37,31 +37,10 @@ from empirical.construct import KINDS, RepresentationConfig, TargetedConfig
 from empirical.threat import Attack, check_norm
 from empirical.transfer import TransferConfig
 from robust_features import checks as C
-from robust_features.records import atomic_write_json, to_jsonable, utc_now, write_record
+from robust_features.paper import PAPER_NUMBERS
+from robust_features.records import atomic_write_json, file_sha256, json_sha256, to_jsonable, utc_now, write_record
 
-# ---------------------------------------------------------------------------------------------
-# the paper's numbers (spec sec. 2.5, 3.2, 4), for side-by-side reports and figure overlays
-# ---------------------------------------------------------------------------------------------
-PAPER_NUMBERS: dict[str, Any] = {
-    "source": "Ilyas et al. 2019, CIFAR-10; Fig. 2(b) values read off the figure (+-0.3), Table 1 and "
-              "Fig. 3 as in docs/paper-spec.md sec. 2.5, 3.2, 4",
-    "fig2": {   # percent: clean accuracy, l2 eps=0.25 PGD-7 robust accuracy
-        "std_D": {"clean": 95.2, "robust": 4.6},
-        "adv_D": {"clean": 90.8, "robust": 82.5},
-        "std_DR": {"clean": 84.2, "robust": 48.3},
-        "std_DNR": {"clean": 87.7, "robust": 0.8},
-    },
-    "table1": {"D": 95.3, "D_rand": 63.3, "D_det": 43.7, "chance": 10.0},
-    "table1_restricted_imagenet": {"D": 96.6, "D_rand": 87.9, "D_det": 64.4, "chance": 100 / 9},
-    "fig3": {   # architecture: (test accuracy trained on D_det, transfer success rate), percent
-        "VGG-16": (27.9, 65.7),
-        "Inception-v3": (39.4, 82.7),
-        "ResNet-18": (40.8, 92.1),
-        "DenseNet": (41.7, 92.8),
-        "ResNet-50": (44.7, 98.8),
-    },
-}
-
+# the paper's numbers: one table, robust_features.paper (re-exported here for the records' "paper" entries)
 FIG2_ROWS: tuple[tuple[str, str], ...] = (
     ("std_D", "Std training on D"),
     ("adv_D", "Adv training on D"),
@@ -495,9 +474,7 @@ def _memory_format(model: Any, recipe: Recipe, device: str) -> Any:
     return model.to(memory_format=torch.contiguous_format)
 
 
-def stable_hash(obj: Any) -> str:
-    text = json.dumps(to_jsonable(obj), sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(text.encode()).hexdigest()
+stable_hash = json_sha256   # a stage's key (robust_features.records.json_sha256)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -600,7 +577,7 @@ class Workspace:
         """Train (or load) model ``name`` of ``arch`` with ``recipe`` on D or a constructed set."""
         if name in self._models:
             return self._models[name]
-        from empirical.checkpoint import file_sha256, load_model
+        from empirical.checkpoint import load_model
         from empirical.models import build_model
         from empirical.train import fit
 
@@ -1103,7 +1080,7 @@ def run_constructions(ws: Workspace, *, samples_per_set: int = 10) -> dict[str, 
     for k, ds in sets.items():
         samples[k] = {"x": ds.x[idx].numpy().round(4).tolist(), "y": ds.y[idx].tolist()}
     samples_path = atomic_write_json(ws.root / "samples.json", samples)
-    sha = hashlib.sha256(samples_path.read_bytes()).hexdigest()
+    sha = file_sha256(samples_path)
     metrics: dict[str, Any] = {}
     for k, ds in sets.items():
         m = ds.manifest

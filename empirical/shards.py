@@ -34,7 +34,6 @@ can wipe out a large part of an eps=0.5 perturbation's effect; the paper's own r
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import logging
@@ -47,7 +46,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from robust_features.records import atomic_write_bytes, atomic_write_json, to_jsonable
+from robust_features.records import atomic_write_bytes, atomic_write_json, bytes_sha256, file_sha256, to_jsonable
 
 log = logging.getLogger(__name__)
 
@@ -86,18 +85,6 @@ def shard_generator(seed: int, index: int) -> torch.Generator:
     gen = torch.Generator(device="cpu")
     gen.manual_seed(shard_seed(seed, index))
     return gen
-
-
-def sha256_bytes(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def sha256_file(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def check_storage(storage: str) -> str:
@@ -273,7 +260,7 @@ class ShardedDatasetWriter:
         if not data_path.is_file() or data_path.stat().st_size != entry.get("bytes"):
             log.warning("shard %d of %s is missing or truncated; it will be rebuilt", index, self.root)
             return None
-        if sha256_file(data_path) != entry.get("sha256"):
+        if file_sha256(data_path) != entry.get("sha256"):
             log.warning("shard %d of %s does not match its sha256; it will be rebuilt", index, self.root)
             return None
         return entry
@@ -316,7 +303,7 @@ class ShardedDatasetWriter:
             "stop": stop,
             "count": n,
             "bytes": len(data),
-            "sha256": sha256_bytes(data),
+            "sha256": bytes_sha256(data),
             "seed": shard_seed(self.seed, index),
             "arrays": list(arrays),
             "wall_seconds": wall_seconds,
@@ -340,7 +327,7 @@ class ShardedDatasetWriter:
             **self._identity(),
             "complete": True,
             "shards": entries,
-            "content_sha256": sha256_bytes("".join(e["sha256"] for e in entries).encode()),
+            "content_sha256": bytes_sha256("".join(e["sha256"] for e in entries).encode()),
             "label_histogram": labels.tolist(),
             "metrics": to_jsonable(dict(metrics or {})),
             **to_jsonable(dict(extra or {})),
@@ -403,7 +390,7 @@ def verify_constructed(root: str | Path) -> dict[str, Any]:
         size = path.stat().st_size
         if size != e["bytes"]:
             raise ValueError(f"shard {path} is truncated or resized: {size} bytes, manifest says {e['bytes']}")
-        digest = sha256_file(path)
+        digest = file_sha256(path)
         if digest != e["sha256"]:
             raise ValueError(f"shard {path} was tampered with: sha256 {digest[:16]}... != manifest {e['sha256'][:16]}...")
         total += int(e["count"])

@@ -23,7 +23,6 @@ It only reads records; it never trains. A missing record skips that figure.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 from pathlib import Path
@@ -32,12 +31,13 @@ from typing import Any
 import numpy as np
 
 from empirical.stats import gap_fraction_of_accuracies
-from robust_features.records import atomic_write_bytes, atomic_write_json, atomic_write_text, read_record
+from robust_features.paper import PAPER_NUMBERS
+from robust_features.records import atomic_write_bytes, atomic_write_json, atomic_write_text, file_sha256, read_record
 
-PAPER_FIG2 = {"std_D": (95.2, 4.6), "adv_D": (90.8, 82.5), "std_DR": (84.2, 48.3), "std_DNR": (87.7, 0.8)}
-PAPER_TABLE1 = {"D": 95.3, "D_rand": 63.3, "D_det": 43.7}
-PAPER_FIG3 = {"VGG-16": (27.9, 65.7), "Inception-v3": (39.4, 82.7), "ResNet-18": (40.8, 92.1),
-              "DenseNet": (41.7, 92.8), "ResNet-50": (44.7, 98.8)}
+_P = PAPER_NUMBERS
+PAPER_FIG2 = {row: (v["clean"], v["robust"]) for row, v in _P["fig2"].items()}
+PAPER_TABLE1 = {k: _P["table1"][k] for k in ("D", "D_rand", "D_det")}
+PAPER_FIG3 = dict(_P["fig3"])
 _ROWS = (("std_D", "Std on D"), ("adv_D", "Adv on D"), ("std_DR", "Std on $D_R$"), ("std_DNR", "Std on $D_{NR}$"))
 
 
@@ -58,7 +58,7 @@ def _save(fig: Any, path: Path) -> Path:
 
 
 def _sha(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+    return file_sha256(path)
 
 
 def fig2_bars(rec: dict, out: Path) -> Path:

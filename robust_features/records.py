@@ -22,6 +22,7 @@ half-written record behind.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import datetime as _dt
 import enum
 import errno
@@ -179,6 +180,26 @@ def to_jsonable(obj: Any) -> Any:
     if hasattr(obj, "item") and callable(obj.item):
         return to_jsonable(obj.item())
     raise TypeError(f"cannot convert {type(obj).__name__} to JSON: {obj!r}")
+
+
+def bytes_sha256(data: bytes) -> str:
+    """SHA-256 hex digest of ``data``: the one hash of the project (files, configs, shards)."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """SHA-256 hex digest of a file's bytes (read in 1 MiB blocks)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def json_sha256(obj: Any) -> str:
+    """SHA-256 of the canonical JSON of ``obj`` (:func:`to_jsonable`, sorted keys, no spaces): the
+    key of a stage, the identity of a config across ranks."""
+    return bytes_sha256(json.dumps(to_jsonable(obj), sort_keys=True, separators=(",", ":")).encode())
 
 
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:

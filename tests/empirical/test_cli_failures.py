@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from empirical.checkpoint import file_sha256, load_model, save_checkpoint, sidecar_path
+from empirical.checkpoint import load_model, save_checkpoint, sidecar_path
+from robust_features.records import file_sha256
 from empirical.devices import resolve_device
 from empirical.models import build_model
 from robust_features import records

@@ -8,7 +8,8 @@ import json
 import pytest
 import torch
 
-from empirical.checkpoint import file_sha256, load_model, save_checkpoint
+from empirical.checkpoint import load_model, save_checkpoint
+from robust_features.records import file_sha256
 from empirical.data import Augment, load_dataset, make_synthetic
 from empirical.evaluate import AttackSpec, accuracy, evaluate, predict, robust_accuracy
 from empirical.models import ARCHS, build_model, default_arch
