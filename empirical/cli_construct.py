@@ -90,7 +90,7 @@ def _workspace(args: argparse.Namespace) -> Any:
     """The workspace of the resolved config (nothing written yet: see ``Workspace.writing``)."""
     from pathlib import Path
 
-    from empirical.experiments import Workspace
+    from empirical.workspace import Workspace
 
     device = _device(args)
     cfg = resolve_config(args)
@@ -115,7 +115,7 @@ def _distributed_workspace(args: argparse.Namespace) -> Any:
     from pathlib import Path
 
     from empirical.distributed import check_same_config, init_distributed, local_device, owned_shards
-    from empirical.experiments import Workspace
+    from empirical.workspace import Workspace
     from empirical.shards import num_shards
 
     device = _device(args)
@@ -196,8 +196,11 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
     if args.plan:
         return _plan(cfg, Path(args.out_dir) / cfg.name)
     # run_reproduce locks OUT_DIR/<preset>, checks reuse, then writes resolved_config.json
+    render = None
+    if not args.no_figures:      # the CLI floor hands the painter to the run
+        from paper_figures.empirical_figs import build_preset as render
     rec = run_reproduce(cfg, out_dir=args.out_dir, device=device, progress=not args.quiet,
-                        figures=not args.no_figures, overwrite=args.overwrite)
+                        render=render, overwrite=args.overwrite)
     root = Path(args.out_dir) / cfg.name
     print((root / "report.md").read_text())
     m = rec["metrics"]

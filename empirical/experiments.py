@@ -10,35 +10,28 @@
   accuracy when trained on D_det against the transfer success of the source's adversarial
   examples on that architecture trained on D (:mod:`empirical.transfer`).
 
-All three take one frozen :class:`ExperimentConfig` (the presets of :mod:`empirical.reproduce`
-are instances of it) and a :class:`Workspace`, which runs every stage (train a model, build a
-dataset, evaluate) at most once: a stage's folder holds ``stage.json`` with the hash of every
-input that determines it (config, seeds, upstream artifacts' sha256) and the sha256 of what it
-produced; a stage whose key and artifact hashes still match is skipped, anything else is
-rebuilt. Training resumes from the core's ``latest.pt``; constructions resume shard by shard.
-Each experiment writes one JSON record (``fig2.json``, ``table1.json``, ``fig3.json``) through
-:func:`robust_features.records.write_record`.
+This module holds the configs (:class:`ExperimentConfig` and its parts; the presets of
+:mod:`empirical.reproduce` are instances of it) and the experiments. Each experiment takes an
+:class:`empirical.workspace.Workspace`, which runs every stage (train a model, build a dataset,
+evaluate) at most once under the one validity rule of :mod:`empirical.stages`, and returns the
+JSON record it wrote (``fig2.json``, ``table1.json``, ``fig3.json``, ``constructions.json``)
+through :func:`robust_features.records.write_record`; figures are drawn from those records by
+:mod:`paper_figures` (the CLI asks for them).
 """
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
-import hashlib
-import json
-import shutil
 import time
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass, field, fields, replace
-from pathlib import Path
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
-from empirical.construct import KINDS, RepresentationConfig, TargetedConfig
+from empirical.construct import RepresentationConfig, TargetedConfig
 from empirical.threat import Attack, check_norm
 from empirical.transfer import TransferConfig
 from robust_features import checks as C
 from robust_features.paper import PAPER_NUMBERS
-from robust_features.records import atomic_write_json, file_sha256, json_sha256, to_jsonable, utc_now, write_record
+from robust_features.records import atomic_write_json, file_sha256, utc_now
 
 # the paper's numbers: one table, robust_features.paper (re-exported here for the records' "paper" entries)
 FIG2_ROWS: tuple[tuple[str, str], ...] = (
@@ -464,473 +457,6 @@ def config_from_dict(d: Mapping[str, Any]) -> ExperimentConfig:
     return ExperimentConfig(**kw)
 
 
-def _memory_format(model: Any, recipe: Recipe, device: str) -> Any:
-    """The model in the memory format its recipe trains in (channels_last where the recipe asks for
-    it), whether it was just trained or loaded, so every later stage runs the same kernels."""
-    import torch
-
-    if recipe.channels_last or (recipe.channels_last is None and torch.device(device).type == "cuda"):
-        return model.to(memory_format=torch.channels_last)
-    return model.to(memory_format=torch.contiguous_format)
-
-
-stable_hash = json_sha256   # a stage's key (robust_features.records.json_sha256)
-
-
-# ---------------------------------------------------------------------------------------------
-# the staged workspace
-# ---------------------------------------------------------------------------------------------
-@dataclass
-class Workspace:
-    """Runs and caches the stages of one experiment chain under ``root``.
-
-    Layout: ``root/models/<name>/`` (core checkpoint + stage.json), ``root/datasets/<kind>/``
-    (shards + manifest + stage.json), ``root/evals/<name>.json``, records at ``root/*.json``.
-    ``timings`` collects per-stage wall seconds and whether the stage was skipped.
-
-    ``dist_info`` (:mod:`empirical.distributed`, under ``torchrun``) splits the dataset
-    constructions across ranks; models are always trained in one process (rank 0 trains a
-    missing model while the other ranks wait, see ``robust-features construct``).
-
-    A constructed dataset is never replaced behind the user's back: a folder built with other
-    settings (or from another source model, or another base dataset) is refused with the
-    differing fields named, unless ``overwrite`` is set (``--overwrite``), which deletes and
-    rebuilds it. :meth:`writing` holds the workspace's lock, runs that check for the datasets a
-    command will use before anything is written, and then saves ``resolved_config.json``.
-    """
-
-    cfg: ExperimentConfig
-    root: Path
-    device: str = "cpu"
-    progress: bool = False
-    dist_info: Any = None
-    overwrite: bool = False
-    timings: dict[str, dict[str, Any]] = field(default_factory=dict)
-    _data: Any = None
-    _models: dict[str, Any] = field(default_factory=dict)
-    _model_hash: dict[str, str] = field(default_factory=dict)
-    _datasets: dict[str, Any] = field(default_factory=dict)
-    _eval_subset: Any = None
-    _masks: dict[str, dict[str, Any]] = field(default_factory=dict)
-    _sanity: dict[str, dict[str, Any]] = field(default_factory=dict)
-    subsets: dict[str, Any] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        self.root = Path(self.root)
-        self.root.mkdir(parents=True, exist_ok=True)
-
-    # ---- helpers
-    def _time(self, stage: str, seconds: float, skipped: bool, **extra: Any) -> None:
-        key, k = stage, 2
-        while key in self.timings:
-            key, k = f"{stage}#{k}", k + 1
-        self.timings[key] = {"wall_seconds": seconds, "skipped": skipped, **extra}
-
-    def log(self, msg: str) -> None:
-        if self.progress:
-            print(f"[{self.cfg.name}] {msg}", flush=True)
-
-    # ---- data
-    def data(self) -> Any:
-        """The base dataset D, with ``n_train`` / ``n_test`` applied as seeded class-stratified samples
-        (``subset_seed``; :func:`empirical.data.stratified_subset`), and a fingerprint."""
-        if self._data is None:
-            from empirical.data import ImageData, load_dataset, stratified_subset
-
-            t0 = time.perf_counter()
-            d = load_dataset(self.cfg.data, root=self.cfg.data_root, seed=self.cfg.seed)
-            assert isinstance(d, ImageData)
-            tr = stratified_subset(d.x_train, d.y_train, self.cfg.n_train, seed=self.cfg.subset_seed, name="n_train")
-            te = stratified_subset(d.x_test, d.y_test, self.cfg.n_test, seed=self.cfg.subset_seed, name="n_test")
-            self.subsets = {"train": tr.describe(), "test": te.describe()}
-            if self.cfg.n_train is not None or self.cfg.n_test is not None:
-                meta = dict(d.meta)
-                if "robust_label_train" in meta:       # synthetic ground truth follows the subset
-                    meta["robust_label_train"] = meta["robust_label_train"][tr.indices]
-                    meta["robust_label_test"] = meta["robust_label_test"][te.indices]
-                d = dataclasses.replace(
-                    d, x_train=d.x_train[tr.indices].contiguous(), y_train=d.y_train[tr.indices].contiguous(),
-                    x_test=d.x_test[te.indices].contiguous(), y_test=d.y_test[te.indices].contiguous(), meta=meta)
-            h = hashlib.sha256()
-            for t in (d.x_train, d.y_train, d.x_test, d.y_test):
-                h.update(t.contiguous().numpy().tobytes())
-            self.data_sha256 = h.hexdigest()
-            self._data = d
-            self._time("data", time.perf_counter() - t0, False, n_train=int(d.y_train.shape[0]),
-                       n_test=int(d.y_test.shape[0]), sha256=self.data_sha256)
-        return self._data
-
-    def eval_subset(self) -> Any:
-        """The test examples attacked for robust accuracy: a stratified sample of ``eval.n_robust``
-        (drawn with ``subset_seed``, so it is nested in the ``n_test`` sample)."""
-        if self._eval_subset is None:
-            from empirical.data import stratified_subset
-
-            d = self.data()
-            self._eval_subset = stratified_subset(d.x_test, d.y_test, self.cfg.eval.n_robust,
-                                                  seed=self.cfg.subset_seed, name="eval.n_robust")
-            self.subsets["eval"] = self._eval_subset.describe()
-        return self._eval_subset
-
-    # ---- models
-    def model(self, name: str, *, arch: str, recipe: Recipe, train_on: str = "D", seed: int | None = None) -> Any:
-        """Train (or load) model ``name`` of ``arch`` with ``recipe`` on D or a constructed set."""
-        if name in self._models:
-            return self._models[name]
-        from empirical.checkpoint import load_model
-        from empirical.models import build_model
-        from empirical.train import fit
-
-        d = self.data()
-        seed = self.cfg.seed if seed is None else seed
-        if train_on == "D":
-            x, y, upstream = d.x_train, d.y_train, self.data_sha256
-        else:
-            ds = self.dataset(train_on)
-            x, y, upstream = ds.x, ds.y, ds.content_sha256
-        key = self._model_key(arch=arch, recipe=recipe, seed=seed, train_on=train_on, upstream=upstream)
-        folder = self.root / "models" / name
-        stage = folder / "stage.json"
-        t0 = time.perf_counter()
-        if stage.is_file():
-            info = json.loads(stage.read_text())
-            ckpt = folder / info.get("checkpoint", "model.pt")
-            if info.get("key") == key and ckpt.is_file() and file_sha256(ckpt) == info.get("sha256"):
-                model = _memory_format(load_model(ckpt, device=self.device), recipe, self.device)
-                model.eval()
-                self._models[name], self._model_hash[name] = model, info["sha256"]
-                self._time(f"train:{name}", time.perf_counter() - t0, True)
-                self.log(f"model {name}: valid checkpoint, skipped")
-                return model
-            self.log(f"model {name}: stale stage (config or artifact changed), retraining")
-            shutil.rmtree(folder)
-        from empirical.distributed import SINGLE_PROCESS
-
-        if self.dist_info is not None and not self.dist_info.is_main:
-            raise RuntimeError(f"model {name} is missing on rank {self.dist_info.rank}; rank 0 must train it "
-                               "before the other ranks use it")
-        self.log(f"model {name}: training {arch} on {train_on} ({recipe.epochs} epochs)")
-        import torch
-
-        torch.manual_seed(seed)
-        model = build_model(arch, num_classes=d.num_classes, in_channels=d.in_channels,
-                            image_size=d.image_size, mean=d.mean, std=d.std)
-        result = fit(model, x, y, recipe.to_train_config(seed), device=self.device, out_dir=folder,
-                     resume=True, progress=self.progress, dist_info=SINGLE_PROCESS)
-        model = _memory_format(result.model, recipe, self.device)
-        model.eval()
-        ckpt = folder / "model.pt"
-        if not ckpt.is_file():   # fit writes model.pt when it knows the architecture; make sure it exists
-            from empirical.checkpoint import save_checkpoint
-
-            save_checkpoint(model, ckpt, arch=arch, dataset=d.name, num_classes=d.num_classes,
-                            in_channels=d.in_channels, image_size=d.image_size, mean=d.mean, std=d.std,
-                            extra={"recipe": to_jsonable(recipe), "train_on": train_on, "seed": seed})
-        sha = file_sha256(ckpt)
-        atomic_write_json(stage, {"key": key, "checkpoint": "model.pt", "sha256": sha, "arch": arch,
-                                  "train_on": train_on, "recipe": recipe, "seed": seed,
-                                  "history": result.history, "wall_seconds": result.wall_seconds})
-        self._models[name], self._model_hash[name] = model, sha
-        self._time(f"train:{name}", time.perf_counter() - t0, False, epochs=recipe.epochs,
-                   images_per_second=recipe.epochs * int(x.shape[0]) / max(time.perf_counter() - t0, 1e-9))
-        return model
-
-    def _model_key(self, *, arch: str, recipe: Recipe, seed: int, train_on: str, upstream: str) -> str:
-        return stable_hash({"arch": arch, "recipe": recipe, "seed": seed, "train_on": train_on,
-                            "upstream": upstream, "num_classes": self.data().num_classes})
-
-    def model_sha256(self, name: str) -> str:
-        return self._model_hash[name]
-
-    # ---- reuse checks and the workspace lock
-    def _construction(self, kind: str) -> tuple[str, Any, dict[str, Any]]:
-        """(source model name, its recipe, the base dataset's identity) of dataset ``kind``."""
-        if kind not in KINDS:
-            raise ValueError(f"kind={kind!r} is not a construction; valid: {', '.join(KINDS)}")
-        d = self.data()
-        source_name = "robust" if kind == "D_R" else "standard"
-        recipe = self.cfg.adv if kind == "D_R" else self.cfg.std
-        base = {"dataset": d.name, "sha256": self.data_sha256, "n": int(d.y_train.shape[0])}
-        return source_name, recipe, base
-
-    def dataset_differences(self, kind: str, manifest: Mapping[str, Any], *,
-                            source_sha256: str | None = None) -> list[str]:
-        """How the dataset in ``manifest`` differs from what this config builds for ``kind``:
-        ``["targeted.eps 1.0 -> 0.9", ...]`` ([] = the same). The source model's checkpoint is
-        compared when ``source_sha256`` is given (it is known once the model is trained)."""
-        source_name, _, base = self._construction(kind)
-        prefix, rc = ("rep", self.cfg.rep) if kind in ("D_R", "D_NR") else ("targeted", self.cfg.targeted)
-        settings = manifest.get("settings", {}) or {}
-        out = [f"{prefix}.{k} {settings.get(k)!r} -> {v!r}" for k, v in to_jsonable(asdict(rc)).items()
-               if settings.get(k) != v]
-        old_base = settings.get("base", {}) or {}
-        labels = {"dataset": "base dataset", "sha256": "base dataset sha256", "n": "base dataset size"}
-        short = lambda v: f"{v[:12]}..." if isinstance(v, str) and len(v) > 16 else repr(v)  # noqa: E731
-        out += [f"{labels.get(k, 'base ' + k)} {short(old_base.get(k))} -> {short(v)}"
-                for k, v in to_jsonable(base).items() if old_base.get(k) != v]
-        src = manifest.get("source", {}) or {}
-        if src.get("model", source_name) != source_name:
-            out.append(f"source model {src.get('model')!r} -> {source_name!r}")
-        if src.get("arch") != self.cfg.arch:
-            out.append(f"arch (the source model's) {src.get('arch')!r} -> {self.cfg.arch!r}")
-        if source_sha256 is not None and src.get("checkpoint_sha256") != source_sha256:
-            out.append(f"source model checkpoint sha256 {str(src.get('checkpoint_sha256'))[:12]}... -> "
-                       f"{source_sha256[:12]}... (models/{source_name} was retrained)")
-        return out
-
-    def _refuse_dataset(self, kind: str, folder: Path, diffs: Sequence[str]) -> ValueError:
-        return ValueError(f"{folder} holds a {kind} built with other settings ({'; '.join(diffs)}); it is kept: use "
-                          "another --out-dir, or --overwrite to delete and rebuild it")
-
-    def check_reuse(self, kinds: Sequence[str]) -> None:
-        """Before a command writes anything: refuse (``ValueError`` naming the differing fields) if a
-        dataset folder of ``kinds`` holds a construction this config would not build, or if its
-        source model would be retrained under another recipe (which would replace it later).
-        Nothing to refuse with ``overwrite``, or when no such folder exists yet."""
-        if self.overwrite:
-            return
-        from empirical.shards import read_manifest
-
-        for kind in dict.fromkeys(kinds):
-            folder = self.root / "datasets" / kind
-            if not (folder / "manifest.json").is_file():
-                continue
-            try:
-                manifest = read_manifest(folder)
-            except ValueError as exc:
-                raise ValueError(f"{exc}; it is kept: use another --out-dir, or --overwrite to delete and "
-                                 "rebuild it") from None
-            source_name, recipe, _ = self._construction(kind)
-            diffs = self.dataset_differences(kind, manifest)
-            stage = self.root / "models" / source_name / "stage.json"
-            if not diffs and stage.is_file():
-                info = json.loads(stage.read_text())
-                key = self._model_key(arch=self.cfg.arch, recipe=recipe, seed=self.cfg.seed, train_on="D",
-                                      upstream=self.data_sha256)
-                if info.get("key") != key:
-                    field_ = "adv" if source_name == "robust" else "std"
-                    old = info.get("recipe") or {}
-                    diffs = [f"{field_}.{k} {old.get(k)!r} -> {v!r}" for k, v in to_jsonable(recipe).items()
-                             if k in old and old.get(k) != v]
-                    if info.get("seed") != self.cfg.seed:
-                        diffs.append(f"seed {info.get('seed')!r} -> {self.cfg.seed!r}")
-                    if info.get("arch") != self.cfg.arch:
-                        diffs.append(f"arch {info.get('arch')!r} -> {self.cfg.arch!r}")
-                    diffs = [f"its source model models/{source_name} would be retrained: "
-                             + (", ".join(diffs) or "its training inputs changed")]
-                elif info.get("sha256") != manifest.get("source", {}).get("checkpoint_sha256"):
-                    diffs = [f"it was built from another checkpoint of models/{source_name}"]
-            if diffs:
-                raise self._refuse_dataset(kind, folder, diffs)
-
-    @contextlib.contextmanager
-    def writing(self, kinds: Sequence[str] = ()) -> Iterator[Workspace]:
-        """Hold the workspace's lock (rank 0 under torchrun; a second writer is refused naming the
-        process that holds it), refuse reusing ``kinds``' datasets built otherwise
-        (:meth:`check_reuse`), and only then write ``resolved_config.json``."""
-        from robust_features.locks import rank0_lock
-
-        with rank0_lock(self.root, self.dist_info, purpose=f"workspace {self.cfg.name}"):
-            self.check_reuse(kinds)
-            if self.dist_info is None or self.dist_info.is_main:
-                atomic_write_json(self.root / "resolved_config.json", self.cfg)
-            yield self
-
-    # ---- constructed datasets
-    def dataset(self, kind: str) -> Any:
-        """Build (or load, hash-checked) D_R / D_NR (from the robust / standard model) or D_rand / D_det."""
-        if kind in self._datasets:
-            return self._datasets[kind]
-        from empirical.construct import build_representation_dataset, build_targeted_dataset
-        from empirical.shards import load_constructed, read_manifest, verify_constructed
-
-        cfg, d = self.cfg, self.data()
-        source_name, _, base = self._construction(kind)
-        source_model = self.source_model(source_name)
-        source = {"model": source_name, "arch": cfg.arch, "checkpoint_sha256": self.model_sha256(source_name)}
-        folder = self.root / "datasets" / kind
-        t0 = time.perf_counter()
-        stale = False
-        if (folder / "manifest.json").is_file():
-            m = read_manifest(folder)
-            diffs = self.dataset_differences(kind, m, source_sha256=source["checkpoint_sha256"])
-            same = not diffs
-            if same and m.get("complete"):
-                try:
-                    verify_constructed(folder)
-                    ds = load_constructed(folder, verify=False)
-                    self._datasets[kind] = ds
-                    self._time(f"construct:{kind}", time.perf_counter() - t0, True)
-                    self.log(f"dataset {kind}: valid shards, skipped")
-                    return ds
-                except (ValueError, FileNotFoundError) as exc:
-                    self.log(f"dataset {kind}: {exc}; resuming/rebuilding damaged shards")
-            elif not same:
-                if not self.overwrite:     # every rank reads the same manifest, so every rank refuses
-                    raise self._refuse_dataset(kind, folder, diffs)
-                self.log(f"dataset {kind}: built with other settings ({'; '.join(diffs)}); --overwrite: rebuilding")
-                stale = True
-        distributed = self.dist_info is not None and self.dist_info.is_distributed
-        if distributed:  # every rank has looked at the folder before anyone changes it
-            from empirical.distributed import barrier
-
-            barrier(self.dist_info)
-        if stale and (not distributed or self.dist_info.is_main):
-            shutil.rmtree(folder)
-        if distributed:
-            barrier(self.dist_info)
-        self.log(f"dataset {kind}: constructing {int(d.y_train.shape[0])} images")
-        common = dict(kind=kind, model=source_model, x=d.x_train, y=d.y_train, num_classes=d.num_classes,
-                      device=self.device, source=source, base=base, progress=self.progress,
-                      dist_info=self.dist_info)
-        if kind in ("D_R", "D_NR"):
-            res = build_representation_dataset(folder, cfg=cfg.rep, **common)
-        elif kind in ("D_rand", "D_det"):
-            res = build_targeted_dataset(folder, cfg=cfg.targeted, **common)
-        else:
-            raise ValueError(f"kind={kind!r} is not a construction; valid: D_R, D_NR, D_rand, D_det")
-        ds = load_constructed(folder)
-        self._datasets[kind] = ds
-        self._time(f"construct:{kind}", time.perf_counter() - t0, False,
-                   images_per_second=res.images_per_second, shards_built=len(res.built_shards),
-                   shards_reused=len(res.reused_shards))
-        return ds
-
-    def source_model(self, which: str) -> Any:
-        cfg = self.cfg
-        if which == "standard":
-            return self.model("standard", arch=cfg.arch, recipe=cfg.std)
-        if which == "robust":
-            return self.model("robust", arch=cfg.arch, recipe=cfg.adv)
-        raise ValueError(f"source model {which!r} unknown; valid: standard, robust")
-
-    # ---- evaluation
-    def evaluate(self, name: str, *, robust: bool = True, strong: bool = True, shifted: bool = False) -> dict[str, float]:
-        """Clean accuracy on the whole original test set; robust accuracy (paper PGD-7 and the
-        strong PGD with restarts) on the stratified ``eval.n_robust`` sample
-        (:meth:`eval_subset`). Cached per model hash, with the per-example robust outcomes
-        (:meth:`robust_masks`)."""
-        import torch
-
-        from empirical.evaluate import accuracy, robust_mask
-        from robust_features.records import pack_bits, unpack_bits
-
-        d, ev = self.data(), self.cfg.eval
-        model = self._models[name]
-        sub = self.eval_subset() if robust else None
-        key = stable_hash({"model": self._model_hash[name], "eval": ev.pgd_part(), "robust": robust, "strong": strong,
-                           "shifted": shifted, "test": self.data_sha256,
-                           "subset": sub.indices_sha256 if sub is not None else None})
-        variant = ("" if robust else "-clean") + ("" if strong else "-paperonly") + ("-shifted" if shifted else "")
-        path = self.root / "evals" / f"{name}{variant}.json"
-        t0 = time.perf_counter()
-        if path.is_file():
-            old = json.loads(path.read_text())
-            if old.get("key") == key:
-                n = int(old["metrics"].get("n_robust", 0))
-                self._masks.setdefault(name, {}).update(
-                    {k: unpack_bits(v, n) for k, v in old.get("masks", {}).items()})
-                self._time(f"eval:{name}", time.perf_counter() - t0, True)
-                return old["metrics"]
-        out: dict[str, float] = {"clean": accuracy(model, d.x_test, d.y_test, batch_size=ev.batch_size,
-                                                   device=self.device, precision=ev.precision)}
-        if shifted:
-            out["shifted"] = accuracy(model, d.x_test, (d.y_test + 1) % d.num_classes,
-                                      batch_size=ev.batch_size, device=self.device, precision=ev.precision)
-        masks: dict[str, Any] = {}
-        if robust:
-            assert sub is not None
-            xr, yr = d.x_test[sub.indices], d.y_test[sub.indices]
-            attacks = {"robust_paper": (ev.attack("paper"), None)}
-            if strong:
-                gen = torch.Generator(device=torch.device(self.device))
-                gen.manual_seed(self.cfg.seed + 12345)
-                attacks["robust_strong"] = (ev.attack("strong"), gen)
-            for k, (a, gen) in attacks.items():
-                masks[k] = robust_mask(model, xr, yr, threat=a.threat, steps=a.steps, step_size=a.step,
-                                       restarts=a.restarts, random_start=a.random_start, batch_size=ev.batch_size,
-                                       device=self.device, generator=gen, precision=ev.precision)
-            for k, m in masks.items():
-                out[k] = float(m.float().mean())
-            out["n_robust"] = int(sub.n)
-        out = {k: float(v) for k, v in out.items()}
-        atomic_write_json(path, {"key": key, "metrics": out, "masks": {k: pack_bits(m.numpy()) for k, m in masks.items()},
-                                 "subset": sub.describe() if sub is not None else None})
-        self._masks.setdefault(name, {}).update({k: m.numpy() for k, m in masks.items()})
-        self._time(f"eval:{name}", time.perf_counter() - t0, False)
-        return out
-
-    def evaluate_suite(self, name: str) -> dict[str, Any]:
-        """The ``eval.suite`` ensemble (:func:`empirical.autoattack.ensemble`) on the
-        :meth:`eval_subset`, after :meth:`evaluate`: its worst case (``robust_suite``), the worst
-        case over it and the strong PGD (``robust_worst``, the column beside PGD in Figure 2), the
-        robust accuracy after each attack, and the sanity flags. Cached in
-        ``evals/<name>-suite.json`` by model, suite and subset, so adding a suite to a finished
-        run attacks nothing else again. Returns {} when the preset has no suite."""
-        ev = self.cfg.eval
-        if not ev.suite:
-            return {}
-        import numpy as np
-        import torch
-
-        from empirical.autoattack import ensemble, sanity_flags
-        from robust_features.records import pack_bits, unpack_bits
-
-        d, model, sub = self.data(), self._models[name], self.eval_subset()
-        strong = self.robust_masks(name).get("robust_strong")
-        if strong is None:
-            raise ValueError(f"evaluate({name!r}) with the strong PGD must run before evaluate_suite")
-        key = stable_hash({"model": self._model_hash[name], "eval": ev, "subset": sub.indices_sha256,
-                           "seed": self.cfg.seed, "test": self.data_sha256})
-        path = self.root / "evals" / f"{name}-suite.json"
-        t0 = time.perf_counter()
-        if path.is_file():
-            old = json.loads(path.read_text())
-            if old.get("key") == key:
-                self._masks.setdefault(name, {}).update(
-                    {k: unpack_bits(v, sub.n) for k, v in old.get("masks", {}).items()})
-                self._sanity[name] = old.get("sanity", {})
-                self._time(f"eval-suite:{name}", time.perf_counter() - t0, True)
-                return old["metrics"]
-        xr, yr = d.x_test[sub.indices].to(self.device), d.y_test[sub.indices].to(self.device)
-        res = ensemble(model, xr, yr, norm=ev.norm, eps=ev.eps, attacks=ev.suite, budgets=ev.suite_budgets(),
-                       seed=self.cfg.seed + 54321, precision=ev.precision, batch_size=ev.batch_size)
-        suite_mask = res["robust"].cpu().numpy()
-        worst = suite_mask & np.asarray(strong, dtype=bool)
-        pgd_acc = float(np.mean(strong))
-        flags = sanity_flags(pgd_robust_accuracy=pgd_acc, result=res, model=model, x=xr[:512], y=yr[:512],
-                             precision=ev.precision)
-        out: dict[str, float] = {"robust_suite": float(suite_mask.mean()), "robust_worst": float(worst.mean()),
-                                 **{f"after_{a}": float(v) for a, v in res["robust_accuracy"].items()},
-                                 **{f"seconds_{a}": float(v) for a, v in res["seconds"].items()}}
-        masks = {"robust_suite": suite_mask, "robust_worst": worst}
-        self._masks.setdefault(name, {}).update(masks)
-        self._sanity[name] = {"flags": flags["flags"], "explanations": flags["explanations"]}
-        atomic_write_json(path, {"key": key, "metrics": out, "masks": {k: pack_bits(m) for k, m in masks.items()},
-                                 "sanity": self._sanity[name], "budgets": res["budgets"], "subset": sub.describe()})
-        self._time(f"eval-suite:{name}", time.perf_counter() - t0, False)
-        del torch
-        return out
-
-    def sanity(self, name: str) -> dict[str, Any]:
-        """The suite's sanity flags and explanations for model ``name`` ({} before :meth:`evaluate_suite`)."""
-        return dict(self._sanity.get(name, {}))
-
-    def robust_masks(self, name: str) -> dict[str, Any]:
-        """Per-example robust outcomes (NumPy bool, over :meth:`eval_subset`) of model ``name``'s
-        last :meth:`evaluate`: ``robust_paper`` and, when run, ``robust_strong``."""
-        return dict(self._masks.get(name, {}))
-
-    def record(self, filename: str, *, experiment: str, metrics: Any, extra: Mapping[str, Any] | None = None,
-               started_at: str, start_time: float) -> dict[str, Any]:
-        return write_record(self.root / filename, experiment=experiment, config=self.cfg, metrics=metrics,
-                            seeds={"seed": self.cfg.seed, "construction_seed_rep": self.cfg.rep.seed,
-                                   "construction_seed_targeted": self.cfg.targeted.seed,
-                                   "transfer_seed": self.cfg.transfer.seed, "subset_seed": self.cfg.subset_seed},
-                            device=str(self.device), started_at=started_at, start_time=start_time,
-                            extra={**dict(extra or {}), "subsets": self.subsets})
-
-
 # ---------------------------------------------------------------------------------------------
 # the experiments
 # ---------------------------------------------------------------------------------------------
@@ -954,7 +480,7 @@ def fig2_gap_fractions(masks: Mapping[str, Mapping[str, Any]]) -> dict[str, dict
     return out
 
 
-def run_fig2(ws: Workspace) -> dict[str, Any]:
+def run_fig2(ws: Any) -> dict[str, Any]:
     """Figure 2(b): clean and l2 robust accuracy of std/adv training on D and std training on D_R, D_NR."""
     started, t0 = utc_now(), time.perf_counter()
     cfg = ws.cfg
@@ -979,7 +505,7 @@ def run_fig2(ws: Workspace) -> dict[str, Any]:
                             "models": {row: ws.model_sha256(m) for row, m in names.items()}})
 
 
-def run_table1(ws: Workspace) -> dict[str, Any]:
+def run_table1(ws: Any) -> dict[str, Any]:
     """Table 1: accuracy on the original test set after standard training on D, D_rand, D_det."""
     started, t0 = utc_now(), time.perf_counter()
     cfg = ws.cfg
@@ -1023,7 +549,7 @@ def arch_slug(arch: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", canonical_arch(arch))
 
 
-def run_fig3(ws: Workspace) -> dict[str, Any]:
+def run_fig3(ws: Any) -> dict[str, Any]:
     """Figure 3: per architecture, accuracy when trained on D_det vs transfer success from the source."""
     from empirical.models import canonical_arch
     from empirical.transfer import transfer_success
@@ -1050,7 +576,7 @@ def run_fig3(ws: Workspace) -> dict[str, Any]:
     tr = transfer_success(source, targets, d.x_test, d.y_test, cfg.transfer, num_classes=d.num_classes,
                           device=ws.device, subset_seed=cfg.subset_seed)
     ws.subsets["transfer"] = tr.pop("__subset__")
-    ws._time("transfer", time.perf_counter() - ts0, False)
+    ws.note_time("transfer", time.perf_counter() - ts0, False)
     points = {arch: {"ddet_accuracy": _pct(ddet_acc[arch]), "transfer_success": _pct(tr[arch]["success_rate"]),
                      "n_used": tr[arch]["n_used"], "target_clean_accuracy": _pct(tr[arch]["clean_accuracy"])}
               for arch in cfg.fig3_archs}
@@ -1062,7 +588,7 @@ def run_fig3(ws: Workspace) -> dict[str, Any]:
                             "paper": {k: list(v) for k, v in PAPER_NUMBERS["fig3"].items()}})
 
 
-def run_constructions(ws: Workspace, *, samples_per_set: int = 10) -> dict[str, Any]:
+def run_constructions(ws: Any, *, samples_per_set: int = 10) -> dict[str, Any]:
     """Build all four datasets; record their sanity metrics, build speed and a few sample images.
 
     The samples (the first example of each class of D, and the same indices in every

@@ -25,6 +25,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from collections.abc import Callable
+
 from empirical.construct import RepresentationConfig, TargetedConfig
 from empirical.experiments import (
     FIG2_ROWS,
@@ -33,12 +35,12 @@ from empirical.experiments import (
     ExperimentConfig,
     Recipe,
     Targets,
-    Workspace,
     run_constructions,
     run_fig2,
     run_fig3,
     run_table1,
 )
+from empirical.workspace import Workspace
 from empirical.stats import gap_fraction_of_accuracies
 from empirical.transfer import TransferConfig
 from robust_features.records import atomic_write_text, utc_now, write_record
@@ -332,6 +334,7 @@ def synthetic_ground_truth(ws: Workspace) -> dict[str, float]:
     import torch
 
     from empirical.data import planted_feature_scores
+    from empirical.evaluate import predict
 
     d = ws.data()
     out: dict[str, float] = {"chance": 1.0 / d.num_classes}
@@ -352,15 +355,13 @@ def synthetic_ground_truth(ws: Workspace) -> dict[str, float]:
     for k in ("D_R", "D_NR", "D_det"):
         ds = ws.dataset(k)
         agree(ds.x, ds.y, k)
-    model = ws._models.get("std_Ddet")
+    model = ws.loaded_model("std_Ddet")
     if model is not None:
         nr = d.meta["nonrobust_pattern"].to(d.x_test.dtype)
         y = d.y_test
         y2 = (y + 1) % d.num_classes
         swapped = (d.x_test - nr[y] + nr[y2]).clamp(0, 1)
-        with torch.no_grad():
-            pred = torch.cat([model(swapped[i : i + 256].to(ws.device)).argmax(1).cpu()
-                              for i in range(0, swapped.shape[0], 256)])
+        pred = predict(model, swapped, batch_size=256, device=ws.device, precision="fp32")
         out["ddet_model_follows_nonrobust_on_swapped"] = float((pred == y2).float().mean())
         out["ddet_model_follows_robust_on_swapped"] = float((pred == y).float().mean())
     return out
@@ -457,22 +458,24 @@ def write_report(root: Path, cfg: ExperimentConfig, fig2: dict, table1: dict, fi
 # the chain
 # ---------------------------------------------------------------------------------------------
 def run_reproduce(cfg: ExperimentConfig, *, out_dir: str | Path, device: str = "cpu", progress: bool = False,
-                  figures: bool = True, overwrite: bool = False) -> dict[str, Any]:
+                  render: Callable[[Path], Any] | None = None, overwrite: bool = False) -> dict[str, Any]:
     """Run (or resume) the whole chain for ``cfg`` under ``out_dir/<cfg.name>``; return the record.
 
     Holds the folder's lock for the whole run (a second writer is refused), refuses to reuse a
     dataset folder built with other settings unless ``overwrite`` (then it is rebuilt), and writes
     ``resolved_config.json`` once that check has passed; then ``constructions.json``,
     ``fig2.json``, ``table1.json``, ``fig3.json``, ``reproduce.json`` (per-stage wall time,
-    images/s per construction, claims), ``report.md`` and the figures (``figures/``).
+    images/s per construction, claims) and ``report.md``. ``render(root)`` (the CLI passes
+    :func:`paper_figures.empirical_figs.build_preset`) draws the figures from those records into
+    ``root/figures/`` before ``reproduce.json`` is written, which lists them; None = no figures.
     """
     ws = Workspace(cfg=cfg, root=Path(out_dir) / cfg.name, device=str(device), progress=progress,
                    overwrite=overwrite)
     with ws.writing(("D_R", "D_NR", "D_rand", "D_det")):
-        return _run_chain(ws, figures=figures)
+        return _run_chain(ws, render=render)
 
 
-def _run_chain(ws: Workspace, *, figures: bool) -> dict[str, Any]:
+def _run_chain(ws: Workspace, *, render: Callable[[Path], Any] | None) -> dict[str, Any]:
     import torch
 
     started, t0 = utc_now(), time.perf_counter()
@@ -485,12 +488,10 @@ def _run_chain(ws: Workspace, *, figures: bool) -> dict[str, Any]:
     claims = check_claims(fig2, table1, fig3, cfg.targets)
     ground = synthetic_ground_truth(ws) if cfg.data == "synthetic" else None
     written: list[str] = []
-    if figures:
+    if render is not None:       # the painter is handed in by the caller (floors: empirical never imports it)
         fs = time.perf_counter()
-        from paper_figures.empirical_figs import build_preset
-
-        written = [str(p) for p in build_preset(root)]
-        ws._time("figures", time.perf_counter() - fs, False)
+        written = [str(p) for p in render(root)]
+        ws.note_time("figures", time.perf_counter() - fs, False)
     report = write_report(root, cfg, fig2, table1, fig3, constructions, claims, ws.timings, ground)
     metrics = {
         "stages": {k: {kk: vv for kk, vv in v.items() if isinstance(vv, (int, float, bool)) or vv is None}

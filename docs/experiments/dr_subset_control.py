@@ -26,7 +26,8 @@ from pathlib import Path
 import torch
 
 from empirical.evaluate import accuracy, robust_accuracy
-from empirical.experiments import Workspace, with_overrides
+from empirical.experiments import with_overrides
+from empirical.workspace import Workspace
 from empirical.models import build_model
 from empirical.reproduce import get_preset
 from empirical.threat import ThreatModel

@@ -35,7 +35,8 @@ import torch
 from empirical.attacks import match_representation
 from empirical.construct import start_points
 from empirical.data import stratified_subset
-from empirical.experiments import Workspace, with_overrides
+from empirical.experiments import with_overrides
+from empirical.workspace import Workspace
 from empirical.reproduce import get_preset
 from empirical.stats import gap_fraction
 from robust_features.records import utc_now, write_record

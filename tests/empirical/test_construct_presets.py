@@ -55,6 +55,6 @@ def test_digits_smoke_through_the_cli_then_resumes_with_every_stage_skipped(tmp_
 
 @pytest.mark.parametrize("preset", ["cifar10-smoke", pytest.param("paper-smoke", marks=pytest.mark.slow)])
 def test_gpu_presets_run_in_their_smoke_size_on_cpu(tmp_path, preset):
-    rec = run_reproduce(get_preset(preset), out_dir=tmp_path, figures=False)
+    rec = run_reproduce(get_preset(preset), out_dir=tmp_path)
     _check_outputs(tmp_path / preset)
     assert rec["config"]["fig3_archs"] == list(get_preset(preset).fig3_archs)

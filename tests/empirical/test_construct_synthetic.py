@@ -11,12 +11,13 @@ import json
 import pytest
 
 from empirical.reproduce import get_preset, run_reproduce
+from paper_figures.empirical_figs import build_preset
 
 
 @pytest.fixture(scope="module")
 def synthetic_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("synthetic")
-    rec = run_reproduce(get_preset("synthetic"), out_dir=out, figures=True)
+    rec = run_reproduce(get_preset("synthetic"), out_dir=out, render=build_preset)
     return out, rec
 
 
@@ -72,7 +73,7 @@ def test_rerunning_the_synthetic_preset_skips_every_stage_and_keeps_the_numbers(
     out, _ = synthetic_run
     root = out / "synthetic"
     before = json.loads((root / "table1.json").read_text())["metrics"]
-    rec2 = run_reproduce(get_preset("synthetic"), out_dir=out, figures=False)
+    rec2 = run_reproduce(get_preset("synthetic"), out_dir=out)
     stages = rec2["metrics"]["stages"]
     assert all(v["skipped"] for k, v in stages.items() if k.startswith(("train:", "construct:", "eval:")))
     assert json.loads((root / "table1.json").read_text())["metrics"] == before

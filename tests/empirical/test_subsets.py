@@ -90,7 +90,7 @@ def test_asking_for_all_examples_keeps_their_order_and_bad_sizes_name_the_parame
 def test_workspace_subsets_train_test_eval_and_transfer_are_stratified_and_recorded(tmp_path):
     from dataclasses import replace
 
-    from empirical.experiments import Workspace
+    from empirical.workspace import Workspace
     from empirical.reproduce import get_preset
 
     root = _class_sorted_folder(tmp_path / "imgs", {c: (30, 20) for c in CLASSES})

@@ -60,7 +60,8 @@ def test_eval_config_suite_names_are_validated():
 
 
 def test_reproduce_reports_the_worst_case_column_and_a_suite_added_later_reuses_everything_else(tmp_path):
-    from empirical.experiments import Workspace, run_fig2, with_overrides
+    from empirical.experiments import run_fig2, with_overrides
+    from empirical.workspace import Workspace
     from empirical.reproduce import get_preset
 
     cfg = get_preset("synthetic-smoke")

@@ -1,0 +1,152 @@
+"""The stage store: one rule for whether a cached artifact is still valid, and the stage timings.
+
+A *stage* is one unit of cached work under a workspace folder: a trained model
+(``models/<name>/stage.json``), a constructed dataset (``datasets/<kind>/stage.json``) or an
+evaluation (``evals/<name>.json``, which is its own artifact). Its stage record is a JSON file
+holding
+
+* ``key`` - the sha256 (:func:`robust_features.records.json_sha256`) of every input that
+  determines the result (config, seeds, the sha256 of upstream artifacts);
+* ``artifacts`` - ``{path relative to the record's folder: sha256}`` of what the stage produced;
+* ``complete`` - False while a stage is under way (a model whose training has started: its
+  ``latest.pt`` may be resumed), True once its artifacts are written;
+* ``git_commit`` / ``git_dirty`` / ``written_at`` / ``wall_seconds`` - provenance and timing;
+* whatever the stage adds (training history, metrics, masks).
+
+**The validity rule** (:meth:`StageStore.check`, the only place it is written): a stage is
+``valid`` when its record exists and parses, its key equals the key computed from the current
+inputs, it is complete, and every artifact it lists exists with the recorded sha256. A record
+with the same key that is not complete is ``pending`` (resume it: training continues from its
+``latest.pt``, a construction from its finished shards); any other record is ``stale`` with the
+reason (rebuild it, or - for datasets, which are never replaced behind the user's back - refuse
+naming the differing fields). The commit is recorded, not compared: a new commit that changes no
+input does not invalidate finished work.
+
+Records written before this module (``stage.json`` with ``checkpoint`` + ``sha256``, eval files
+without ``complete``) are read by the same rule.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from robust_features.records import atomic_write_json, file_sha256, git_state, utc_now
+
+STAGE_SCHEMA = "robust-features/stage/v1"
+STATES: tuple[str, ...] = ("missing", "valid", "pending", "stale")
+
+
+@dataclass(frozen=True)
+class StageStatus:
+    """What :meth:`StageStore.check` found: ``state`` (one of :data:`STATES`), the record (None
+    when missing or unreadable) and, when stale, why."""
+
+    state: str
+    record: dict[str, Any] | None = None
+    reason: str = ""
+
+    @property
+    def valid(self) -> bool:
+        return self.state == "valid"
+
+
+def _artifacts(record: Mapping[str, Any]) -> dict[str, str]:
+    arts = record.get("artifacts")
+    if isinstance(arts, Mapping):
+        return {str(k): str(v) for k, v in arts.items()}
+    if "checkpoint" in record and "sha256" in record:        # model stages written before the store
+        return {str(record["checkpoint"]): str(record["sha256"])}
+    return {}
+
+
+@dataclass
+class StageStore:
+    """Stage records under ``root`` and the wall time of every stage run or skipped."""
+
+    root: Path
+    timings: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.root = Path(self.root)
+
+    # ---- where
+    def model_record(self, name: str) -> Path:
+        return self.root / "models" / name / "stage.json"
+
+    def dataset_record(self, kind: str) -> Path:
+        return self.root / "datasets" / kind / "stage.json"
+
+    def eval_record(self, name: str) -> Path:
+        return self.root / "evals" / f"{name}.json"
+
+    # ---- the rule
+    def check(self, path: str | Path, key: str) -> StageStatus:
+        """The validity rule (module docstring) for the stage recorded at ``path``."""
+        path = Path(path)
+        if not path.is_file():
+            return StageStatus("missing")
+        try:
+            record = json.loads(path.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            return StageStatus("stale", None, f"unreadable stage record ({exc.__class__.__name__})")
+        if not isinstance(record, dict):
+            return StageStatus("stale", None, "the stage record is not a JSON object")
+        if record.get("key") != key:
+            return StageStatus("stale", record, "its inputs changed (key differs)")
+        if record.get("complete", True) is False:
+            return StageStatus("pending", record)
+        for rel, sha in _artifacts(record).items():
+            art = path.parent / rel
+            if not art.is_file():
+                return StageStatus("stale", record, f"{rel} is missing")
+            if file_sha256(art) != sha:
+                return StageStatus("stale", record, f"{rel} does not match its recorded sha256")
+        return StageStatus("valid", record)
+
+    def save(self, path: str | Path, key: str, payload: Mapping[str, Any] | None = None, *,
+             artifacts: Mapping[str, str | Path] | None = None, complete: bool = True,
+             wall_seconds: float | None = None) -> dict[str, Any]:
+        """Write the stage record at ``path`` (atomically): ``payload`` plus the key, the sha256 of
+        each artifact (``{relative name: file}``), completeness, commit and timing."""
+        path = Path(path)
+        commit, dirty = git_state()
+        arts = {str(rel): file_sha256(Path(f) if Path(f).is_absolute() else path.parent / f)
+                for rel, f in (artifacts or {}).items()}
+        record = {"schema": STAGE_SCHEMA, "key": key, **dict(payload or {}), "artifacts": arts,
+                  "complete": bool(complete), "git_commit": commit, "git_dirty": dirty, "written_at": utc_now(),
+                  "wall_seconds": wall_seconds}
+        atomic_write_json(path, record)
+        return record
+
+    # ---- timings
+    def note(self, stage: str, seconds: float, skipped: bool, **extra: Any) -> None:
+        """Record one stage's wall seconds and whether it was skipped (``stage#2`` on a repeat)."""
+        key, k = stage, 2
+        while key in self.timings:
+            key, k = f"{stage}#{k}", k + 1
+        self.timings[key] = {"wall_seconds": float(seconds), "skipped": bool(skipped), **extra}
+
+    def timer(self) -> _Timer:
+        return _Timer(self)
+
+
+class _Timer:
+    """``t = store.timer(); ...; t.done("train:x", skipped=False)``: the seconds since creation."""
+
+    def __init__(self, store: StageStore) -> None:
+        self.store, self.t0 = store, time.perf_counter()
+
+    @property
+    def seconds(self) -> float:
+        return time.perf_counter() - self.t0
+
+    def done(self, stage: str, skipped: bool, **extra: Any) -> None:
+        self.store.note(stage, self.seconds, skipped, **extra)
+
+
+__all__ = ["STAGE_SCHEMA", "STATES", "StageStatus", "StageStore"]

@@ -1,0 +1,542 @@
+"""The staged workspace: runs each stage of one experiment chain at most once, under one folder.
+
+:class:`Workspace` trains models, builds the constructed datasets and evaluates, caching each as
+a stage of :class:`empirical.stages.StageStore` (one validity rule: key, artifacts' sha256,
+completeness; commit and timing recorded). The experiments of :mod:`empirical.experiments`
+(Figure 2, Table 1, Figure 3) call its public methods: :meth:`Workspace.data`,
+:meth:`Workspace.model`, :meth:`Workspace.dataset`, :meth:`Workspace.evaluate`,
+:meth:`Workspace.evaluate_suite`, :meth:`Workspace.record`, :meth:`Workspace.loaded_model`,
+:meth:`Workspace.note_time` and :attr:`Workspace.timings`.
+
+Layout: ``root/models/<name>/`` (checkpoint, ``latest.pt`` while training, ``stage.json``),
+``root/datasets/<kind>/`` (shards, manifest, ``stage.json``), ``root/evals/<name>.json``, and the
+records at ``root/*.json``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import shutil
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from empirical.construct import KINDS
+from empirical.experiments import ExperimentConfig, Recipe
+from empirical.stages import StageStore
+from robust_features.records import atomic_write_json, json_sha256, to_jsonable, write_record
+
+if TYPE_CHECKING:   # annotations only
+    from torch import nn
+
+    from empirical.data import ImageData, Subset
+    from empirical.distributed import DistInfo
+    from empirical.shards import ConstructedDataset
+
+
+def _memory_format(model: Any, recipe: Recipe, device: str) -> Any:
+    """The model in the memory format its recipe trains in (channels_last where the recipe asks for
+    it), whether it was just trained or loaded, so every later stage runs the same kernels."""
+    import torch
+
+    if recipe.channels_last or (recipe.channels_last is None and torch.device(device).type == "cuda"):
+        return model.to(memory_format=torch.channels_last)
+    return model.to(memory_format=torch.contiguous_format)
+
+
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class Workspace:
+    """Runs and caches the stages of one experiment chain under ``root``.
+
+    Layout: ``root/models/<name>/`` (core checkpoint + stage.json), ``root/datasets/<kind>/``
+    (shards + manifest + stage.json), ``root/evals/<name>.json``, records at ``root/*.json``.
+    ``timings`` collects per-stage wall seconds and whether the stage was skipped.
+
+    ``dist_info`` (:mod:`empirical.distributed`, under ``torchrun``) splits the dataset
+    constructions across ranks; models are always trained in one process (rank 0 trains a
+    missing model while the other ranks wait, see ``robust-features construct``).
+
+    A constructed dataset is never replaced behind the user's back: a folder built with other
+    settings (or from another source model, or another base dataset) is refused with the
+    differing fields named, unless ``overwrite`` is set (``--overwrite``), which deletes and
+    rebuilds it. :meth:`writing` holds the workspace's lock, runs that check for the datasets a
+    command will use before anything is written, and then saves ``resolved_config.json``.
+
+    Every stage goes through :attr:`store` (:class:`empirical.stages.StageStore`): its key is the
+    hash of its inputs, and it is reused only when :meth:`StageStore.check` says ``valid``; a
+    model whose training started under the same key is ``pending`` and resumes from
+    ``latest.pt``; a stale model or evaluation is redone; a stale dataset is refused (naming
+    the differing fields) unless ``overwrite``.
+    """
+
+    cfg: ExperimentConfig
+    root: Path
+    device: str = "cpu"
+    progress: bool = False
+    dist_info: DistInfo | None = None
+    overwrite: bool = False
+    subsets: dict[str, Any] = field(default_factory=dict)
+    store: StageStore = field(init=False)
+    data_sha256: str = field(init=False, default="")
+    _data: ImageData | None = field(default=None, init=False, repr=False)
+    _models: dict[str, nn.Module] = field(default_factory=dict, init=False, repr=False)
+    _model_hash: dict[str, str] = field(default_factory=dict, init=False, repr=False)
+    _datasets: dict[str, ConstructedDataset] = field(default_factory=dict, init=False, repr=False)
+    _eval_subset: Subset | None = field(default=None, init=False, repr=False)
+    _masks: dict[str, dict[str, Any]] = field(default_factory=dict, init=False, repr=False)
+    _sanity: dict[str, dict[str, Any]] = field(default_factory=dict, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.root = Path(self.root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.store = StageStore(self.root)
+
+    # ---- public helpers
+    @property
+    def timings(self) -> dict[str, dict[str, Any]]:
+        """Per stage (in the order run): wall seconds, whether it was skipped, and its extras."""
+        return self.store.timings
+
+    def note_time(self, stage: str, seconds: float, skipped: bool = False, **extra: Any) -> None:
+        """Add a stage's wall time to :attr:`timings` (e.g. ``transfer``, ``figures``)."""
+        self.store.note(stage, seconds, skipped, **extra)
+
+    def loaded_model(self, name: str) -> nn.Module | None:
+        """Model ``name`` if this workspace has trained or loaded it (None otherwise)."""
+        return self._models.get(name)
+
+    def log(self, msg: str) -> None:
+        if self.progress:
+            print(f"[{self.cfg.name}] {msg}", flush=True)
+
+    # ---- data
+    def data(self) -> Any:
+        """The base dataset D, with ``n_train`` / ``n_test`` applied as seeded class-stratified samples
+        (``subset_seed``; :func:`empirical.data.stratified_subset`), and a fingerprint."""
+        if self._data is None:
+            from empirical.data import ImageData, load_dataset, stratified_subset
+
+            timer = self.store.timer()
+            d = load_dataset(self.cfg.data, root=self.cfg.data_root, seed=self.cfg.seed)
+            assert isinstance(d, ImageData)
+            tr = stratified_subset(d.x_train, d.y_train, self.cfg.n_train, seed=self.cfg.subset_seed, name="n_train")
+            te = stratified_subset(d.x_test, d.y_test, self.cfg.n_test, seed=self.cfg.subset_seed, name="n_test")
+            self.subsets = {"train": tr.describe(), "test": te.describe()}
+            if self.cfg.n_train is not None or self.cfg.n_test is not None:
+                meta = dict(d.meta)
+                if "robust_label_train" in meta:       # synthetic ground truth follows the subset
+                    meta["robust_label_train"] = meta["robust_label_train"][tr.indices]
+                    meta["robust_label_test"] = meta["robust_label_test"][te.indices]
+                d = dataclasses.replace(
+                    d, x_train=d.x_train[tr.indices].contiguous(), y_train=d.y_train[tr.indices].contiguous(),
+                    x_test=d.x_test[te.indices].contiguous(), y_test=d.y_test[te.indices].contiguous(), meta=meta)
+            h = hashlib.sha256()     # streamed over the four tensors (the same bytes as one bytes_sha256)
+            for t in (d.x_train, d.y_train, d.x_test, d.y_test):
+                h.update(t.contiguous().numpy().tobytes())
+            self.data_sha256 = h.hexdigest()
+            self._data = d
+            timer.done("data", False, n_train=int(d.y_train.shape[0]),
+                       n_test=int(d.y_test.shape[0]), sha256=self.data_sha256)
+        return self._data
+
+    def eval_subset(self) -> Any:
+        """The test examples attacked for robust accuracy: a stratified sample of ``eval.n_robust``
+        (drawn with ``subset_seed``, so it is nested in the ``n_test`` sample)."""
+        if self._eval_subset is None:
+            from empirical.data import stratified_subset
+
+            d = self.data()
+            self._eval_subset = stratified_subset(d.x_test, d.y_test, self.cfg.eval.n_robust,
+                                                  seed=self.cfg.subset_seed, name="eval.n_robust")
+            self.subsets["eval"] = self._eval_subset.describe()
+        return self._eval_subset
+
+    # ---- models
+    def model(self, name: str, *, arch: str, recipe: Recipe, train_on: str = "D", seed: int | None = None) -> Any:
+        """Train (or load) model ``name`` of ``arch`` with ``recipe`` on D or a constructed set."""
+        if name in self._models:
+            return self._models[name]
+        from empirical.checkpoint import load_model
+        from empirical.models import build_model
+        from empirical.train import fit
+
+        d = self.data()
+        seed = self.cfg.seed if seed is None else seed
+        if train_on == "D":
+            x, y, upstream = d.x_train, d.y_train, self.data_sha256
+        else:
+            ds = self.dataset(train_on)
+            x, y, upstream = ds.x, ds.y, ds.content_sha256
+        key = self._model_key(arch=arch, recipe=recipe, seed=seed, train_on=train_on, upstream=upstream)
+        stage = self.store.model_record(name)
+        folder = stage.parent
+        timer = self.store.timer()
+        status = self.store.check(stage, key)
+        if status.valid:
+            info = status.record
+            model = _memory_format(load_model(folder / info.get("checkpoint", "model.pt"), device=self.device),
+                                   recipe, self.device)
+            model.eval()
+            self._models[name], self._model_hash[name] = model, info["sha256"]
+            timer.done(f"train:{name}", True)
+            self.log(f"model {name}: valid checkpoint, skipped")
+            return model
+        if status.state == "stale":
+            self.log(f"model {name}: stale stage ({status.reason}), retraining")
+            shutil.rmtree(folder)
+        from empirical.distributed import SINGLE_PROCESS
+
+        if self.dist_info is not None and not self.dist_info.is_main:
+            raise RuntimeError(f"model {name} is missing on rank {self.dist_info.rank}; rank 0 must train it "
+                               "before the other ranks use it")
+        self.log(f"model {name}: training {arch} on {train_on} ({recipe.epochs} epochs)")
+        import torch
+
+        if status.state == "missing" or not (folder / "latest.pt").is_file():
+            # the stage is under way from here: a crash leaves a pending record whose latest.pt resumes
+            self.store.save(stage, key, {"arch": arch, "train_on": train_on, "recipe": recipe, "seed": seed},
+                            complete=False)
+        torch.manual_seed(seed)
+        model = build_model(arch, num_classes=d.num_classes, in_channels=d.in_channels,
+                            image_size=d.image_size, mean=d.mean, std=d.std)
+        result = fit(model, x, y, recipe.to_train_config(seed), device=self.device, out_dir=folder,
+                     resume=True, progress=self.progress, dist_info=SINGLE_PROCESS)
+        model = _memory_format(result.model, recipe, self.device)
+        model.eval()
+        ckpt = folder / "model.pt"
+        if not ckpt.is_file():   # fit writes model.pt when it knows the architecture; make sure it exists
+            from empirical.checkpoint import save_checkpoint
+
+            save_checkpoint(model, ckpt, arch=arch, dataset=d.name, num_classes=d.num_classes,
+                            in_channels=d.in_channels, image_size=d.image_size, mean=d.mean, std=d.std,
+                            extra={"recipe": to_jsonable(recipe), "train_on": train_on, "seed": seed})
+        info = self.store.save(stage, key, {"checkpoint": "model.pt", "sha256": "", "arch": arch, "train_on": train_on,
+                                            "recipe": recipe, "seed": seed, "history": result.history},
+                               artifacts={"model.pt": "model.pt"}, wall_seconds=result.wall_seconds)
+        sha = info["artifacts"]["model.pt"]
+        info["sha256"] = sha                       # the checkpoint's hash, also under its old name
+        atomic_write_json(stage, info)
+        self._models[name], self._model_hash[name] = model, sha
+        timer.done(f"train:{name}", False, epochs=recipe.epochs,
+                   images_per_second=recipe.epochs * int(x.shape[0]) / max(timer.seconds, 1e-9))
+        return model
+
+    def _model_key(self, *, arch: str, recipe: Recipe, seed: int, train_on: str, upstream: str) -> str:
+        return json_sha256({"arch": arch, "recipe": recipe, "seed": seed, "train_on": train_on,
+                            "upstream": upstream, "num_classes": self.data().num_classes})
+
+    def model_sha256(self, name: str) -> str:
+        return self._model_hash[name]
+
+    # ---- reuse checks and the workspace lock
+    def _construction(self, kind: str) -> tuple[str, Any, dict[str, Any]]:
+        """(source model name, its recipe, the base dataset's identity) of dataset ``kind``."""
+        if kind not in KINDS:
+            raise ValueError(f"kind={kind!r} is not a construction; valid: {', '.join(KINDS)}")
+        d = self.data()
+        source_name = "robust" if kind == "D_R" else "standard"
+        recipe = self.cfg.adv if kind == "D_R" else self.cfg.std
+        base = {"dataset": d.name, "sha256": self.data_sha256, "n": int(d.y_train.shape[0])}
+        return source_name, recipe, base
+
+    def dataset_differences(self, kind: str, manifest: Mapping[str, Any], *,
+                            source_sha256: str | None = None) -> list[str]:
+        """How the dataset in ``manifest`` differs from what this config builds for ``kind``:
+        ``["targeted.eps 1.0 -> 0.9", ...]`` ([] = the same). The source model's checkpoint is
+        compared when ``source_sha256`` is given (it is known once the model is trained)."""
+        source_name, _, base = self._construction(kind)
+        prefix, rc = ("rep", self.cfg.rep) if kind in ("D_R", "D_NR") else ("targeted", self.cfg.targeted)
+        settings = manifest.get("settings", {}) or {}
+        out = [f"{prefix}.{k} {settings.get(k)!r} -> {v!r}" for k, v in to_jsonable(asdict(rc)).items()
+               if settings.get(k) != v]
+        old_base = settings.get("base", {}) or {}
+        labels = {"dataset": "base dataset", "sha256": "base dataset sha256", "n": "base dataset size"}
+        short = lambda v: f"{v[:12]}..." if isinstance(v, str) and len(v) > 16 else repr(v)  # noqa: E731
+        out += [f"{labels.get(k, 'base ' + k)} {short(old_base.get(k))} -> {short(v)}"
+                for k, v in to_jsonable(base).items() if old_base.get(k) != v]
+        src = manifest.get("source", {}) or {}
+        if src.get("model", source_name) != source_name:
+            out.append(f"source model {src.get('model')!r} -> {source_name!r}")
+        if src.get("arch") != self.cfg.arch:
+            out.append(f"arch (the source model's) {src.get('arch')!r} -> {self.cfg.arch!r}")
+        if source_sha256 is not None and src.get("checkpoint_sha256") != source_sha256:
+            out.append(f"source model checkpoint sha256 {str(src.get('checkpoint_sha256'))[:12]}... -> "
+                       f"{source_sha256[:12]}... (models/{source_name} was retrained)")
+        return out
+
+    def _refuse_dataset(self, kind: str, folder: Path, diffs: Sequence[str]) -> ValueError:
+        return ValueError(f"{folder} holds a {kind} built with other settings ({'; '.join(diffs)}); it is kept: use "
+                          "another --out-dir, or --overwrite to delete and rebuild it")
+
+    def check_reuse(self, kinds: Sequence[str]) -> None:
+        """Before a command writes anything: refuse (``ValueError`` naming the differing fields) if a
+        dataset folder of ``kinds`` holds a construction this config would not build, or if its
+        source model would be retrained under another recipe (which would replace it later).
+        Nothing to refuse with ``overwrite``, or when no such folder exists yet."""
+        if self.overwrite:
+            return
+        from empirical.shards import read_manifest
+
+        for kind in dict.fromkeys(kinds):
+            folder = self.root / "datasets" / kind
+            if not (folder / "manifest.json").is_file():
+                continue
+            try:
+                manifest = read_manifest(folder)
+            except ValueError as exc:
+                raise ValueError(f"{exc}; it is kept: use another --out-dir, or --overwrite to delete and "
+                                 "rebuild it") from None
+            source_name, recipe, _ = self._construction(kind)
+            diffs = self.dataset_differences(kind, manifest)
+            key = self._model_key(arch=self.cfg.arch, recipe=recipe, seed=self.cfg.seed, train_on="D",
+                                  upstream=self.data_sha256)
+            status = self.store.check(self.store.model_record(source_name), key)
+            info = status.record or {}
+            if not diffs and status.state != "missing":
+                if status.state == "stale" and info.get("key") != key:
+                    field_ = "adv" if source_name == "robust" else "std"
+                    old = info.get("recipe") or {}
+                    diffs = [f"{field_}.{k} {old.get(k)!r} -> {v!r}" for k, v in to_jsonable(recipe).items()
+                             if k in old and old.get(k) != v]
+                    if info.get("seed") != self.cfg.seed:
+                        diffs.append(f"seed {info.get('seed')!r} -> {self.cfg.seed!r}")
+                    if info.get("arch") != self.cfg.arch:
+                        diffs.append(f"arch {info.get('arch')!r} -> {self.cfg.arch!r}")
+                    diffs = [f"its source model models/{source_name} would be retrained: "
+                             + (", ".join(diffs) or "its training inputs changed")]
+                elif info.get("sha256") != manifest.get("source", {}).get("checkpoint_sha256"):
+                    diffs = [f"it was built from another checkpoint of models/{source_name}"]
+            if diffs:
+                raise self._refuse_dataset(kind, folder, diffs)
+
+    @contextlib.contextmanager
+    def writing(self, kinds: Sequence[str] = ()) -> Iterator[Workspace]:
+        """Hold the workspace's lock (rank 0 under torchrun; a second writer is refused naming the
+        process that holds it), refuse reusing ``kinds``' datasets built otherwise
+        (:meth:`check_reuse`), and only then write ``resolved_config.json``."""
+        from robust_features.locks import rank0_lock
+
+        with rank0_lock(self.root, self.dist_info, purpose=f"workspace {self.cfg.name}"):
+            self.check_reuse(kinds)
+            if self.dist_info is None or self.dist_info.is_main:
+                atomic_write_json(self.root / "resolved_config.json", self.cfg)
+            yield self
+
+    # ---- constructed datasets
+    def dataset(self, kind: str) -> Any:
+        """Build (or load, hash-checked) D_R / D_NR (from the robust / standard model) or D_rand / D_det."""
+        if kind in self._datasets:
+            return self._datasets[kind]
+        from empirical.construct import build_representation_dataset, build_targeted_dataset
+        from empirical.shards import load_constructed, read_manifest, verify_constructed
+
+        cfg, d = self.cfg, self.data()
+        source_name, _, base = self._construction(kind)
+        source_model = self.source_model(source_name)
+        source = {"model": source_name, "arch": cfg.arch, "checkpoint_sha256": self.model_sha256(source_name)}
+        stage = self.store.dataset_record(kind)
+        folder = stage.parent
+        key = self._dataset_key(kind, source, base)
+        timer = self.store.timer()
+        stale = False
+        status = self.store.check(stage, key)
+        if not status.valid and (folder / "manifest.json").is_file():
+            # explain a changed key by the fields that differ; a folder built before the stage store
+            # (or whose stage record was lost) with the same settings is checked shard by shard below
+            m = read_manifest(folder)
+            diffs = self.dataset_differences(kind, m, source_sha256=source["checkpoint_sha256"])
+            if diffs:
+                status = dataclasses.replace(status, state="stale", reason="; ".join(diffs))
+            elif m.get("complete"):
+                status = dataclasses.replace(status, state="valid")
+            else:                                   # an unfinished build with these settings: resume it
+                status = dataclasses.replace(status, state="missing")
+        if status.valid:
+            try:
+                verify_constructed(folder)            # every shard against the manifest's sha256
+                ds = load_constructed(folder, verify=False)
+                if self.dist_info is None or self.dist_info.is_main:
+                    self.store.save(stage, key, {"kind": kind}, artifacts={"manifest.json": "manifest.json"})
+                self._datasets[kind] = ds
+                timer.done(f"construct:{kind}", True)
+                self.log(f"dataset {kind}: valid shards, skipped")
+                return ds
+            except (ValueError, FileNotFoundError) as exc:
+                self.log(f"dataset {kind}: {exc}; resuming/rebuilding damaged shards")
+        elif status.state == "stale" and (folder / "manifest.json").is_file():
+            diffs = status.reason.split("; ")
+            if not self.overwrite:     # every rank reads the same manifest, so every rank refuses
+                raise self._refuse_dataset(kind, folder, diffs)
+            self.log(f"dataset {kind}: built with other settings ({'; '.join(diffs)}); --overwrite: rebuilding")
+            stale = True
+        distributed = self.dist_info is not None and self.dist_info.is_distributed
+        if distributed:  # every rank has looked at the folder before anyone changes it
+            from empirical.distributed import barrier
+
+            barrier(self.dist_info)
+        if stale and (not distributed or self.dist_info.is_main):
+            shutil.rmtree(folder)
+        if distributed:
+            barrier(self.dist_info)
+        self.log(f"dataset {kind}: constructing {int(d.y_train.shape[0])} images")
+        common = dict(kind=kind, model=source_model, x=d.x_train, y=d.y_train, num_classes=d.num_classes,
+                      device=self.device, source=source, base=base, progress=self.progress,
+                      dist_info=self.dist_info)
+        if kind in ("D_R", "D_NR"):
+            res = build_representation_dataset(folder, cfg=cfg.rep, **common)
+        elif kind in ("D_rand", "D_det"):
+            res = build_targeted_dataset(folder, cfg=cfg.targeted, **common)
+        else:
+            raise ValueError(f"kind={kind!r} is not a construction; valid: D_R, D_NR, D_rand, D_det")
+        ds = load_constructed(folder)
+        if self.dist_info is None or self.dist_info.is_main:
+            self.store.save(stage, key, {"kind": kind}, artifacts={"manifest.json": "manifest.json"},
+                            wall_seconds=res.wall_seconds)
+        self._datasets[kind] = ds
+        timer.done(f"construct:{kind}", False, images_per_second=res.images_per_second,
+                   shards_built=len(res.built_shards), shards_reused=len(res.reused_shards))
+        return ds
+
+    def _dataset_key(self, kind: str, source: Mapping[str, Any], base: Mapping[str, Any]) -> str:
+        settings = self.cfg.rep if kind in ("D_R", "D_NR") else self.cfg.targeted
+        return json_sha256({"kind": kind, "settings": asdict(settings), "base": dict(base), "source": dict(source)})
+
+    def source_model(self, which: str) -> Any:
+        cfg = self.cfg
+        if which == "standard":
+            return self.model("standard", arch=cfg.arch, recipe=cfg.std)
+        if which == "robust":
+            return self.model("robust", arch=cfg.arch, recipe=cfg.adv)
+        raise ValueError(f"source model {which!r} unknown; valid: standard, robust")
+
+    # ---- evaluation
+    def evaluate(self, name: str, *, robust: bool = True, strong: bool = True, shifted: bool = False) -> dict[str, float]:
+        """Clean accuracy on the whole original test set; robust accuracy (paper PGD-7 and the
+        strong PGD with restarts) on the stratified ``eval.n_robust`` sample
+        (:meth:`eval_subset`). Cached per model hash, with the per-example robust outcomes
+        (:meth:`robust_masks`)."""
+        import torch
+
+        from empirical.evaluate import accuracy, robust_mask
+        from robust_features.records import pack_bits, unpack_bits
+
+        d, ev = self.data(), self.cfg.eval
+        model = self._models[name]
+        sub = self.eval_subset() if robust else None
+        key = json_sha256({"model": self._model_hash[name], "eval": ev.pgd_part(), "robust": robust, "strong": strong,
+                           "shifted": shifted, "test": self.data_sha256,
+                           "subset": sub.indices_sha256 if sub is not None else None})
+        variant = ("" if robust else "-clean") + ("" if strong else "-paperonly") + ("-shifted" if shifted else "")
+        path = self.store.eval_record(f"{name}{variant}")
+        timer = self.store.timer()
+        status = self.store.check(path, key)
+        if status.valid:
+            old = status.record
+            n = int(old["metrics"].get("n_robust", 0))
+            self._masks.setdefault(name, {}).update({k: unpack_bits(v, n) for k, v in old.get("masks", {}).items()})
+            timer.done(f"eval:{name}", True)
+            return old["metrics"]
+        out: dict[str, float] = {"clean": accuracy(model, d.x_test, d.y_test, batch_size=ev.batch_size,
+                                                   device=self.device, precision=ev.precision)}
+        if shifted:
+            out["shifted"] = accuracy(model, d.x_test, (d.y_test + 1) % d.num_classes,
+                                      batch_size=ev.batch_size, device=self.device, precision=ev.precision)
+        masks: dict[str, Any] = {}
+        if robust:
+            assert sub is not None
+            xr, yr = d.x_test[sub.indices], d.y_test[sub.indices]
+            attacks = {"robust_paper": (ev.attack("paper"), None)}
+            if strong:
+                gen = torch.Generator(device=torch.device(self.device))
+                gen.manual_seed(self.cfg.seed + 12345)
+                attacks["robust_strong"] = (ev.attack("strong"), gen)
+            for k, (a, gen) in attacks.items():
+                masks[k] = robust_mask(model, xr, yr, threat=a.threat, steps=a.steps, step_size=a.step,
+                                       restarts=a.restarts, random_start=a.random_start, batch_size=ev.batch_size,
+                                       device=self.device, generator=gen, precision=ev.precision)
+            for k, m in masks.items():
+                out[k] = float(m.float().mean())
+            out["n_robust"] = int(sub.n)
+        out = {k: float(v) for k, v in out.items()}
+        self.store.save(path, key, {"metrics": out, "masks": {k: pack_bits(m.numpy()) for k, m in masks.items()},
+                                    "subset": sub.describe() if sub is not None else None},
+                        wall_seconds=timer.seconds)
+        self._masks.setdefault(name, {}).update({k: m.numpy() for k, m in masks.items()})
+        timer.done(f"eval:{name}", False)
+        return out
+
+    def evaluate_suite(self, name: str) -> dict[str, Any]:
+        """The ``eval.suite`` ensemble (:func:`empirical.autoattack.ensemble`) on the
+        :meth:`eval_subset`, after :meth:`evaluate`: its worst case (``robust_suite``), the worst
+        case over it and the strong PGD (``robust_worst``, the column beside PGD in Figure 2), the
+        robust accuracy after each attack, and the sanity flags. Cached in
+        ``evals/<name>-suite.json`` by model, suite and subset, so adding a suite to a finished
+        run attacks nothing else again. Returns {} when the preset has no suite."""
+        ev = self.cfg.eval
+        if not ev.suite:
+            return {}
+        import numpy as np
+        import torch
+
+        from empirical.autoattack import ensemble, sanity_flags
+        from robust_features.records import pack_bits, unpack_bits
+
+        d, model, sub = self.data(), self._models[name], self.eval_subset()
+        strong = self.robust_masks(name).get("robust_strong")
+        if strong is None:
+            raise ValueError(f"evaluate({name!r}) with the strong PGD must run before evaluate_suite")
+        key = json_sha256({"model": self._model_hash[name], "eval": ev, "subset": sub.indices_sha256,
+                           "seed": self.cfg.seed, "test": self.data_sha256})
+        path = self.store.eval_record(f"{name}-suite")
+        timer = self.store.timer()
+        status = self.store.check(path, key)
+        if status.valid:
+            old = status.record
+            self._masks.setdefault(name, {}).update({k: unpack_bits(v, sub.n) for k, v in old.get("masks", {}).items()})
+            self._sanity[name] = old.get("sanity", {})
+            timer.done(f"eval-suite:{name}", True)
+            return old["metrics"]
+        xr, yr = d.x_test[sub.indices].to(self.device), d.y_test[sub.indices].to(self.device)
+        res = ensemble(model, xr, yr, norm=ev.norm, eps=ev.eps, attacks=ev.suite, budgets=ev.suite_budgets(),
+                       seed=self.cfg.seed + 54321, precision=ev.precision, batch_size=ev.batch_size)
+        suite_mask = res["robust"].cpu().numpy()
+        worst = suite_mask & np.asarray(strong, dtype=bool)
+        pgd_acc = float(np.mean(strong))
+        flags = sanity_flags(pgd_robust_accuracy=pgd_acc, result=res, model=model, x=xr[:512], y=yr[:512],
+                             precision=ev.precision)
+        out: dict[str, float] = {"robust_suite": float(suite_mask.mean()), "robust_worst": float(worst.mean()),
+                                 **{f"after_{a}": float(v) for a, v in res["robust_accuracy"].items()},
+                                 **{f"seconds_{a}": float(v) for a, v in res["seconds"].items()}}
+        masks = {"robust_suite": suite_mask, "robust_worst": worst}
+        self._masks.setdefault(name, {}).update(masks)
+        self._sanity[name] = {"flags": flags["flags"], "explanations": flags["explanations"]}
+        self.store.save(path, key, {"metrics": out, "masks": {k: pack_bits(m) for k, m in masks.items()},
+                                    "sanity": self._sanity[name], "budgets": res["budgets"], "subset": sub.describe()},
+                        wall_seconds=timer.seconds)
+        timer.done(f"eval-suite:{name}", False)
+        del torch
+        return out
+
+    def sanity(self, name: str) -> dict[str, Any]:
+        """The suite's sanity flags and explanations for model ``name`` ({} before :meth:`evaluate_suite`)."""
+        return dict(self._sanity.get(name, {}))
+
+    def robust_masks(self, name: str) -> dict[str, Any]:
+        """Per-example robust outcomes (NumPy bool, over :meth:`eval_subset`) of model ``name``'s
+        last :meth:`evaluate`: ``robust_paper`` and, when run, ``robust_strong``."""
+        return dict(self._masks.get(name, {}))
+
+    def record(self, filename: str, *, experiment: str, metrics: Any, extra: Mapping[str, Any] | None = None,
+               started_at: str, start_time: float) -> dict[str, Any]:
+        return write_record(self.root / filename, experiment=experiment, config=self.cfg, metrics=metrics,
+                            seeds={"seed": self.cfg.seed, "construction_seed_rep": self.cfg.rep.seed,
+                                   "construction_seed_targeted": self.cfg.targeted.seed,
+                                   "transfer_seed": self.cfg.transfer.seed, "subset_seed": self.cfg.subset_seed},
+                            device=str(self.device), started_at=started_at, start_time=start_time,
+                            extra={**dict(extra or {}), "subsets": self.subsets})
+
+
