@@ -11,9 +11,11 @@
 and the record; docs/distributed.md); the other subcommands here run in one process.
 
 Every subcommand starts from a preset (``digits``, ``synthetic``, ``cifar10``, ``paper`` or their
-``-smoke`` variants), applies a TOML file (``--config``) and ``--set key=value`` overrides (dotted
-keys such as ``targeted.eps=0.5``; unknown keys are rejected with the list of valid ones), saves
-the resolved config as ``<out-dir>/<preset>/resolved_config.json`` and reuses every stage whose
+``-smoke`` variants), applies a TOML file (``--config``), then ``--set key=value`` overrides (dotted
+keys such as ``targeted.eps=0.5``; unknown keys are rejected with the list of valid ones), then the
+explicit flags (``--data``, ``--data-root``, ``--seed``): the one config grammar of
+:mod:`robust_features.config`, which ``train``, ``eval`` and ``attack`` use too. It saves the
+resolved config as ``<out-dir>/<preset>/resolved_config.json`` and reuses every stage whose
 artifacts are already valid.
 """
 
@@ -29,12 +31,11 @@ KINDS = ("D_R", "D_NR", "D_rand", "D_det")
 
 def _common(p: argparse.ArgumentParser, default_preset: str = "digits") -> None:
     from robust_features import checks as C
+    from robust_features import config as grammar
 
     p.add_argument("--preset", default=default_preset, type=C.nonempty_arg,
                    help="digits | synthetic | cifar10 | paper, or NAME-smoke (default: %(default)s)")
-    p.add_argument("--config", metavar="TOML", type=C.path_arg, help="TOML file of overrides (same keys as --set)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override one config key, e.g. --set targeted.eps=0.5 --set std.epochs=10")
+    grammar.add_config_options(p, example="targeted.eps=0.5 --set std.epochs=10", what="overrides of the preset")
     p.add_argument("--data", type=C.nonempty_arg, help="dataset spec: digits, synthetic, cifar10, imagefolder:PATH")
     p.add_argument("--data-root", type=C.path_arg, help="folder holding the dataset files (torchvision layout)")
     p.add_argument("--cache-dir", help=CACHE_DIR_HELP)
@@ -50,34 +51,14 @@ def _common(p: argparse.ArgumentParser, default_preset: str = "digits") -> None:
 
 
 def resolve_config(args: argparse.Namespace) -> Any:
-    """Preset -> TOML overrides -> --set overrides -> explicit flags."""
-    from empirical.experiments import with_overrides
+    """Preset < TOML file (--config) < --set < explicit flags (--data, --data-root, --seed), through
+    the one config grammar (:mod:`robust_features.config`); the result is checked once."""
     from empirical.reproduce import get_preset
+    from robust_features import config as grammar
 
     cfg = get_preset(args.preset)
-    if args.config is not None:
-        import tomllib
-        from pathlib import Path
-
-        path = Path(args.config)
-        if not path.is_file():
-            raise FileNotFoundError(f"--config {path} does not exist")
-        try:
-            with open(path, "rb") as fh:
-                table = tomllib.load(fh)
-        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-            raise ValueError(f"--config {path} is not valid TOML: {exc}") from None
-        cfg = with_overrides(cfg, table)
-    sets: dict[str, str] = {}
-    for item in args.overrides:
-        k, eq, v = item.partition("=")
-        if not eq or not k.strip():
-            raise ValueError(f"--set {item!r} must look like KEY=VALUE, e.g. targeted.eps=0.5")
-        sets[k.strip()] = v
-    cfg = with_overrides(cfg, sets)
-    flags = {k: v for k, v in (("data", args.data), ("data_root", args.data_root), ("seed", args.seed))
-             if v is not None}
-    return with_overrides(cfg, flags) if flags else cfg
+    flags = {k: getattr(args, k) for k in ("data", "data_root", "seed") if getattr(args, k) is not None}
+    return grammar.resolve(cfg, grammar.command_layers(config=args.config, sets=args.overrides, flags=flags))
 
 
 def _device(args: argparse.Namespace, *, require_available: bool = True) -> str:
@@ -114,9 +95,14 @@ def _distributed_workspace(args: argparse.Namespace) -> Any:
     and enough shards for the ranks (checked on every rank before anything is written)."""
     from pathlib import Path
 
-    from empirical.distributed import check_same_config, init_distributed, local_device, owned_shards
-    from empirical.workspace import Workspace
+    from empirical.distributed import (
+        check_same_config,
+        init_distributed,
+        local_device,
+        owned_shards,
+    )
     from empirical.shards import num_shards
+    from empirical.workspace import Workspace
 
     device = _device(args)
     cfg = resolve_config(args)

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from empirical.construct import RepresentationConfig, TargetedConfig
@@ -315,146 +315,39 @@ _NESTED = {"std": Recipe, "adv": Recipe, "on_dr": Recipe, "on_dnr": Recipe, "on_
 
 
 def valid_keys(cfg: ExperimentConfig) -> list[str]:
-    keys = []
-    for f in fields(cfg):
-        if f.name in _NESTED:
-            keys.extend(f"{f.name}.{g.name}" for g in fields(_NESTED[f.name]))
-        else:
-            keys.append(f.name)
-    return keys
+    """Every key ``--set`` / ``--config`` take, in field order, nested ones dotted (``targeted.eps``)."""
+    from robust_features import config as grammar
+
+    return grammar.keys(cfg)
 
 
 def _field_type(cls: type, name: str) -> tuple[Any, bool]:
-    """The declared type of ``cls.name`` without ``None``, and whether ``None`` is allowed."""
-    import types
-    import typing
+    """The declared type of ``cls.name`` without ``None``, and whether ``None`` is allowed
+    (:func:`robust_features.config.field_type`)."""
+    from robust_features import config as grammar
 
-    hint = typing.get_type_hints(cls)[name]
-    args = typing.get_args(hint)
-    if typing.get_origin(hint) in (typing.Union, types.UnionType) and type(None) in args:
-        rest = [t for t in args if t is not type(None)]
-        return (rest[0] if len(rest) == 1 else hint), True
-    return hint, False
-
-
-def _coerce(value: Any, cls: type, name: str, key: str) -> Any:
-    """A ``--set`` string or TOML value for field ``name`` of ``cls``, parsed by the field's declared
-    type (the value is checked by the config's own validation afterwards)."""
-    import typing
-
-    base, optional = _field_type(cls, name)
-    is_tuple = typing.get_origin(base) is tuple
-    if isinstance(value, str):
-        text = value.strip()
-        if optional and text.lower() in ("none", "null"):
-            return None
-        if base is str:
-            return value
-        if base is bool:
-            if text.lower() in ("true", "1", "yes"):
-                return True
-            if text.lower() in ("false", "0", "no"):
-                return False
-            raise ValueError(f"{key}={value!r} must be true or false")
-        if is_tuple:
-            return tuple(s.strip() for s in text.split(",") if s.strip())
-        if base in (int, float):
-            if base is int:
-                try:
-                    return int(text)
-                except ValueError:
-                    pass                     # 1.7 is parsed, then refused as "must be an integer"
-            try:
-                if "/" in text:
-                    num, den = text.split("/")
-                    if float(den) == 0:
-                        raise ValueError(f"{key}={value!r} divides by zero")
-                    return float(num) / float(den)
-                return float(text)
-            except ValueError as exc:
-                if "divides by zero" in str(exc):
-                    raise
-                raise ValueError(f"{key}={value!r} is not a number") from None
-        return value
-    if is_tuple and isinstance(value, list):
-        return tuple(value)
-    if base is float and C.is_int(value):
-        return float(value)
-    return value
-
-
-def _prefixed(key: str, cls: type, exc: ValueError) -> ValueError:
-    """``epochs=0 must be ...`` raised by a nested config -> ``std.epochs=0 must be ...``."""
-    msg = str(exc)
-    head = msg.split("=", 1)[0].split(" ", 1)[0]
-    if head in {f.name for f in fields(cls)}:
-        return ValueError(f"{key}.{msg}")
-    return exc
-
-
-def _nested(key: str, cls: type, build: Any) -> Any:
-    try:
-        return build()
-    except TypeError as exc:             # e.g. a TOML table with a key the config does not have
-        raise ValueError(f"{key}: {exc}") from None
-    except ValueError as exc:
-        raise _prefixed(key, cls, exc) from None
+    return grammar.field_type(cls, name)
 
 
 def with_overrides(cfg: ExperimentConfig, overrides: Mapping[str, Any]) -> ExperimentConfig:
     """Apply dotted-key overrides (``{"targeted.eps": 0.5, "std.epochs": 3}``); unknown keys raise.
 
-    Values may be strings (from ``--set key=value``; fractions like ``8/255`` are parsed, never
-    ``eval``-ed) or TOML values; nested TOML tables are flattened first. Strings are parsed by the
-    field's declared type; every resulting field is validated (:func:`validate_config`), so a bad
-    value fails here, before any stage runs, with its dotted key named.
+    The one config grammar (:mod:`robust_features.config`): values may be strings (from ``--set
+    key=value``; fractions like ``8/255`` are parsed, never ``eval``-ed) or TOML values; nested TOML
+    tables are flattened first. Strings are parsed by the field's declared type; every resulting
+    field is validated (:func:`validate_config`), so a bad value fails here, before any stage runs,
+    with its dotted key named.
     """
-    flat: dict[str, Any] = {}
+    from robust_features import config as grammar
 
-    def _flatten(prefix: str, m: Mapping[str, Any]) -> None:
-        for k, v in m.items():
-            key = f"{prefix}{k}"
-            if isinstance(v, Mapping):
-                _flatten(f"{key}.", v)
-            else:
-                flat[key] = v
-
-    _flatten("", overrides)
-    valid = valid_keys(cfg)
-    unknown = [k for k in flat if k not in valid]
-    if unknown:
-        raise ValueError(f"unknown config key(s) {', '.join(unknown)}; valid keys: {', '.join(valid)}")
-    top: dict[str, Any] = {}
-    nested: dict[str, dict[str, Any]] = {}
-    for k, v in flat.items():
-        if "." in k:
-            outer, inner = k.split(".", 1)
-            nested.setdefault(outer, {})[inner] = _coerce(v, _NESTED[outer], inner, k)
-        else:
-            top[k] = _coerce(v, ExperimentConfig, k, k)
-    for outer, changes in nested.items():
-        top[outer] = _nested(outer, _NESTED[outer], lambda: replace(getattr(cfg, outer), **changes))
-    return replace(cfg, **top)
+    return grammar.with_overrides(cfg, overrides)
 
 
 def config_from_dict(d: Mapping[str, Any]) -> ExperimentConfig:
     """Rebuild an :class:`ExperimentConfig` from its JSON form (``to_jsonable(cfg)``)."""
-    kw: dict[str, Any] = {}
-    for f in fields(ExperimentConfig):
-        if f.name not in d:
-            continue
-        v = d[f.name]
-        if f.name in _NESTED:
-            cls = _NESTED[f.name]
-            if not isinstance(v, Mapping):
-                raise ValueError(f"{f.name}={v!r} must be a table of {cls.__name__} fields")
-            kw[f.name] = _nested(f.name, cls, lambda: cls(**{k: (tuple(x) if isinstance(x, list) else x)
-                                                            for k, x in v.items()}))
-        elif isinstance(v, list):
-            kw[f.name] = tuple(v)
-        else:
-            kw[f.name] = v
-    return ExperimentConfig(**kw)
+    from robust_features import config as grammar
+
+    return grammar.from_dict(ExperimentConfig, d)
 
 
 # ---------------------------------------------------------------------------------------------
