@@ -58,6 +58,12 @@ class DistInfo:
     def is_main(self) -> bool:
         return self.rank == 0
 
+    def raise_if_any_failed(self, error: BaseException | None, message: str,
+                            exc_type: type[Exception] = RuntimeError) -> None:
+        """:func:`raise_if_any_rank_failed` on this job (lets lower floors, e.g.
+        :func:`robust_features.locks.rank0_lock`, run the collective without importing this module)."""
+        raise_if_any_rank_failed(error, self, message, exc_type)
+
 
 SINGLE_PROCESS = DistInfo()
 

@@ -249,11 +249,9 @@ def rank0_lock(folder: str | os.PathLike, info: Any = None, *, purpose: str = ""
             lock.acquire()
         except FolderLocked as exc:
             error, lock = exc, None
-    if distributed:
-        from empirical.distributed import raise_if_any_rank_failed
-
+    if distributed:      # the collective is the job's own (DistInfo.raise_if_any_failed): no upward import
         try:
-            raise_if_any_rank_failed(error, info, f"rank 0 could not lock {folder}: another writer holds it "
+            info.raise_if_any_failed(error, f"rank 0 could not lock {folder}: another writer holds it "
                                      "(see rank 0's error)", FolderLocked)
         except BaseException:
             if lock is not None:

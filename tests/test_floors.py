@@ -157,3 +157,115 @@ def test_the_checker_catches_what_the_old_code_did(tmp_path):
         "simulate/cli.py:3 imports robust_features.cli_all.STEPS",
         "simulate/uses_cli.py:1 imports robust_features.cli",
     ]
+
+
+# ---------------------------------------------------------------------------------------------
+# the upper floors and the whole graph
+# ---------------------------------------------------------------------------------------------
+GROUND = ("theory", "simulate", "empirical", "paper_figures", "CLI")   # what robust_features' non-CLI modules may not import
+
+
+def _modules(root: Path) -> dict[str, Path]:
+    return {module_name(p, root): p for pkg in PACKAGES for p in sorted((root / pkg).rglob("*.py"))}
+
+
+def _non_cli_violations(root: Path, package: str, forbidden: tuple[str, ...]) -> list[str]:
+    out = []
+    for name, path in _modules(root).items():
+        if name.split(".")[0] != package or is_cli(name):
+            continue
+        for line, mod in imports_of(path, root):
+            if any(_matches(mod, f) for f in forbidden):
+                out.append(f"{path.relative_to(root)}:{line} imports {mod}")
+    return sorted(set(out))
+
+
+def test_the_ground_floor_imports_no_floor_above_it():
+    bad = _non_cli_violations(ROOT, "robust_features", GROUND)
+    assert not bad, "robust_features/ (records, checks, locks, ...) imports a higher floor:\n" + "\n".join(bad)
+
+
+def test_empirical_never_calls_the_painter_only_its_cli_does():
+    bad = _non_cli_violations(ROOT, "empirical", ("paper_figures", "CLI"))
+    assert not bad, "a non-CLI module of empirical/ imports paper_figures or a CLI module:\n" + "\n".join(bad)
+
+
+def test_paper_figures_reads_records_and_never_imports_the_cli():
+    bad = violations(ROOT, "paper_figures", ("CLI",))
+    assert not bad, "\n".join(bad)
+
+
+def import_graph(root: Path) -> dict[str, set[str]]:
+    """module -> the project modules it imports (anywhere in the file). ``from a.b import c`` is an
+    edge to ``a.b.c`` when that is a module, else to ``a.b``; importing ``a.b`` runs the package
+    ``a``'s ``__init__`` too, but that is not counted as an edge (packages import their own
+    submodules, which would make every package a circle)."""
+    mods = _modules(root)
+    graph: dict[str, set[str]] = {m: set() for m in mods}
+    for name, path in mods.items():
+        found = imports_of(path, root)
+        named = {(line, mod) for line, mod in found}
+        for line, mod in found:
+            if any(m.startswith(mod + ".") and m in mods for ln, m in named if ln == line):
+                continue           # `from pkg import submodule`: the submodule is the edge, not pkg/__init__
+            target = mod if mod in mods else mod.rpartition(".")[0] if mod.rpartition(".")[0] in mods else None
+            if target and target != name:
+                graph[name].add(target)
+    return graph
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components with more than one module (Tarjan), each sorted."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on: set[str] = set()
+    out: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on.add(v)
+        for w in sorted(graph.get(v, ())):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                out.append(sorted(comp))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return sorted(out)
+
+
+def test_no_two_modules_import_each_other_anywhere():
+    found = cycles(import_graph(ROOT))
+    assert not found, "import circles (each a set of modules that reach each other):\n" + \
+        "\n".join(" <-> ".join(c) for c in found)
+
+
+def test_the_cycle_finder_finds_a_lazy_circle(tmp_path):
+    files = {"empirical/__init__.py": "", "empirical/train.py": "from empirical.evaluate import accuracy\n",
+             "empirical/evaluate.py": "def f():\n    from empirical.train import ThreatModel\n",
+             "empirical/threat.py": "", "empirical/attacks.py": "from empirical.threat import NORMS\n",
+             "theory/__init__.py": "", "simulate/__init__.py": "", "paper_figures/__init__.py": "",
+             "robust_features/__init__.py": "", "robust_features/locks.py": "from empirical import distributed\n",
+             "empirical/distributed.py": "from robust_features.locks import folder_lock\n"}
+    for rel, text in files.items():
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text(text)
+    assert cycles(import_graph(tmp_path)) == [["empirical.distributed", "robust_features.locks"],
+                                              ["empirical.evaluate", "empirical.train"]]
+    assert _non_cli_violations(tmp_path, "robust_features", GROUND) == [
+        "robust_features/locks.py:1 imports empirical", "robust_features/locks.py:1 imports empirical.distributed"]
