@@ -47,10 +47,15 @@ FIG2_ROWS: tuple[tuple[str, str], ...] = (
 # ---------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Recipe:
-    """A training recipe, turned into the core's ``TrainConfig`` at run time.
+    """A training recipe: the preset-facing part of the core's ``TrainConfig`` (everything but the
+    seed, which the workspace gives each model), turned into one at run time.
 
-    ``adv_eps`` set = adversarial training (PGD with ``adv_steps`` steps of ``adv_step_size``,
-    default 2.5*eps/steps) under ``adv_norm``; ``None`` = standard training.
+    Every field is a ``TrainConfig`` field of the same name and meaning, except four that are
+    spelled flat so ``--set std.crop_padding=4`` works: ``crop_padding`` / ``flip`` become its
+    ``augment``, ``adv_norm`` / ``adv_eps`` its ``adv`` threat model (``adv_eps`` None = standard
+    training; PGD with ``adv_steps`` steps of ``adv_step_size``, default the step rule of
+    :mod:`empirical.threat`). The fields are validated by ``TrainConfig`` itself (one set of
+    checks; :data:`RECIPE_TO_TRAIN_CONFIG` is the mapping, tested to cover every field).
     """
 
     epochs: int
@@ -71,24 +76,13 @@ class Recipe:
     channels_last: bool | None = None  # None = on CUDA only
 
     def __post_init__(self) -> None:
-        from empirical.precision import check_precision
-
-        C.positive_int("epochs", self.epochs)
-        C.positive_int("batch_size", self.batch_size)
-        C.positive_float("lr", self.lr)
-        C.one_of("schedule", self.schedule, ("onecycle", "step", "constant"), what="a schedule")
-        C.one_of("optimizer", self.optimizer, ("sgd", "adam"), what="an optimizer")
-        C.in_range("momentum", self.momentum, 0.0, 1.0, hi_open=True)
-        C.non_negative_float("weight_decay", self.weight_decay)
-        C.in_range("label_smoothing", self.label_smoothing, 0.0, 1.0, hi_open=True)
+        # the four flat fields are checked under their own names; TrainConfig checks the rest
         C.non_negative_int("crop_padding", self.crop_padding)
         C.boolean("flip", self.flip)
         check_norm(self.adv_norm, "adv_norm")
         C.optional_positive_float("adv_eps", self.adv_eps, none=" (None = standard training)")
-        C.positive_int("adv_steps", self.adv_steps)
-        C.optional_positive_float("adv_step_size", self.adv_step_size, none=" (None = 2.5*eps/steps)")
-        check_precision(self.precision)
-        C.optional_boolean("channels_last", self.channels_last, none=" (None = on CUDA only)")
+        C.positive_int("adv_steps", self.adv_steps)    # before the step rule divides by it
+        self.to_train_config(0)
 
     def to_train_config(self, seed: int) -> Any:
         from empirical.data import Augment
@@ -106,6 +100,11 @@ class Recipe:
             augment=augment, adv=adv, adv_steps=self.adv_steps, adv_step_size=step,
             optimizer=self.optimizer, seed=seed, precision=self.precision, channels_last=self.channels_last,
         )
+
+
+# Recipe field -> the TrainConfig field it sets (same name unless listed)
+RECIPE_TO_TRAIN_CONFIG: dict[str, str] = {"crop_padding": "augment", "flip": "augment", "adv_norm": "adv",
+                                          "adv_eps": "adv"}
 
 
 @dataclass(frozen=True)
