@@ -5,9 +5,11 @@ The command lines are drawn from the CLI's own grammar: the argparse parser that
 ``robust_features.cli.build_parser`` builds is walked for its subcommands, their positionals and
 options (flags, typed values, choices, repeatable options), and each is given values of its
 kind: zero, negative and huge integers, fractions, NaN, inf and unparsable numbers, empty strings,
-unknown names, and valid ones. ``--set`` draws its keys from the experiment config's own key list
-(``empirical.experiments.valid_keys``). Commands run in this process (``main(argv)``), at smoke
-sizes, so each takes a second or two:
+unknown names, and valid ones. ``--set`` draws its keys from the command's own key list (the one
+config grammar, ``robust_features.config.keys``: the experiment config's for the workspace
+commands, ``TrainOptions`` / ``EvalOptions`` / ``AttackOptions`` for ``train`` / ``eval`` /
+``attack``). Commands run in this process (``main(argv)``), at smoke sizes, so each takes a second
+or two:
 
 * cheap options are always added (the ``CHEAP`` table: tiny epochs, sizes and attack budgets, a
   smoke preset) unless the drawn command sets them itself;
@@ -15,7 +17,8 @@ sizes, so each takes a second or two:
 * commands whose valid forms take longer (``fig2``, ``table1``, ``fig3``, a full ``reproduce``,
   ``theory report``, ``simulate theorems|pipeline``) get one known-bad value appended, so only
   their validation paths run (``reproduce --plan`` and ``construct`` run for real);
-* ``--download`` (network) and ``--compile`` (minutes on a CPU) are never drawn.
+* ``--download`` (network) and ``--compile`` (minutes on a CPU) are never drawn, as flags or as
+  ``--set`` keys; nor is ``--set lr=...`` (a drawn lr of 2 could end a run with a non-finite loss).
 
 ``simulate`` exits 1 when a cross-check fails (its documented status; at tiny ``--n`` they can);
 that is allowed for it alone. Honours ``HYPOTHESIS_PROFILE=ci`` (derandomised, no database).
@@ -53,6 +56,17 @@ BAD_SET = ["eval.n_robust=-5", "eval.n_robust=1.7", "eval.paper_steps=0", "std.m
 GOOD_SET = ["eval.n_robust=8", "targeted.eps=0.9", "notes=x", "eval.suite=", "targets.d_det_min=10", "seed=1",
             "eval.n_robust=none", "rep.steps=2", "transfer.n_examples=8", "targeted.eps=8/255", "arch=mlp"]
 SET_VALUES = ["0", "-1", "1.5", "nan", "", "none", "true", "abc", "1/0", "8/255", "mlp", "2"]
+# --set of train / eval / attack: (valid, invalid) KEY=VALUE items of each command's own keys
+SETS: dict[str, tuple[list[str], list[str]]] = {
+    "train": (["epochs=1", "lr=8/255", "flip=true", "n_eval=none", "eval_eps=0,0.5", "adv=l2:0.5", "n-train=60",
+               "eval_norm=none", "progress=no"],
+              ["epochs=0", "epochz=1", "lr=nan", "flip=maybe", "novalue", "=3", "adv=l3:1", "n_train=1.5",
+               "batch_size=-1", "device=", "eval_eps=x", "seed=-1", "targeted.eps=0.5"]),
+    "eval": (["steps=1", "threat=l2:0.5,linf:8/255", "random_start=true", "restarts=2", "suite=", "data=digits"],
+             ["steps=0", "threat=", "split=bogus", "bogus=1", "attack=fab", "precision=fp16", "n=1.5", "novalue"]),
+    "attack": (["steps=1", "targeted=next", "threat=linf:8/255", "step_size=1/8", "restarts=2"],
+               ["steps=0", "targeted=bogus", "threat=l3:1", "bogus=1", "step_size=0", "threat=", "novalue"]),
+}
 
 # per option dest (command-specific first): the values worth drawing
 VALUES: dict[str, tuple[list[str], list[str]]] = {
@@ -140,7 +154,9 @@ def _paths(command: str, action: argparse.Action, fresh: Path, checkpoint: Path,
     if dest == "checkpoint":
         return [str(checkpoint)], [str(fresh / "none.pt"), "", str(checkpoint.parent), str(checkpoint.with_suffix(".json"))]
     if dest == "config":
-        good = {"ok": "epochs = 1\n"} if command == "train" else {"wsok": "[eval]\nn_robust = 8\n"}
+        good = ({"ok": "epochs = 1\n", "oldok": "[train]\nn-eval = 10\n"} if command == "train" else
+                {"evok": "steps = 1\n", "secok": f"[{command}]\nsteps = 1\n"} if command in ("eval", "attack") else
+                {"wsok": "[eval]\nn_robust = 8\n"})
         bad = {"bad": "[[x", "key": "epochz = 1\n", "zero": "epochs = 0\n", "wsbad": "[eval]\nn_robust = -5\n",
                "nested": "std = 5\n"}
         for k, v in {**good, **bad}.items():
@@ -183,8 +199,9 @@ def command_lines(draw, root: Path, checkpoint: Path, workspace: Path):
             opts.append([flag])
             continue
         if action.dest == "overrides":
-            keys = draw(st.lists(st.sampled_from(_config_keys()), max_size=2))
-            pools = (GOOD_SET, BAD_SET + [f"{k}={draw(st.sampled_from(SET_VALUES))}" for k in keys])
+            keys = draw(st.lists(st.sampled_from(_config_keys(command)), max_size=2))
+            good, bad = SETS.get(command, (GOOD_SET, BAD_SET))
+            pools = (good, bad + [f"{k}={draw(st.sampled_from(SET_VALUES))}" for k in keys])
         else:
             pools = _paths(command, action, fresh, checkpoint, workspace) or _values(command, action)
         chosen.append((flag, action, pools))
@@ -220,16 +237,20 @@ def command_lines(draw, root: Path, checkpoint: Path, workspace: Path):
     return argv + (slow or [])
 
 
-_KEYS: list[str] = []
+_KEYS: dict[str, list[str]] = {}
+NEVER_SET = {"download", "compile", "lr"}       # network, minutes on a CPU, a possibly non-finite loss
 
 
-def _config_keys() -> list[str]:
-    if not _KEYS:
-        from empirical.experiments import valid_keys
-        from empirical.reproduce import get_preset
+def _config_keys(command: str) -> list[str]:
+    """The keys ``--set`` takes in ``command`` (the one grammar's key list of its config class)."""
+    if command not in _KEYS:
+        from empirical.cli_options import AttackOptions, EvalOptions, TrainOptions
+        from empirical.experiments import ExperimentConfig
+        from robust_features.config import keys
 
-        _KEYS.extend(valid_keys(get_preset("digits-smoke")))
-    return _KEYS
+        cls = {"train": TrainOptions, "eval": EvalOptions, "attack": AttackOptions}.get(command, ExperimentConfig)
+        _KEYS[command] = [k for k in keys(cls) if k not in NEVER_SET]
+    return _KEYS[command]
 
 
 @pytest.fixture(scope="module")
