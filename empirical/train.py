@@ -45,7 +45,7 @@ import math
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -218,6 +218,250 @@ def _state_to_cpu(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k: v.detach().to("cpu", copy=True) for k, v in sd.items()}
 
 
+@dataclass
+class _Run:
+    """What the steps of one :func:`fit` call share: the model (and the compiled / DDP forms the
+    training step runs), the optimizer and schedule, the loader, and the state ``latest.pt``
+    holds (history, why training stopped, the overfitting guard's best epoch)."""
+
+    cfg: TrainConfig
+    dev: torch.device
+    info: DistInfo
+    model: nn.Module
+    step_model: nn.Module                  # the model, compiled with cfg.compile; the attacks run on it
+    ddp_model: nn.Module | None            # the DDP wrapper of step_model (None = single process)
+    channels_last: bool
+    loader: Loader
+    opt: torch.optim.Optimizer
+    sched: torch.optim.lr_scheduler.LambdaLR
+    latest: Path | None                    # out_dir/latest.pt (None without out_dir)
+    history: list[dict[str, float]] = field(default_factory=list)
+    start_epoch: int = 0
+    stopped: str | None = None
+    co_best: dict[str, Any] = field(default_factory=lambda: {"acc": -1.0, "epoch": 0, "state": None})
+    probe: tuple[torch.Tensor, torch.Tensor] | None = None   # the guard's fixed probe (None = no guard)
+
+
+def _check_inputs(model: nn.Module, x_train: torch.Tensor, y_train: torch.Tensor,
+                  out_dir: str | os.PathLike | None) -> None:
+    check_images(x_train, "x_train")
+    if y_train.ndim != 1 or y_train.shape[0] != x_train.shape[0]:
+        raise ValueError(f"y_train must have shape ({x_train.shape[0]},); got {tuple(y_train.shape)}")
+    if x_train.shape[0] == 0:
+        raise ValueError("x_train is empty")
+    if out_dir is not None and not getattr(model, "arch_config", None):
+        raise ValueError("model has no arch_config (build it with empirical.models.build_model), so its "
+                         "checkpoint could not be rebuilt by load_model; pass out_dir=None or use build_model")
+
+
+def _prepare_model(model: nn.Module, cfg: TrainConfig, dev: torch.device,
+                   info: DistInfo) -> tuple[nn.Module, nn.Module | None, bool]:
+    """The model on ``dev`` (channels_last if asked), its compiled form and its DDP wrapper."""
+    channels_last = cfg.use_channels_last(dev)
+    model.to(dev)
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    step_model = torch.compile(model) if cfg.compile else model
+    ddp_model = None  # the DDP wrapper used for the training forward/backward; attacks use the replica
+    if info.is_distributed:
+        from torch.nn.parallel import DistributedDataParallel
+
+        ddp_model = DistributedDataParallel(step_model, device_ids=[dev.index] if dev.type == "cuda" else None,
+                                            broadcast_buffers=False)
+    return step_model, ddp_model, channels_last
+
+
+def _build_optimizer(model: nn.Module, cfg: TrainConfig,
+                     total: int) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
+    """SGD (Nesterov) or Adam over the trainable parameters, with the per-iteration schedule."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    if cfg.optimizer == "sgd":
+        opt: torch.optim.Optimizer = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum,
+                                                     nesterov=cfg.nesterov and cfg.momentum > 0,
+                                                     weight_decay=cfg.weight_decay)
+    else:
+        opt = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return opt, torch.optim.lr_scheduler.LambdaLR(opt, lambda it: lr_factor(cfg, it, total))
+
+
+def _resume_from(run: _Run, latest: Path) -> None:
+    """Continue from ``latest.pt``: refused unless it was written by a run with this fingerprint."""
+    from empirical.checkpoint import load_torch_file
+
+    cfg = run.cfg
+    ck = load_torch_file(latest, what="training state",   # a damaged file is never silently reused
+                         advice="delete it or pass resume=False / --no-resume")
+    if ck.get("fingerprint") != cfg.fingerprint():
+        raise ValueError(f"{latest} was written by a different training config (fingerprint "
+                         f"{ck.get('fingerprint')} vs {cfg.fingerprint()}); use another --out-dir or "
+                         "resume=False / --no-resume to start over")
+    run.model.load_state_dict(ck["model"])
+    run.opt.load_state_dict(ck["optimizer"])
+    run.sched.load_state_dict(ck["scheduler"])
+    torch.set_rng_state(ck["torch_rng"])
+    run.history = list(ck["history"])
+    run.start_epoch = int(ck["epoch"])
+    run.stopped = ck.get("stopped_early") or None
+    run.co_best = {"acc": float(ck["co_best_acc"]), "epoch": int(ck["co_best_epoch"]),
+                   "state": ck.get("co_best_state")}
+
+
+def _save_latest(run: _Run, epoch: int) -> None:
+    """Rank 0 writes the state after ``epoch`` atomically to ``latest.pt`` (nothing without out_dir)."""
+    if run.latest is None or not run.info.is_main:
+        return
+    co_best = run.co_best
+    state = {"fingerprint": run.cfg.fingerprint(), "epoch": epoch, "model": _state_to_cpu(run.model.state_dict()),
+             "optimizer": run.opt.state_dict(), "scheduler": run.sched.state_dict(),
+             "torch_rng": torch.get_rng_state(), "history": run.history, "stopped_early": run.stopped or "",
+             "co_best_acc": float(co_best["acc"]), "co_best_epoch": int(co_best["epoch"])}
+    if co_best["state"] is not None:
+        state["co_best_state"] = co_best["state"]
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    atomic_write_bytes(run.latest, buf.getvalue())
+
+
+def _train_step(run: _Run, xb: torch.Tensor, yb: torch.Tensor,
+                gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One optimizer step on this rank's slice of the global batch: (loss, logits, labels of the slice)."""
+    cfg, info = run.cfg, run.info
+    full = yb.shape[0]
+    if info.is_distributed:
+        lo, hi = shard_range(full, info.rank, info.world_size)
+        xb, yb = xb[lo:hi], yb[lo:hi]
+    if cfg.adv is not None:
+        xb = _adv_batch(run.step_model, xb, yb, cfg, gen)
+    if run.channels_last:
+        xb = xb.contiguous(memory_format=torch.channels_last)
+    with autocast(run.dev, cfg.precision):
+        logits = (run.ddp_model or run.step_model)(xb)
+    loss = F.cross_entropy(logits.float(), yb, label_smoothing=cfg.label_smoothing)
+    run.opt.zero_grad(set_to_none=True)
+    if run.ddp_model is not None:
+        # DDP averages gradients over ranks; weight each rank's mean by its share of the
+        # global batch so that the result is the gradient of the global-batch mean loss.
+        (loss * (yb.shape[0] * info.world_size / full)).backward()
+    else:
+        loss.backward()
+    run.opt.step()
+    run.sched.step()
+    return loss, logits, yb
+
+
+def _train_epoch(run: _Run, epoch: int, bar: Any) -> dict[str, float]:
+    """One epoch's batches (the loader and the attack's starts seeded by (seed, epoch)); the loss,
+    correct and seen counts summed over ranks."""
+    cfg, dev = run.cfg, run.dev
+    run.loader.set_epoch(epoch)
+    gen = torch.Generator(device=dev)
+    gen.manual_seed(_mix_seed(cfg.seed, epoch, 2))
+    run.model.train()
+    loss_sum = torch.zeros((), device=dev)
+    correct = torch.zeros((), device=dev, dtype=torch.long)
+    seen = 0
+    batches = run.loader
+    if bar is not None:
+        batches = bar(run.loader, desc=f"epoch {epoch}/{cfg.epochs}", leave=False, total=len(run.loader))
+    for xb, yb in batches:
+        loss, logits, yb = _train_step(run, xb, yb, gen)
+        loss_sum += loss.detach() * yb.shape[0]
+        correct += (logits.detach().argmax(1) == yb).sum()
+        seen += yb.shape[0]
+    return reduce_sums({"loss": float(loss_sum), "correct": float(correct), "seen": float(seen)}, run.info)
+
+
+def _check_finite(run: _Run, epoch: int, mean_loss: float, lr: float) -> None:
+    """Raise :class:`NonFiniteLossError` (naming the last good checkpoint) on a NaN/inf loss or weight."""
+    bad_params = [k for k, v in run.model.state_dict().items()
+                  if v.is_floating_point() and not torch.isfinite(v).all()]
+    if math.isfinite(mean_loss) and not bad_params:
+        return
+    latest = run.latest
+    where = (f"{latest} (epoch {epoch - 1})" if latest is not None and latest.is_file()
+             else "none (no out_dir or no completed epoch)")
+    what = f"training loss ({mean_loss})" if not math.isfinite(mean_loss) else \
+        f"weights ({', '.join(bad_params[:3])})"
+    raise NonFiniteLossError(
+        f"non-finite {what} in epoch {epoch} (lr {lr:.4g}); training stopped and this epoch was not "
+        f"saved. Last good checkpoint: {where}. Lower the learning rate or check the data.")
+
+
+def _epoch_row(run: _Run, epoch: int, totals: dict[str, float], mean_loss: float,
+               eval_data: tuple[torch.Tensor, torch.Tensor] | None) -> dict[str, float]:
+    """The epoch's history line: lr at its end, train loss and accuracy, clean test accuracy."""
+    row: dict[str, float] = {"epoch": epoch, "lr": run.opt.param_groups[0]["lr"], "train_loss": mean_loss,
+                             "train_acc": totals["correct"] / max(totals["seen"], 1)}
+    if eval_data is not None:
+        from empirical.evaluate import accuracy
+
+        row["test_acc"] = accuracy(run.model, eval_data[0], eval_data[1], device=run.dev)
+    return row
+
+
+def _guard_step(run: _Run, epoch: int, row: dict[str, float]) -> None:
+    """The catastrophic-overfitting guard: probe PGD accuracy into ``row``; on a drop of more than
+    ``co_tolerance`` below the best epoch restore that epoch's weights and stop, else keep the best."""
+    assert run.probe is not None
+    cfg, best = run.cfg, run.co_best
+    acc = _probe_accuracy(run.model, run.probe[0], run.probe[1], cfg, run.dev)
+    row["probe_pgd_acc"] = acc
+    if acc < best["acc"] - cfg.co_tolerance and best["state"] is not None:
+        run.stopped = (f"catastrophic overfitting guard: probe PGD-{cfg.co_probe_steps} accuracy fell to "
+                       f"{acc:.3f} in epoch {epoch} from {best['acc']:.3f} (epoch {best['epoch']}), more "
+                       f"than co_tolerance={cfg.co_tolerance}; restored the epoch-{best['epoch']} weights")
+        run.model.load_state_dict(best["state"])
+        row["co_triggered"] = 1.0
+    elif acc >= best["acc"]:
+        run.co_best = {"acc": acc, "epoch": epoch, "state": _state_to_cpu(run.model.state_dict())}
+
+
+_TABLE_HEADER = f"{'epoch':>5} {'lr':>9} {'loss':>8} {'train':>7} {'test':>7} {'probe':>7} {'sec':>7}"
+
+
+def _table_line(row: dict[str, float]) -> str:
+    return (f"{row['epoch']:>5} {row['lr']:>9.4g} {row['train_loss']:>8.4f} {row['train_acc']:>7.4f} "
+            f"{row.get('test_acc', float('nan')):>7.4f} {row.get('probe_pgd_acc', float('nan')):>7.4f} "
+            f"{row['seconds']:>7.2f}")
+
+
+def _run_epoch(run: _Run, epoch: int, bar: Any, eval_data: tuple[torch.Tensor, torch.Tensor] | None,
+               on_epoch_end: Callable[[int, nn.Module], None] | None) -> None:
+    """Train one epoch, check it, add its history line (and table row), then checkpoint it."""
+    t0 = time.perf_counter()
+    lr_start = run.opt.param_groups[0]["lr"]
+    totals = _train_epoch(run, epoch, bar)
+    mean_loss = totals["loss"] / max(totals["seen"], 1)
+    if on_epoch_end is not None:
+        on_epoch_end(epoch, run.model)
+    _check_finite(run, epoch, mean_loss, lr_start)
+    row = _epoch_row(run, epoch, totals, mean_loss, eval_data)
+    if run.probe is not None:
+        _guard_step(run, epoch, row)
+    row["seconds"] = time.perf_counter() - t0
+    run.history.append(row)
+    if bar is not None:
+        bar.write(_table_line(row))
+        if run.stopped:
+            bar.write(run.stopped)
+    _save_latest(run, epoch)
+    barrier(run.info)
+
+
+def _save_final_checkpoint(run: _Run, out: Path, dataset: str | None,
+                           checkpoint_extra: dict[str, Any] | None) -> None:
+    """``model.pt`` + ``model.json`` (:func:`empirical.checkpoint.save_checkpoint`) of the trained model."""
+    from empirical.checkpoint import save_checkpoint
+
+    cfg, history, ac = run.cfg, run.history, run.model.arch_config
+    save_checkpoint(run.model, out / "model.pt", arch=ac["arch"], dataset=dataset or "unknown",
+                    num_classes=ac["num_classes"], in_channels=ac["in_channels"], image_size=ac["image_size"],
+                    mean=ac["mean"], std=ac["std"],
+                    extra={"train_config": cfg, "epochs_completed": len(history), "seed": cfg.seed,
+                           "threat_model": cfg.adv, "stopped_early": run.stopped,
+                           "final": history[-1] if history else {}, **dict(checkpoint_extra or {})})
+
+
 def fit(model: nn.Module, x_train: torch.Tensor, y_train: torch.Tensor, cfg: TrainConfig, *, device: Any,
         out_dir: str | os.PathLike | None = None, eval_data: tuple[torch.Tensor, torch.Tensor] | None = None,
         resume: bool = True, progress: bool = True, dataset: str | None = None,
@@ -237,194 +481,47 @@ def fit(model: nn.Module, x_train: torch.Tensor, y_train: torch.Tensor, cfg: Tra
     docstring).
     """
     t_start = time.perf_counter()
-    check_images(x_train, "x_train")
-    if y_train.ndim != 1 or y_train.shape[0] != x_train.shape[0]:
-        raise ValueError(f"y_train must have shape ({x_train.shape[0]},); got {tuple(y_train.shape)}")
-    if x_train.shape[0] == 0:
-        raise ValueError("x_train is empty")
-    if out_dir is not None and not getattr(model, "arch_config", None):
-        raise ValueError("model has no arch_config (build it with empirical.models.build_model), so its "
-                         "checkpoint could not be rebuilt by load_model; pass out_dir=None or use build_model")
+    _check_inputs(model, x_train, y_train, out_dir)
     dev = torch.device(device)
     info = dist_info if dist_info is not None else init_distributed(dev)
     if info.is_distributed and cfg.batch_size < info.world_size:
         raise ValueError(f"batch_size={cfg.batch_size} must be at least the world size {info.world_size} "
                          "(each rank trains on a slice of every global batch)")
-    cuda = dev.type == "cuda"
-    channels_last = cfg.use_channels_last(dev)
-    model.to(dev)
-    if channels_last:
-        model.to(memory_format=torch.channels_last)
-    step_model = torch.compile(model) if cfg.compile else model
-    ddp_model = None  # the DDP wrapper used for the training forward/backward; attacks use the replica
-    if info.is_distributed:
-        from torch.nn.parallel import DistributedDataParallel
-
-        ddp_model = DistributedDataParallel(step_model, device_ids=[dev.index] if cuda else None,
-                                            broadcast_buffers=False)
+    step_model, ddp_model, channels_last = _prepare_model(model, cfg, dev, info)
     y_train = y_train.to(torch.long)
     n = x_train.shape[0]
     loader = Loader(x_train, y_train, batch_size=cfg.batch_size, shuffle=True, device=dev, augment=cfg.augment,
                     seed=cfg.seed, drop_last=n > cfg.batch_size)
-    steps_per_epoch = len(loader)
-    total = cfg.epochs * steps_per_epoch
-    params = [p for p in model.parameters() if p.requires_grad]
-    if cfg.optimizer == "sgd":
-        opt: torch.optim.Optimizer = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum,
-                                                     nesterov=cfg.nesterov and cfg.momentum > 0,
-                                                     weight_decay=cfg.weight_decay)
-    else:
-        opt = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda it: lr_factor(cfg, it, total))
-
+    opt, sched = _build_optimizer(model, cfg, cfg.epochs * len(loader))
     out = Path(out_dir) if out_dir is not None else None
-    latest = out / "latest.pt" if out is not None else None
-    history: list[dict[str, float]] = []
-    start_epoch = 0
-    stopped: str | None = None
-    co_best: dict[str, Any] = {"acc": -1.0, "epoch": 0, "state": None}
-    guard = cfg.adv is not None and cfg.adv_method == "fgsm" and cfg.co_guard
-    if latest is not None and latest.is_file() and resume:
-        from empirical.checkpoint import load_torch_file
-
-        ck = load_torch_file(latest, what="training state",   # a damaged file is never silently reused
-                             advice="delete it or pass resume=False / --no-resume")
-        if ck.get("fingerprint") != cfg.fingerprint():
-            raise ValueError(f"{latest} was written by a different training config (fingerprint "
-                             f"{ck.get('fingerprint')} vs {cfg.fingerprint()}); use another --out-dir or "
-                             "resume=False / --no-resume to start over")
-        model.load_state_dict(ck["model"])
-        opt.load_state_dict(ck["optimizer"])
-        sched.load_state_dict(ck["scheduler"])
-        torch.set_rng_state(ck["torch_rng"])
-        history = list(ck["history"])
-        start_epoch = int(ck["epoch"])
-        stopped = ck.get("stopped_early") or None
-        co_best = {"acc": float(ck["co_best_acc"]), "epoch": int(ck["co_best_epoch"]),
-                   "state": ck.get("co_best_state")}
-    resumed_from = start_epoch
+    run = _Run(cfg=cfg, dev=dev, info=info, model=model, step_model=step_model, ddp_model=ddp_model,
+               channels_last=channels_last, loader=loader, opt=opt, sched=sched,
+               latest=out / "latest.pt" if out is not None else None)
+    if run.latest is not None and run.latest.is_file() and resume:
+        _resume_from(run, run.latest)
+    resumed_from = run.start_epoch
     if on_start is not None:
-        on_start(start_epoch)
-
-    if guard:
+        on_start(run.start_epoch)
+    if cfg.adv is not None and cfg.adv_method == "fgsm" and cfg.co_guard:
         m = min(cfg.co_probe_size, n)
-        probe_x, probe_y = x_train[:m].to(dev), y_train[:m].to(dev)
+        run.probe = (x_train[:m].to(dev), y_train[:m].to(dev))
 
-    def save_latest(epoch: int) -> None:
-        if latest is None or not info.is_main:
-            return
-        state = {"fingerprint": cfg.fingerprint(), "epoch": epoch, "model": _state_to_cpu(model.state_dict()),
-                 "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "torch_rng": torch.get_rng_state(),
-                 "history": history, "stopped_early": stopped or "", "co_best_acc": float(co_best["acc"]),
-                 "co_best_epoch": int(co_best["epoch"])}
-        if co_best["state"] is not None:
-            state["co_best_state"] = co_best["state"]
-        buf = io.BytesIO()
-        torch.save(state, buf)
-        atomic_write_bytes(latest, buf.getvalue())
-
-    bar_ctx = None
+    bar = None
     if progress:
         from tqdm.auto import tqdm
 
-        bar_ctx = tqdm
-        header = f"{'epoch':>5} {'lr':>9} {'loss':>8} {'train':>7} {'test':>7} {'probe':>7} {'sec':>7}"
-        tqdm.write(header)
-    epoch = start_epoch
-    for epoch in range(start_epoch + 1, cfg.epochs + 1):
-        if stopped:
+        bar = tqdm
+        tqdm.write(_TABLE_HEADER)
+    for epoch in range(run.start_epoch + 1, cfg.epochs + 1):
+        if run.stopped:
             break
-        t0 = time.perf_counter()
-        loader.set_epoch(epoch)
-        gen = torch.Generator(device=dev)
-        gen.manual_seed(_mix_seed(cfg.seed, epoch, 2))
-        model.train()
-        loss_sum = torch.zeros((), device=dev)
-        correct = torch.zeros((), device=dev, dtype=torch.long)
-        seen = 0
-        lr_now = opt.param_groups[0]["lr"]
-        batches = loader
-        if bar_ctx is not None:
-            batches = bar_ctx(loader, desc=f"epoch {epoch}/{cfg.epochs}", leave=False, total=steps_per_epoch)
-        for xb, yb in batches:
-            full = yb.shape[0]
-            if info.is_distributed:
-                lo, hi = shard_range(full, info.rank, info.world_size)
-                xb, yb = xb[lo:hi], yb[lo:hi]
-            if cfg.adv is not None:
-                xb = _adv_batch(step_model, xb, yb, cfg, gen)
-            if channels_last:
-                xb = xb.contiguous(memory_format=torch.channels_last)
-            with autocast(dev, cfg.precision):
-                logits = (ddp_model or step_model)(xb)
-            loss = F.cross_entropy(logits.float(), yb, label_smoothing=cfg.label_smoothing)
-            opt.zero_grad(set_to_none=True)
-            if ddp_model is not None:
-                # DDP averages gradients over ranks; weight each rank's mean by its share of the
-                # global batch so that the result is the gradient of the global-batch mean loss.
-                (loss * (yb.shape[0] * info.world_size / full)).backward()
-            else:
-                loss.backward()
-            opt.step()
-            sched.step()
-            loss_sum += loss.detach() * yb.shape[0]
-            correct += (logits.detach().argmax(1) == yb).sum()
-            seen += yb.shape[0]
-        totals = reduce_sums({"loss": float(loss_sum), "correct": float(correct), "seen": float(seen)}, info)
-        mean_loss = totals["loss"] / max(totals["seen"], 1)
-        if on_epoch_end is not None:
-            on_epoch_end(epoch, model)
-        bad_params = [k for k, v in model.state_dict().items() if v.is_floating_point() and not torch.isfinite(v).all()]
-        if not math.isfinite(mean_loss) or bad_params:
-            where = (f"{latest} (epoch {epoch - 1})" if latest is not None and latest.is_file()
-                     else "none (no out_dir or no completed epoch)")
-            what = f"training loss ({mean_loss})" if not math.isfinite(mean_loss) else \
-                f"weights ({', '.join(bad_params[:3])})"
-            raise NonFiniteLossError(
-                f"non-finite {what} in epoch {epoch} (lr {lr_now:.4g}); training stopped and this epoch was not "
-                f"saved. Last good checkpoint: {where}. Lower the learning rate or check the data.")
-        lr_now = opt.param_groups[0]["lr"]                 # at the end of the epoch
-        row: dict[str, float] = {"epoch": epoch, "lr": lr_now, "train_loss": mean_loss,
-                                 "train_acc": totals["correct"] / max(totals["seen"], 1)}
-        if eval_data is not None:
-            from empirical.evaluate import accuracy
-
-            row["test_acc"] = accuracy(model, eval_data[0], eval_data[1], device=dev)
-        if guard:
-            acc = _probe_accuracy(model, probe_x, probe_y, cfg, dev)
-            row["probe_pgd_acc"] = acc
-            if acc < co_best["acc"] - cfg.co_tolerance and co_best["state"] is not None:
-                stopped = (f"catastrophic overfitting guard: probe PGD-{cfg.co_probe_steps} accuracy fell to "
-                           f"{acc:.3f} in epoch {epoch} from {co_best['acc']:.3f} (epoch {co_best['epoch']}), more "
-                           f"than co_tolerance={cfg.co_tolerance}; restored the epoch-{co_best['epoch']} weights")
-                model.load_state_dict(co_best["state"])
-                row["co_triggered"] = 1.0
-            elif acc >= co_best["acc"]:
-                co_best = {"acc": acc, "epoch": epoch, "state": _state_to_cpu(model.state_dict())}
-        row["seconds"] = time.perf_counter() - t0
-        history.append(row)
-        if bar_ctx is not None:
-            bar_ctx.write(f"{epoch:>5} {lr_now:>9.4g} {mean_loss:>8.4f} {row['train_acc']:>7.4f} "
-                          f"{row.get('test_acc', float('nan')):>7.4f} {row.get('probe_pgd_acc', float('nan')):>7.4f} "
-                          f"{row['seconds']:>7.2f}")
-            if stopped:
-                bar_ctx.write(stopped)
-        save_latest(epoch)
-        barrier(info)
+        _run_epoch(run, epoch, bar, eval_data, on_epoch_end)
 
     model.eval()
     wall = time.perf_counter() - t_start
     if out is not None and info.is_main:
-        from empirical.checkpoint import save_checkpoint
-
-        ac = model.arch_config
-        save_checkpoint(model, out / "model.pt", arch=ac["arch"], dataset=dataset or "unknown",
-                        num_classes=ac["num_classes"], in_channels=ac["in_channels"], image_size=ac["image_size"],
-                        mean=ac["mean"], std=ac["std"],
-                        extra={"train_config": cfg, "epochs_completed": len(history), "seed": cfg.seed,
-                               "threat_model": cfg.adv, "stopped_early": stopped,
-                               "final": history[-1] if history else {}, **dict(checkpoint_extra or {})})
-    return TrainResult(model=model, history=history, wall_seconds=wall, stopped_early=stopped,
+        _save_final_checkpoint(run, out, dataset, checkpoint_extra)
+    return TrainResult(model=model, history=run.history, wall_seconds=wall, stopped_early=run.stopped,
                        resumed_from_epoch=resumed_from)
 
 
