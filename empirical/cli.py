@@ -102,14 +102,12 @@ def _default(value: Any, default: Any) -> Any:
     return default if value is None else value
 
 
-_BOOKKEEPING_KEYS = ("precision", "channels_last", "compile")   # may change on a resume (TrainConfig.fingerprint)
-
-
 def check_rerun(out_dir: Path, resolved: dict[str, Any], *, resume: bool) -> None:
     """Refuse to resume in ``out_dir`` a run with other settings: the data, its subset, the
     architecture or the training config (bookkeeping such as precision aside) of the stored
     ``resolved_config.json`` differ from this command's. Changed evaluation options are fine
     (they only change the record). Nothing to refuse with ``--no-resume`` or without ``latest.pt``."""
+    from empirical.train import BOOKKEEPING_FIELDS as _BOOKKEEPING_KEYS   # may change on a resume
     from robust_features.records import to_jsonable
 
     old_path = out_dir / "resolved_config.json"

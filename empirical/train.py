@@ -64,6 +64,10 @@ from robust_features.records import atomic_write_bytes, to_jsonable
 SCHEDULES: tuple[str, ...] = ("onecycle", "step", "constant")
 OPTIMIZERS: tuple[str, ...] = ("sgd", "adam")
 ADV_METHODS: tuple[str, ...] = METHODS  # the training attacks: empirical.threat.METHODS
+# TrainConfig fields that only change how fast (or in which float format) the same run computes,
+# not which run it is: left out of TrainConfig.fingerprint and of the CLI's rerun check, so an
+# interrupted run may resume with another of them (e.g. --compile, or bf16 on a GPU)
+BOOKKEEPING_FIELDS: tuple[str, ...] = ("precision", "channels_last", "compile")
 
 
 @dataclass(frozen=True)
@@ -74,8 +78,9 @@ class TrainConfig:
     iterations, then linear decay to 0; ``step`` = x``step_gamma`` at the ``step_milestones``
     fractions of training; ``constant``. ``adv`` None = standard training.
 
-    Bookkeeping that does not define the run (``precision``, ``channels_last``, ``compile``) is
-    left out of :meth:`fingerprint`, so a run may resume with another of them.
+    Bookkeeping that does not define the run (:data:`BOOKKEEPING_FIELDS`: ``precision``,
+    ``channels_last``, ``compile``) is left out of :meth:`fingerprint`, so a run may resume with
+    another of them.
     """
 
     epochs: int
@@ -150,12 +155,11 @@ class TrainConfig:
         return bool(self.channels_last) if self.channels_last is not None else torch.device(device).type == "cuda"
 
     def fingerprint(self) -> str:
-        """Hash of the fields that define the run (not the precision/channels_last/compile bookkeeping)."""
-        d = {k: v for k, v in to_jsonable(self).items() if k not in _BOOKKEEPING}
+        """Hash (16 hex digits) of the fields that define the run: every field except
+        :data:`BOOKKEEPING_FIELDS` (precision, channels_last, compile), so ``latest.pt`` written
+        under one of those resumes under another; any other changed field is another run."""
+        d = {k: v for k, v in to_jsonable(self).items() if k not in BOOKKEEPING_FIELDS}
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
-
-
-_BOOKKEEPING = ("precision", "channels_last", "compile")
 
 
 @dataclass
@@ -544,5 +548,5 @@ def config_from_dict(d: dict[str, Any]) -> TrainConfig:
     return TrainConfig(**d)
 
 
-__all__ = ["ADV_METHODS", "OPTIMIZERS", "SCHEDULES", "NonFiniteLossError", "TrainConfig", "TrainResult",
-           "config_from_dict", "fit", "lr_factor"]
+__all__ = ["ADV_METHODS", "BOOKKEEPING_FIELDS", "OPTIMIZERS", "SCHEDULES", "NonFiniteLossError", "TrainConfig",
+           "TrainResult", "config_from_dict", "fit", "lr_factor"]

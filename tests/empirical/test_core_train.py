@@ -4,17 +4,18 @@ resume == uninterrupted, non-finite loss, catastrophic-overfitting guard, checkp
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 import torch
 
 from empirical.checkpoint import load_model, save_checkpoint
-from robust_features.records import file_sha256
+from robust_features.records import file_sha256, to_jsonable
 from empirical.data import Augment, load_dataset, make_synthetic
 from empirical.evaluate import AttackSpec, accuracy, evaluate, predict, robust_accuracy
 from empirical.models import ARCHS, build_model, default_arch
 from empirical.threat import ThreatModel
-from empirical.train import NonFiniteLossError, TrainConfig, fit, lr_factor
+from empirical.train import BOOKKEEPING_FIELDS, NonFiniteLossError, TrainConfig, fit, lr_factor
 
 
 @pytest.fixture(scope="module")
@@ -120,6 +121,47 @@ def test_resume_after_an_interruption_gives_the_uninterrupted_weights(digits, tm
     with pytest.raises(ValueError, match=r"written by a different training config.*--no-resume"):
         fit(_model(digits), x, y, TrainConfig(epochs=4, batch_size=50, lr=0.05), device="cpu",
             out_dir=tmp_path / "b", progress=False)
+
+
+def test_an_interrupted_run_resumes_with_other_bookkeeping_but_not_with_another_config(digits, tmp_path):
+    # precision / channels_last / compile only change how the run computes (BOOKKEEPING_FIELDS):
+    # latest.pt written without them resumes with them; a changed defining field is refused
+    from empirical.cli import check_rerun
+
+    assert set(BOOKKEEPING_FIELDS) == {"precision", "channels_last", "compile"}
+    x, y = digits.x_train[:200], digits.y_train[:200]
+    cfg = TrainConfig(epochs=2, batch_size=50, lr=0.05, precision="fp32", channels_last=False)
+
+    class Crash(RuntimeError):
+        pass
+
+    def crash(epoch, model):
+        if epoch == 2:
+            raise Crash
+
+    def interrupted(out):
+        with pytest.raises(Crash):
+            fit(_model(digits), x, y, cfg, device="cpu", out_dir=out, progress=False, on_epoch_end=crash)
+        assert torch.load(out / "latest.pt", weights_only=True)["epoch"] == 1
+
+    for change in ({"precision": "bf16"}, {"channels_last": True}):
+        out = tmp_path / next(iter(change))
+        interrupted(out)
+        res = fit(_model(digits, seed=9), x, y, replace(cfg, **change), device="cpu", out_dir=out, progress=False)
+        assert res.resumed_from_epoch == 1 and [h["epoch"] for h in res.history] == [1, 2], change
+    # compile: the finished run resumes compiled without training (nothing is compiled before a forward)
+    again = fit(_model(digits, seed=9), x, y, replace(cfg, compile=True), device="cpu", out_dir=out, progress=False)
+    assert again.resumed_from_epoch == 2
+    out = tmp_path / "lr"
+    interrupted(out)
+    with pytest.raises(ValueError, match=r"written by a different training config.*--no-resume"):
+        fit(_model(digits), x, y, replace(cfg, lr=0.07), device="cpu", out_dir=out, progress=False)
+    # the CLI's rerun check (resolved_config.json) skips the same fields
+    (out / "resolved_config.json").write_text(json.dumps({"train_config": to_jsonable(cfg)}))
+    for change in ({"precision": "bf16"}, {"channels_last": True}, {"compile": True}):
+        check_rerun(out, {"train_config": replace(cfg, **change)}, resume=True)
+    with pytest.raises(ValueError, match=r"holds a run with other settings \(lr 0\.05 -> 0\.07\)"):
+        check_rerun(out, {"train_config": replace(cfg, lr=0.07)}, resume=True)
 
 
 def test_non_finite_loss_stops_training_and_keeps_the_last_good_checkpoint(digits, tmp_path):
