@@ -201,6 +201,7 @@ def construct_sharded(
         check_storage(storage)
     distributed = dist_info is not None and getattr(dist_info, "is_distributed", False)
     is_main = dist_info.is_main if distributed else True
+    owned: list[int] | None = None       # the shards this rank builds (None = all, single process)
     if distributed:
         from empirical import distributed as D
 
@@ -210,31 +211,13 @@ def construct_sharded(
 
     # one writer per dataset folder (rank 0 holds FOLDER/.lock; a second construction is refused)
     with rank0_lock(Path(root), dist_info if distributed else None, purpose=f"construct {name}"):
-
-        def open_writer() -> ShardedDatasetWriter:
-            return ShardedDatasetWriter(
-                root=Path(root), name=name, kind=kind, num_examples=int(x.shape[0]), shard_size=shard_size,
-                storage=storage, seed=seed, image_shape=tuple(x.shape[1:]), num_classes=num_classes,
-                settings=dict(settings or {}), source=dict(source or {}), write_manifest=is_main,
-            )
-
-        if distributed:
-            # Rank 0 checks the folder and writes the (incomplete) manifest before any rank writes a
-            # shard, so a folder holding shards always holds the manifest that identifies them, even
-            # when a rank dies right after its first shard. The failure check is the barrier.
-            error: ValueError | None = None
-            if is_main:
-                try:
-                    writer = open_writer()
-                except ValueError as exc:
-                    error = exc
-            D.raise_if_any_rank_failed(error, dist_info, f"rank 0 refused to open {root} for this construction (its "
-                                       "error names the reason, e.g. a folder built with other settings)", ValueError)
-            if not is_main:
-                writer = open_writer()
-            # each rank checks (sha256) only the shards it owns, not the whole dataset
-            done = {i for i in owned if writer._entry(i) is not None}
-            todo = [i for i in owned if i not in done]
+        open_writer = functools.partial(
+            ShardedDatasetWriter, root=Path(root), name=name, kind=kind, num_examples=int(x.shape[0]),
+            shard_size=shard_size, storage=storage, seed=seed, image_shape=tuple(x.shape[1:]),
+            num_classes=num_classes, settings=dict(settings or {}), source=dict(source or {}),
+            write_manifest=is_main)
+        if owned is not None:
+            writer, done, todo = _open_distributed(open_writer, owned, dist_info, root)
         else:
             writer = open_writer()
             done = set(writer.completed())
@@ -242,37 +225,16 @@ def construct_sharded(
         built: list[int] = []
         build_seconds = 0.0
         built_examples = 0
-        iterator: Any = todo
-        if progress and todo and is_main:
-            from tqdm.auto import tqdm
-
-            desc = f"construct {name}" + (f" (rank 0 of {dist_info.world_size})" if distributed else "")
-            iterator = tqdm(todo, desc=desc, unit="shard", leave=False)
-        for i in iterator:
-            s0 = time.perf_counter()
-            start, stop = writer.shard_range(i)
-            xs, ys = x[start:stop], y[start:stop]
-            idx = torch.arange(start, stop)
-            out = make_shard(i, xs, ys, idx, shard_generator(seed, i))
-            x_new = out.x.detach().float().cpu()
-            y_new = out.y.detach().cpu().to(torch.int64)
-            x_stored = quantize(x_new.clamp(0, 1), storage)
-            aux = {k: v.detach().cpu() for k, v in out.aux.items()}
-            if assess is not None:
-                aux.update({k: v.detach().cpu() for k, v in assess(x_stored, xs.cpu(), ys.cpu(), y_new).items()})
-            seconds = time.perf_counter() - s0
-            entry = writer.write_shard(i, x_stored, y_new, aux, wall_seconds=seconds)
+        for i in _progress(todo, name, dist_info if distributed else None) if progress and is_main else todo:
+            entry, seconds, count = _build_shard(writer, i, x, y, make_shard, assess, seed, storage)
             build_seconds += seconds
-            built_examples += stop - start
+            built_examples += count
             built.append(i)
             if on_shard is not None:
                 on_shard(i, entry)
         if not distributed:
-            metrics = summarize_aux(writer)
-            ips = built_examples / build_seconds if build_seconds > 0 else None
-            extra = {"build": {"images_per_second_last_call": ips, "shards_built_last_call": len(built),
-                               "shards_reused_last_call": len(done)}}
-            manifest = writer.finalize(metrics=metrics, extra=extra)
+            manifest, ips = _finalize(writer, built_examples=built_examples, build_seconds=build_seconds,
+                                      built=len(built), reused=len(done))
         else:
             manifest, ips = _finalize_distributed(writer, dist_info, built_examples=built_examples,
                                                   build_seconds=build_seconds, built=len(built), reused=len(done))
@@ -280,6 +242,71 @@ def construct_sharded(
             root=Path(root), manifest=manifest, built_shards=tuple(built), reused_shards=tuple(sorted(done)),
             wall_seconds=time.perf_counter() - t0, images_per_second=ips,
         )
+
+
+def _open_distributed(open_writer: Callable[[], ShardedDatasetWriter], owned: list[int], info: Any,
+                      root: str | Path) -> tuple[ShardedDatasetWriter, set[int], list[int]]:
+    """Open the folder under torchrun: (the writer, this rank's shards already intact, those to build).
+
+    Rank 0 checks the folder and writes the (incomplete) manifest before any rank writes a
+    shard, so a folder holding shards always holds the manifest that identifies them, even
+    when a rank dies right after its first shard. The failure check is the barrier.
+    """
+    from empirical import distributed as D
+
+    error: ValueError | None = None
+    writer: ShardedDatasetWriter | None = None
+    if info.is_main:
+        try:
+            writer = open_writer()
+        except ValueError as exc:
+            error = exc
+    D.raise_if_any_rank_failed(error, info, f"rank 0 refused to open {root} for this construction (its "
+                               "error names the reason, e.g. a folder built with other settings)", ValueError)
+    if not info.is_main:
+        writer = open_writer()
+    assert writer is not None
+    # each rank checks (sha256) only the shards it owns, not the whole dataset
+    done = {i for i in owned if writer._entry(i) is not None}
+    return writer, done, [i for i in owned if i not in done]
+
+
+def _progress(todo: list[int], name: str, info: Any) -> Any:
+    """A progress bar over the shards to build (rank 0 only; nothing when none is left)."""
+    if not todo:
+        return todo
+    from tqdm.auto import tqdm
+
+    desc = f"construct {name}" + (f" (rank 0 of {info.world_size})" if info is not None else "")
+    return tqdm(todo, desc=desc, unit="shard", leave=False)
+
+
+def _build_shard(writer: ShardedDatasetWriter, i: int, x: torch.Tensor, y: torch.Tensor, make_shard: ShardFn,
+                 assess: AssessFn | None, seed: int, storage: str) -> tuple[dict, float, int]:
+    """Make, round to ``storage``, assess and write shard ``i``: (its sidecar entry, seconds, examples)."""
+    s0 = time.perf_counter()
+    start, stop = writer.shard_range(i)
+    xs, ys = x[start:stop], y[start:stop]
+    idx = torch.arange(start, stop)
+    out = make_shard(i, xs, ys, idx, shard_generator(seed, i))
+    x_new = out.x.detach().float().cpu()
+    y_new = out.y.detach().cpu().to(torch.int64)
+    x_stored = quantize(x_new.clamp(0, 1), storage)
+    aux = {k: v.detach().cpu() for k, v in out.aux.items()}
+    if assess is not None:
+        aux.update({k: v.detach().cpu() for k, v in assess(x_stored, xs.cpu(), ys.cpu(), y_new).items()})
+    seconds = time.perf_counter() - s0
+    entry = writer.write_shard(i, x_stored, y_new, aux, wall_seconds=seconds)
+    return entry, seconds, stop - start
+
+
+def _finalize(writer: ShardedDatasetWriter, *, built_examples: int, build_seconds: float, built: int,
+              reused: int) -> tuple[dict[str, Any], float | None]:
+    """Single process: the sanity metrics and this call's build statistics complete the manifest."""
+    ips = built_examples / build_seconds if build_seconds > 0 else None
+    extra = {"build": {"images_per_second_last_call": ips, "shards_built_last_call": built,
+                       "shards_reused_last_call": reused}}
+    return writer.finalize(metrics=summarize_aux(writer), extra=extra), ips
 
 
 def _finalize_distributed(writer: ShardedDatasetWriter, info: Any, *, built_examples: int, build_seconds: float,
