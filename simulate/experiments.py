@@ -41,7 +41,6 @@ from simulate.pipeline import (
     d_det_threshold,
     expected_accuracy,
     fit_classifier,
-    lda_direction,
     make_d_det,
     make_d_rand,
     match_representation,

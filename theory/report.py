@@ -20,7 +20,7 @@ rendered from the record alone by :mod:`paper_figures.theory_figs` (the command 
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
