@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -53,6 +53,11 @@ class StageStatus:
     @property
     def valid(self) -> bool:
         return self.state == "valid"
+
+    @property
+    def artifacts(self) -> dict[str, str]:
+        """``{relative path: sha256}`` the record lists ({} without a record)."""
+        return _artifacts(self.record or {})
 
 
 def _artifacts(record: Mapping[str, Any]) -> dict[str, str]:
@@ -109,14 +114,13 @@ class StageStore:
         return StageStatus("valid", record)
 
     def save(self, path: str | Path, key: str, payload: Mapping[str, Any] | None = None, *,
-             artifacts: Mapping[str, str | Path] | None = None, complete: bool = True,
+             artifacts: Sequence[str] = (), complete: bool = True,
              wall_seconds: float | None = None) -> dict[str, Any]:
         """Write the stage record at ``path`` (atomically): ``payload`` plus the key, the sha256 of
-        each artifact (``{relative name: file}``), completeness, commit and timing."""
+        each artifact (paths relative to the record's folder), completeness, commit and timing."""
         path = Path(path)
         commit, dirty = git_state()
-        arts = {str(rel): file_sha256(Path(f) if Path(f).is_absolute() else path.parent / f)
-                for rel, f in (artifacts or {}).items()}
+        arts = {str(rel): file_sha256(path.parent / rel) for rel in artifacts}
         record = {"schema": STAGE_SCHEMA, "key": key, **dict(payload or {}), "artifacts": arts,
                   "complete": bool(complete), "git_commit": commit, "git_dirty": dirty, "written_at": utc_now(),
                   "wall_seconds": wall_seconds}

@@ -177,11 +177,10 @@ class Workspace:
         timer = self.store.timer()
         status = self.store.check(stage, key)
         if status.valid:
-            info = status.record
-            model = _memory_format(load_model(folder / info.get("checkpoint", "model.pt"), device=self.device),
-                                   recipe, self.device)
+            ckpt_name = status.record.get("checkpoint", "model.pt")
+            model = _memory_format(load_model(folder / ckpt_name, device=self.device), recipe, self.device)
             model.eval()
-            self._models[name], self._model_hash[name] = model, info["sha256"]
+            self._models[name], self._model_hash[name] = model, status.artifacts[ckpt_name]
             timer.done(f"train:{name}", True)
             self.log(f"model {name}: valid checkpoint, skipped")
             return model
@@ -214,13 +213,10 @@ class Workspace:
             save_checkpoint(model, ckpt, arch=arch, dataset=d.name, num_classes=d.num_classes,
                             in_channels=d.in_channels, image_size=d.image_size, mean=d.mean, std=d.std,
                             extra={"recipe": to_jsonable(recipe), "train_on": train_on, "seed": seed})
-        info = self.store.save(stage, key, {"checkpoint": "model.pt", "sha256": "", "arch": arch, "train_on": train_on,
+        info = self.store.save(stage, key, {"checkpoint": "model.pt", "arch": arch, "train_on": train_on,
                                             "recipe": recipe, "seed": seed, "history": result.history},
-                               artifacts={"model.pt": "model.pt"}, wall_seconds=result.wall_seconds)
-        sha = info["artifacts"]["model.pt"]
-        info["sha256"] = sha                       # the checkpoint's hash, also under its old name
-        atomic_write_json(stage, info)
-        self._models[name], self._model_hash[name] = model, sha
+                               artifacts=("model.pt",), wall_seconds=result.wall_seconds)
+        self._models[name], self._model_hash[name] = model, info["artifacts"]["model.pt"]
         timer.done(f"train:{name}", False, epochs=recipe.epochs,
                    images_per_second=recipe.epochs * int(x.shape[0]) / max(timer.seconds, 1e-9))
         return model
@@ -308,7 +304,8 @@ class Workspace:
                         diffs.append(f"arch {info.get('arch')!r} -> {self.cfg.arch!r}")
                     diffs = [f"its source model models/{source_name} would be retrained: "
                              + (", ".join(diffs) or "its training inputs changed")]
-                elif info.get("sha256") != manifest.get("source", {}).get("checkpoint_sha256"):
+                elif status.artifacts.get(info.get("checkpoint", "model.pt")) != \
+                        manifest.get("source", {}).get("checkpoint_sha256"):
                     diffs = [f"it was built from another checkpoint of models/{source_name}"]
             if diffs:
                 raise self._refuse_dataset(kind, folder, diffs)
@@ -343,32 +340,30 @@ class Workspace:
         key = self._dataset_key(kind, source, base)
         timer = self.store.timer()
         stale = False
-        status = self.store.check(stage, key)
-        if not status.valid and (folder / "manifest.json").is_file():
-            # explain a changed key by the fields that differ; a folder built before the stage store
-            # (or whose stage record was lost) with the same settings is checked shard by shard below
+        main = self.dist_info is None or self.dist_info.is_main
+        valid = self.store.check(stage, key).valid
+        diffs: list[str] = []
+        record_missing = False       # a complete build with these settings but no valid stage record
+        if not valid and (folder / "manifest.json").is_file():
+            # the fields that differ explain a changed key; a folder built before the stage store (or
+            # whose record was lost, or whose manifest a resumed build rewrote) with the same settings
+            # is checked shard by shard below and recorded; an unfinished one is resumed
             m = read_manifest(folder)
             diffs = self.dataset_differences(kind, m, source_sha256=source["checkpoint_sha256"])
-            if diffs:
-                status = dataclasses.replace(status, state="stale", reason="; ".join(diffs))
-            elif m.get("complete"):
-                status = dataclasses.replace(status, state="valid")
-            else:                                   # an unfinished build with these settings: resume it
-                status = dataclasses.replace(status, state="missing")
-        if status.valid:
+            record_missing = not diffs and bool(m.get("complete"))
+        if valid or record_missing:
             try:
                 verify_constructed(folder)            # every shard against the manifest's sha256
                 ds = load_constructed(folder, verify=False)
-                if self.dist_info is None or self.dist_info.is_main:
-                    self.store.save(stage, key, {"kind": kind}, artifacts={"manifest.json": "manifest.json"})
+                if record_missing and main:
+                    self.store.save(stage, key, {"kind": kind}, artifacts=("manifest.json",))
                 self._datasets[kind] = ds
                 timer.done(f"construct:{kind}", True)
                 self.log(f"dataset {kind}: valid shards, skipped")
                 return ds
             except (ValueError, FileNotFoundError) as exc:
                 self.log(f"dataset {kind}: {exc}; resuming/rebuilding damaged shards")
-        elif status.state == "stale" and (folder / "manifest.json").is_file():
-            diffs = status.reason.split("; ")
+        elif diffs:
             if not self.overwrite:     # every rank reads the same manifest, so every rank refuses
                 raise self._refuse_dataset(kind, folder, diffs)
             self.log(f"dataset {kind}: built with other settings ({'; '.join(diffs)}); --overwrite: rebuilding")
@@ -393,9 +388,8 @@ class Workspace:
         else:
             raise ValueError(f"kind={kind!r} is not a construction; valid: D_R, D_NR, D_rand, D_det")
         ds = load_constructed(folder)
-        if self.dist_info is None or self.dist_info.is_main:
-            self.store.save(stage, key, {"kind": kind}, artifacts={"manifest.json": "manifest.json"},
-                            wall_seconds=res.wall_seconds)
+        if main:
+            self.store.save(stage, key, {"kind": kind}, artifacts=("manifest.json",), wall_seconds=res.wall_seconds)
         self._datasets[kind] = ds
         timer.done(f"construct:{kind}", False, images_per_second=res.images_per_second,
                    shards_built=len(res.built_shards), shards_reused=len(res.reused_shards))

@@ -21,7 +21,7 @@ def test_the_rule_missing_valid_pending_and_stale_for_each_reason(tmp_path):
     store.save(rec, "k1", {"note": 1}, complete=False)
     assert store.check(rec, "k1").state == "pending"                 # same inputs, under way: resume it
     assert store.check(rec, "k2").state == "stale"                   # other inputs: redo it, even if pending
-    saved = store.save(rec, "k1", {"note": 2}, artifacts={"model.pt": "model.pt"}, wall_seconds=1.5)
+    saved = store.save(rec, "k1", {"note": 2}, artifacts=("model.pt",), wall_seconds=1.5)
     assert saved["artifacts"] == {"model.pt": file_sha256(rec.parent / "model.pt")}
     assert saved["complete"] is True and saved["wall_seconds"] == 1.5 and "git_commit" in saved
     st = store.check(rec, "k1")
@@ -80,7 +80,8 @@ def test_every_stage_of_a_run_carries_key_artifacts_commit_and_time(smoke_ws):
         assert r["schema"] == "robust-features/stage/v1" and len(r["key"]) == 64 and r["complete"] is True
         assert "git_commit" in r and "written_at" in r
     model = json.loads((root / "models" / "standard" / "stage.json").read_text())
-    assert model["artifacts"]["model.pt"] == model["sha256"] == file_sha256(root / "models" / "standard" / "model.pt")
+    assert model["artifacts"]["model.pt"] == file_sha256(root / "models" / "standard" / "model.pt")
+    assert model["checkpoint"] == "model.pt"
     ds = json.loads((root / "datasets" / "D_det" / "stage.json").read_text())
     assert ds["artifacts"]["manifest.json"] == file_sha256(root / "datasets" / "D_det" / "manifest.json")
 
