@@ -96,12 +96,13 @@ def check_train_options(o: TrainOptions) -> None:
     """The `train` options that TrainConfig, AttackSpec and the data loaders do not check
     themselves (or check under another name); run before anything is loaded or written."""
     from empirical.data import check_dataset_spec
+    from empirical.threat import check_norm
 
     check_dataset_spec(o.data)
     for k in ("data_root", "arch", "adv", "eval_eps"):
         C.optional_str(k, getattr(o, k))
     if o.eval_norm is not None:
-        C.one_of("eval_norm", o.eval_norm, ("l2", "linf"), what="a threat model")
+        check_norm(o.eval_norm, "eval_norm")
     C.non_empty_str("device", o.device)
     for k in ("data_seed", "subset_seed", "seed"):
         C.seed(k, getattr(o, k))

@@ -49,7 +49,7 @@ from empirical.shards import (
     shard_generator,
     shard_seed,
 )
-from empirical.threat import Attack, check_norm
+from empirical.threat import Attack
 from robust_features import checks as C
 from robust_features.locks import rank0_lock
 
@@ -139,14 +139,11 @@ class TargetedConfig:
 
     def __post_init__(self) -> None:
         check_precision(self.precision)
-        check_norm(self.norm)
-        C.positive_float("eps", self.eps)
-        C.positive_int("steps", self.steps)
-        C.positive_float("step_size", self.step_size)
-        for name in ("random_start", "use_best", "exclude_true_label"):
+        C.positive_float("eps", self.eps)               # stricter than a threat model's eps >= 0
+        C.positive_float("step_size", self.step_size)   # a construction names its step
+        self.attack  # noqa: B018 - the attack's own checks: norm, steps, restarts, random_start
+        for name in ("use_best", "exclude_true_label"):
             C.boolean(name, getattr(self, name))
-        C.positive_int("restarts", self.restarts)
-        self.attack  # noqa: B018 - the attack description validates as well
         C.positive_int("batch_size", self.batch_size)
         C.positive_int("shard_size", self.shard_size)
         check_storage(self.storage)
@@ -158,8 +155,6 @@ class TargetedConfig:
         return Attack(self.norm, self.eps, steps=self.steps, step_size=self.step_size, restarts=self.restarts,
                       random_start=self.random_start, targeted=True)
 
-    def describe(self) -> str:
-        return self.attack.describe()
 
 
 # --------------------------------------------------------------------------------------------

@@ -20,6 +20,8 @@ from typing import Any
 
 import torch
 
+from empirical.threat import Attack
+
 
 @dataclass(frozen=True)
 class TransferConfig:
@@ -39,26 +41,20 @@ class TransferConfig:
 
     def __post_init__(self) -> None:
         from empirical.precision import check_precision
-        from empirical.threat import check_norm
         from robust_features import checks as C
 
         check_precision(self.precision, name="transfer.precision")
-        check_norm(self.norm)
-        for name in ("eps", "step_size"):
+        for name in ("eps", "step_size"):                # stricter than a threat model's eps >= 0
             C.positive_float(name, getattr(self, name))
-        for name in ("targeted", "random_start"):
-            C.boolean(name, getattr(self, name))
-        for name in ("steps", "restarts", "n_examples", "batch_size"):
+        self.attack  # noqa: B018 - the attack's own checks: norm, steps, restarts, targeted, random_start
+        for name in ("n_examples", "batch_size"):
             C.positive_int(name, getattr(self, name))
         C.seed("seed", self.seed)
-        self.attack  # noqa: B018 - the attack description validates as well
 
     @property
-    def attack(self) -> Any:
+    def attack(self) -> Attack:
         """The attack made on the source model (:class:`empirical.threat.Attack`; targeted toward
         (y + 1) mod C when ``targeted``)."""
-        from empirical.threat import Attack
-
         return Attack(self.norm, self.eps, steps=self.steps, step_size=self.step_size, restarts=self.restarts,
                       random_start=self.random_start, targeted=self.targeted)
 
