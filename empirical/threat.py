@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from fractions import Fraction
 from typing import Any
 
 from robust_features import checks as C
@@ -39,10 +38,7 @@ def parse_fraction(text: str | float | int, name: str = "eps") -> float:
     """Parse ``0.5``, ``"0.5"`` or ``"8/255"`` into a float without ``eval``."""
     if isinstance(text, bool):
         raise ValueError(f"{name}={text!r} is not a number")
-    try:
-        value = float(text) if isinstance(text, (int, float)) else float(Fraction(str(text).strip()))
-    except (ValueError, ZeroDivisionError, OverflowError):
-        value = math.nan
+    value = float(text) if isinstance(text, (int, float)) else C.fraction(text)
     if not math.isfinite(value):
         raise ValueError(f"{name}={text!r} is not a number or fraction such as 0.5 or 8/255")
     return value

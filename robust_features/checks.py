@@ -150,14 +150,20 @@ def path_arg(value: str) -> str:
     return value
 
 
-def number_arg(value: str) -> float:
-    """``type=`` of float options: a finite number, fractions such as ``8/255`` included."""
+def fraction(text: str) -> float:
+    """``"0.5"``, ``"1e-3"`` or ``"8/255"`` as a float, parsed exactly (never ``eval``-ed); nan when
+    the text is not a finite number or fraction (callers word the error)."""
     from fractions import Fraction
 
     try:
-        v = float(Fraction(value.strip()))
+        return float(Fraction(str(text).strip()))
     except (ValueError, ZeroDivisionError, OverflowError):
-        v = math.nan
+        return math.nan
+
+
+def number_arg(value: str) -> float:
+    """``type=`` of float options: a finite number, fractions such as ``8/255`` included."""
+    v = fraction(value)
     if not math.isfinite(v):
         raise argparse.ArgumentTypeError(f"must be a finite number such as 0.5 or 8/255, got {value!r}")
     return v
@@ -170,7 +176,7 @@ def nonempty_arg(value: str) -> str:
     return value
 
 
-__all__ = ["SEED_MAX", "boolean", "finite", "in_range", "int_at_least", "is_int", "is_number", "non_empty_str",
+__all__ = ["SEED_MAX", "boolean", "finite", "fraction", "in_range", "int_at_least", "is_int", "is_number", "non_empty_str",
            "non_negative_float",
            "non_negative_int", "nonempty_arg", "number_arg", "one_of", "optional_boolean", "optional_positive_float",
            "optional_positive_int", "optional_str", "path_arg", "positive_float", "positive_int", "probability",
