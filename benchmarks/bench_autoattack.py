@@ -10,7 +10,7 @@ ratio ours / torchattacks, with the robust accuracy each reached as a check that
     python benchmarks/bench_autoattack.py --device cuda --batch-size 512 --steps 100
     python benchmarks/bench_autoattack.py --arch mlp --image-size 8 --channels 1 --out apgd.json
 
-Writes a record with ``--out FILE.json`` (robust_features.records.write_record).
+Writes a record with ``--out FILE.json`` (foundation.records.write_record).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import torch
 
 from empirical.autoattack import apgd, torchattacks_reference
 from empirical.models import build_model
-from robust_features.records import utc_now, write_record
+from foundation.records import utc_now, write_record
 
 
 def _sync(dev: torch.device) -> None:

@@ -126,7 +126,7 @@ def main() -> None:
     p.add_argument("--out", default=None, help="also write a JSON record here")
     args = p.parse_args()
 
-    from robust_features.records import utc_now, write_record
+    from foundation.records import utc_now, write_record
 
     started, t0 = utc_now(), time.perf_counter()
     layouts = [(1, args.threads), (1, 1), (args.world, 1)]

@@ -36,7 +36,7 @@ from empirical.attacks import pgd
 from empirical.models import build_model
 from empirical.plan import forward_flops
 from empirical.precision import autocast
-from robust_features.records import atomic_write_json, utc_now, write_record
+from foundation.records import atomic_write_json, utc_now, write_record
 
 H200_BF16_PEAK_TFLOPS = 989.0   # NVIDIA H200 SXM datasheet, dense bf16 tensor-core peak
 
@@ -220,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
                      metrics=metrics, device=name, started_at=started, start_time=t0)
         print(f"record {a.out}")
     if a.table:
-        from robust_features.records import provenance
+        from foundation.records import provenance
 
         table = {"device": name, "kind": "cuda" if cuda else "cpu", "batch": batch, "image_size": a.image_size,
                  "threads": torch.get_num_threads(), "measured_at": started,

@@ -17,7 +17,7 @@ import time
 
 import numpy as np
 
-from robust_features.records import utc_now, write_record
+from foundation.records import utc_now, write_record
 from simulate.backend import device_name, get_xp, make_rng
 from simulate.gaussian import adversarial_training
 

@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  eps={eps:<6g} {dt:7.2f} s  {fit.iterations:4d} iterations  residual "
               f"{fit.stationarity:.1e}  lam_mult={fit.lam_multiplier:.4g} lam_spec={fit.lam_spectral:.4g}")
     if args.out:
-        from robust_features.records import write_record
+        from foundation.records import write_record
 
         write_record(args.out, experiment="theory.benchmark", config=vars(args),
                      metrics={"d3072": results, "fit_robust": fits}, seeds={"matrix": 0, "fit": 1},

@@ -22,7 +22,7 @@ from empirical.autoattack import apgd, square, torchattacks_reference
 from empirical.data import load_dataset
 from empirical.models import build_model
 from empirical.train import TrainConfig, fit
-from robust_features.records import utc_now, write_record
+from foundation.records import utc_now, write_record
 
 #: data set -> norm -> eps (the tests' BUDGETS)
 BUDGETS = {"digits": {"linf": 0.1, "l2": 0.6}, "synthetic": {"linf": 0.013, "l2": 0.27}}

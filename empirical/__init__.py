@@ -2,7 +2,7 @@
 them) the paper's dataset constructions.
 
 The core's public names are listed here explicitly and resolved lazily (PEP 562), so that
-``import empirical.cli`` (done by ``robust-features --version``) does not import torch;
+``import robust_features.cli_core`` (done by ``robust-features --version``) does not import torch;
 ``from empirical import pgd`` works as usual. The construction modules (``construct``,
 ``shards``, ``experiments``, ``reproduce``, ``transfer``, ``distributed``) are imported from
 their own modules.
@@ -34,7 +34,7 @@ _EXPORTS: dict[str, str] = {
     "AttackSpec": "empirical.evaluate", "accuracy": "empirical.evaluate", "evaluate": "empirical.evaluate",
     "predict": "empirical.evaluate", "robust_accuracy": "empirical.evaluate",
     # empirical.checkpoint
-    "file_sha256": "robust_features.records", "load_model": "empirical.checkpoint",
+    "file_sha256": "foundation.records", "load_model": "empirical.checkpoint",
     "read_sidecar": "empirical.checkpoint", "save_checkpoint": "empirical.checkpoint",
 }
 

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from robust_features.records import atomic_write_bytes, atomic_write_json, file_sha256, git_state, to_jsonable, utc_now
+from foundation.records import atomic_write_bytes, atomic_write_json, file_sha256, git_state, to_jsonable, utc_now
 
 CHECKPOINT_SCHEMA = "robust-features/checkpoint/v1"
 

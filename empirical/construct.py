@@ -50,8 +50,8 @@ from empirical.shards import (
     shard_seed,
 )
 from empirical.threat import Attack
-from robust_features import checks as C
-from robust_features.locks import rank0_lock
+from foundation import checks as C
+from foundation.locks import rank0_lock
 
 KINDS: tuple[str, ...] = ("D_R", "D_NR", "D_rand", "D_det")
 STARTS: tuple[str, ...] = ("random_image", "noise")

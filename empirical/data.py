@@ -49,8 +49,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from robust_features.records import atomic_write_bytes
-from robust_features.runtime import CACHE_ENV, user_cache_dir
+from foundation.records import atomic_write_bytes
+from foundation.runtime import CACHE_ENV, user_cache_dir
 
 DATASETS: tuple[str, ...] = ("digits", "synthetic", "cifar10", "imagefolder:PATH")
 
@@ -617,7 +617,7 @@ def imagefolder_cache_dirs(path: str | os.PathLike, cache_dir: str | os.PathLike
     the first that is writable): ``cache_dir`` if given, else ``$ROBUST_FEATURES_CACHE`` if set
     (``--cache-dir`` sets it for one command), else ``PATH/.robust_features_cache`` and, for a
     data folder that is not writable (read-only filesystem, no permission), the per-user
-    :func:`robust_features.runtime.user_cache_dir` (``$XDG_CACHE_HOME/robust-features`` or
+    :func:`foundation.runtime.user_cache_dir` (``$XDG_CACHE_HOME/robust-features`` or
     ``~/.cache/robust-features``)."""
     explicit = cache_dir if cache_dir is not None else os.environ.get(CACHE_ENV) or None
     if explicit is not None:

@@ -61,7 +61,7 @@ class DistInfo:
     def raise_if_any_failed(self, error: BaseException | None, message: str,
                             exc_type: type[Exception] = RuntimeError) -> None:
         """:func:`raise_if_any_rank_failed` on this job (lets lower floors, e.g.
-        :func:`robust_features.locks.rank0_lock`, run the collective without importing this module)."""
+        :func:`foundation.locks.rank0_lock`, run the collective without importing this module)."""
         raise_if_any_rank_failed(error, self, message, exc_type)
 
 
@@ -176,8 +176,8 @@ def owned_shards(num_shards: int, info: DistInfo) -> list[int]:
 
 
 def config_hash(config: Any) -> str:
-    """sha256 of the canonical JSON of ``config`` (:func:`robust_features.records.json_sha256`)."""
-    from robust_features.records import json_sha256
+    """sha256 of the canonical JSON of ``config`` (:func:`foundation.records.json_sha256`)."""
+    from foundation.records import json_sha256
 
     return json_sha256(config)
 

@@ -15,7 +15,7 @@ This module holds the configs (:class:`ExperimentConfig` and its parts; the pres
 :class:`empirical.workspace.Workspace`, which runs every stage (train a model, build a dataset,
 evaluate) at most once under the one validity rule of :mod:`empirical.stages`, and returns the
 JSON record it wrote (``fig2.json``, ``table1.json``, ``fig3.json``, ``constructions.json``)
-through :func:`robust_features.records.write_record`; figures are drawn from those records by
+through :func:`foundation.records.write_record`; figures are drawn from those records by
 :mod:`paper_figures` (the CLI asks for them).
 """
 
@@ -29,11 +29,11 @@ from typing import Any
 from empirical.construct import RepresentationConfig, TargetedConfig
 from empirical.threat import Attack, check_norm
 from empirical.transfer import TransferConfig
-from robust_features import checks as C
-from robust_features.paper import PAPER_NUMBERS
-from robust_features.records import atomic_write_json, file_sha256, utc_now
+from foundation import checks as C
+from foundation.paper import PAPER_NUMBERS
+from foundation.records import atomic_write_json, file_sha256, utc_now
 
-# the paper's numbers: one table, robust_features.paper (re-exported here for the records' "paper" entries)
+# the paper's numbers: one table, foundation.paper (re-exported here for the records' "paper" entries)
 FIG2_ROWS: tuple[tuple[str, str], ...] = (
     ("std_D", "Std training on D"),
     ("adv_D", "Adv training on D"),
@@ -315,15 +315,15 @@ _NESTED = {"std": Recipe, "adv": Recipe, "on_dr": Recipe, "on_dnr": Recipe, "on_
 
 def valid_keys(cfg: ExperimentConfig) -> list[str]:
     """Every key ``--set`` / ``--config`` take, in field order, nested ones dotted (``targeted.eps``)."""
-    from robust_features import config as grammar
+    from foundation import config as grammar
 
     return grammar.keys(cfg)
 
 
 def _field_type(cls: type, name: str) -> tuple[Any, bool]:
     """The declared type of ``cls.name`` without ``None``, and whether ``None`` is allowed
-    (:func:`robust_features.config.field_type`)."""
-    from robust_features import config as grammar
+    (:func:`foundation.config.field_type`)."""
+    from foundation import config as grammar
 
     return grammar.field_type(cls, name)
 
@@ -331,20 +331,20 @@ def _field_type(cls: type, name: str) -> tuple[Any, bool]:
 def with_overrides(cfg: ExperimentConfig, overrides: Mapping[str, Any]) -> ExperimentConfig:
     """Apply dotted-key overrides (``{"targeted.eps": 0.5, "std.epochs": 3}``); unknown keys raise.
 
-    The one config grammar (:mod:`robust_features.config`): values may be strings (from ``--set
+    The one config grammar (:mod:`foundation.config`): values may be strings (from ``--set
     key=value``; fractions like ``8/255`` are parsed, never ``eval``-ed) or TOML values; nested TOML
     tables are flattened first. Strings are parsed by the field's declared type; every resulting
     field is validated (:func:`validate_config`), so a bad value fails here, before any stage runs,
     with its dotted key named.
     """
-    from robust_features import config as grammar
+    from foundation import config as grammar
 
     return grammar.with_overrides(cfg, overrides)
 
 
 def config_from_dict(d: Mapping[str, Any]) -> ExperimentConfig:
     """Rebuild an :class:`ExperimentConfig` from its JSON form (``to_jsonable(cfg)``)."""
-    from robust_features import config as grammar
+    from foundation import config as grammar
 
     return grammar.from_dict(ExperimentConfig, d)
 

@@ -43,7 +43,7 @@ from empirical.experiments import (
 from empirical.workspace import Workspace
 from empirical.stats import gap_fraction_of_accuracies
 from empirical.transfer import TransferConfig
-from robust_features.records import atomic_write_text, utc_now, write_record
+from foundation.records import atomic_write_text, utc_now, write_record
 
 # ---------------------------------------------------------------------------------------------
 # presets

@@ -46,7 +46,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from robust_features.records import atomic_write_bytes, atomic_write_json, bytes_sha256, file_sha256, to_jsonable
+from foundation.records import atomic_write_bytes, atomic_write_json, bytes_sha256, file_sha256, to_jsonable
 
 log = logging.getLogger(__name__)
 

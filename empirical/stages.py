@@ -5,7 +5,7 @@ A *stage* is one unit of cached work under a workspace folder: a trained model
 evaluation (``evals/<name>.json``, which is its own artifact). Its stage record is a JSON file
 holding
 
-* ``key`` - the sha256 (:func:`robust_features.records.json_sha256`) of every input that
+* ``key`` - the sha256 (:func:`foundation.records.json_sha256`) of every input that
   determines the result (config, seeds, the sha256 of upstream artifacts);
 * ``artifacts`` - ``{path relative to the record's folder: sha256}`` of what the stage produced;
 * ``complete`` - False while a stage is under way (a model whose training has started: its
@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from robust_features.records import atomic_write_json, file_sha256, git_state, utc_now
+from foundation.records import atomic_write_json, file_sha256, git_state, utc_now
 
 STAGE_SCHEMA = "robust-features/stage/v1"
 STATES: tuple[str, ...] = ("missing", "valid", "pending", "stale")

@@ -28,7 +28,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from robust_features import checks as C
+from foundation import checks as C
 
 NORMS: tuple[str, ...] = ("l2", "linf")
 METHODS: tuple[str, ...] = ("pgd", "fgsm")

@@ -58,8 +58,8 @@ from empirical.data import Augment, Loader, _mix_seed, check_images
 from empirical.distributed import DistInfo, barrier, init_distributed, reduce_sums, shard_range
 from empirical.precision import autocast, check_precision
 from empirical.threat import METHODS, Attack, ThreatModel
-from robust_features import checks as C
-from robust_features.records import atomic_write_bytes, to_jsonable
+from foundation import checks as C
+from foundation.records import atomic_write_bytes, to_jsonable
 
 SCHEDULES: tuple[str, ...] = ("onecycle", "step", "constant")
 OPTIMIZERS: tuple[str, ...] = ("sgd", "adam")

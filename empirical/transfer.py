@@ -41,7 +41,7 @@ class TransferConfig:
 
     def __post_init__(self) -> None:
         from empirical.precision import check_precision
-        from robust_features import checks as C
+        from foundation import checks as C
 
         check_precision(self.precision, name="transfer.precision")
         for name in ("eps", "step_size"):                # stricter than a threat model's eps >= 0

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 from empirical.construct import KINDS
 from empirical.experiments import ExperimentConfig, Recipe
 from empirical.stages import StageStore
-from robust_features.records import atomic_write_json, json_sha256, to_jsonable, write_record
+from foundation.records import atomic_write_json, json_sha256, to_jsonable, write_record
 
 if TYPE_CHECKING:   # annotations only
     from torch import nn
@@ -315,7 +315,7 @@ class Workspace:
         """Hold the workspace's lock (rank 0 under torchrun; a second writer is refused naming the
         process that holds it), refuse reusing ``kinds``' datasets built otherwise
         (:meth:`check_reuse`), and only then write ``resolved_config.json``."""
-        from robust_features.locks import rank0_lock
+        from foundation.locks import rank0_lock
 
         with rank0_lock(self.root, self.dist_info, purpose=f"workspace {self.cfg.name}"):
             self.check_reuse(kinds)
@@ -416,7 +416,7 @@ class Workspace:
         import torch
 
         from empirical.evaluate import accuracy, robust_mask
-        from robust_features.records import pack_bits, unpack_bits
+        from foundation.records import pack_bits, unpack_bits
 
         d, ev = self.data(), self.cfg.eval
         model = self._models[name]
@@ -477,7 +477,7 @@ class Workspace:
         import torch
 
         from empirical.autoattack import ensemble, sanity_flags
-        from robust_features.records import pack_bits, unpack_bits
+        from foundation.records import pack_bits, unpack_bits
 
         d, model, sub = self.data(), self._models[name], self.eval_subset()
         strong = self.robust_masks(name).get("robust_strong")

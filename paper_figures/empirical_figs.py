@@ -31,8 +31,8 @@ from typing import Any
 import numpy as np
 
 from empirical.stats import gap_fraction_of_accuracies
-from robust_features.paper import PAPER_NUMBERS
-from robust_features.records import atomic_write_bytes, atomic_write_json, atomic_write_text, file_sha256, read_record
+from foundation.paper import PAPER_NUMBERS
+from foundation.records import atomic_write_bytes, atomic_write_json, atomic_write_text, file_sha256, read_record
 
 _P = PAPER_NUMBERS
 PAPER_FIG2 = {row: (v["clean"], v["robust"]) for row, v in _P["fig2"].items()}

@@ -126,7 +126,7 @@ def _pipeline(rec: dict, out: Path) -> Path:
 def _save(fig, out: Path) -> Path:
     import io
 
-    from robust_features.records import atomic_write_bytes
+    from foundation.records import atomic_write_bytes
 
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110)
@@ -139,7 +139,7 @@ _RENDERERS = {"simulate.theorems": _theorems, "simulate.tsipras": _tsipras, "sim
 
 def render_record(path: Path) -> list[Path]:
     """Render the figure of one simulate record (``<record>.png`` beside it)."""
-    from robust_features.records import read_record
+    from foundation.records import read_record
 
     rec = read_record(path)
     renderer = _RENDERERS.get(rec.get("experiment"))
@@ -151,7 +151,7 @@ def render_record(path: Path) -> list[Path]:
 
 def build(results_root: Path) -> list[Path]:
     """Re-render every ``results_root/simulate/*.json`` simulate record; returns the paths written."""
-    from robust_features.records import atomic_write_json
+    from foundation.records import atomic_write_json
 
     folder = Path(results_root) / "simulate"
     written: list[Path] = []

@@ -30,7 +30,7 @@ FIGURE_NAMES = ("fig4_gaussian_robust_fits", "vulnerability_vs_anisotropy", "rob
 
 
 def _save(fig: Any, out_dir: Path, name: str) -> list[Path]:
-    from robust_features.records import atomic_write_bytes
+    from foundation.records import atomic_write_bytes
 
     paths = []
     for ext in ("png", "pdf"):
@@ -239,7 +239,7 @@ def render(record: dict[str, Any], out_dir: str | Path, *, source: str | None = 
     import matplotlib
 
     matplotlib.use("Agg")
-    from robust_features.records import atomic_write_json
+    from foundation.records import atomic_write_json
 
     if record.get("experiment") != EXPERIMENT:
         raise ValueError(f"record has experiment {record.get('experiment')!r}; expected {EXPERIMENT!r}")
@@ -256,7 +256,7 @@ def render(record: dict[str, Any], out_dir: str | Path, *, source: str | None = 
 
 def build(results_root: Path) -> list[Path]:
     """Re-render the theory figures from ``results_root/theory/*.json`` report records."""
-    from robust_features.records import read_record
+    from foundation.records import read_record
 
     folder = Path(results_root) / "theory"
     written: list[Path] = []

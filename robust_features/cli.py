@@ -18,14 +18,14 @@ import sys
 from collections.abc import Sequence
 
 from robust_features import __version__
-from robust_features.runtime import CACHE_ENV, check_output_path, os_error_message
+from foundation.runtime import CACHE_ENV, check_output_path, os_error_message
 
 # Modules that add subcommands, in the order they appear in --help.
 SUBCOMMAND_MODULES: tuple[str, ...] = (
     "robust_features.cli_theory",
     "robust_features.cli_simulate",
-    "empirical.cli",
-    "empirical.cli_construct",
+    "robust_features.cli_core",
+    "robust_features.cli_construct",
     "robust_features.cli_all",
 )
 

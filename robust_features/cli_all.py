@@ -42,7 +42,7 @@ SMOKE_STEPS: tuple[tuple[str, tuple[str, ...]], ...] = (
 
 def _cmd(args: argparse.Namespace) -> int:
     from robust_features.cli import main
-    from robust_features.records import utc_now, write_record
+    from foundation.records import utc_now, write_record
 
     out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -73,7 +73,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "all", help="the main job: theory report + simulations + the digits reproduction (CPU, ~3.5 min)",
         description="Run the theory report, the three simulations and `reproduce --preset digits` "
         "into one folder (see robust_features/cli_all.py).")
-    from robust_features.checks import path_arg
+    from foundation.checks import path_arg
 
     p.add_argument("--out-dir", required=True, type=path_arg, help="folder for every record, figure and report")
     p.add_argument("--skip", action="append", default=[], choices=valid,

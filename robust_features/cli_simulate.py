@@ -53,7 +53,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("experiment", choices=("theorems", "tsipras", "pipeline"))
     p.add_argument("--backend", default="numpy",
                    help="array backend: numpy (CPU) or cupy (GPU) (default: %(default)s)")
-    from robust_features.checks import path_arg
+    from foundation.checks import path_arg
 
     p.add_argument("--out-dir", required=True, type=path_arg, help="folder for the JSON record and figure")
     p.add_argument("--seed", type=int, default=0, help="base seed (default: %(default)s)")

@@ -48,7 +48,7 @@ def render_report_figures(record: dict, out_dir: str | Path) -> list[Path]:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from robust_features import checks as C
+    from foundation import checks as C
     from theory.report import RECORD_NAME, ReportConfig, run_report
 
     C.seed("--seed", args.seed)

@@ -7,7 +7,7 @@ the CLI (its command is :mod:`robust_features.cli_simulate`).
 Public surface, re-exported explicitly:
 
 * backend: :func:`get_xp`, :func:`backend_of`, :func:`make_rng`, :func:`asarray`, :func:`to_numpy`
-* results: :class:`Estimate` (the toolkit's one, :class:`robust_features.estimate.Estimate`,
+* results: :class:`Estimate` (the toolkit's one, :class:`foundation.estimate.Estimate`,
   shared with theory/), :func:`estimate`, :func:`estimate_proportion`
 * Gaussian model: :func:`sample_gaussian_model`, :func:`mle_fit`, :func:`nll`, the attacks
   :func:`lagrangian_attack`, :func:`pgd_l2_attack`, :func:`trust_region_attack`, and

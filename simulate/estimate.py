@@ -1,7 +1,7 @@
 """Monte-Carlo estimates as small frozen dataclasses (never bare floats), from arrays of either
 backend.
 
-The class is the toolkit's one :class:`~robust_features.estimate.Estimate` (shared with theory/),
+The class is the toolkit's one :class:`~foundation.estimate.Estimate` (shared with theory/),
 re-exported here: ``z_score(value) = (mean - value) / stderr``, ``ci(level)``, ``agrees_with``.
 """
 
@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from robust_features.estimate import Estimate
+from foundation.estimate import Estimate
 from simulate.backend import backend_of, check_sample_size, to_float
 
 __all__ = ["Estimate", "estimate", "estimate_proportion"]

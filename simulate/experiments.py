@@ -444,7 +444,7 @@ def run_and_record(
     name: str, *, backend: str = "numpy", out_dir: str | Path, seed: int = 0, n: int | None = None
 ) -> tuple[dict[str, Any], Path]:
     """Run experiment ``name`` on ``backend`` and write ``out_dir/<name>.json`` (a full record)."""
-    from robust_features.records import utc_now, write_record
+    from foundation.records import utc_now, write_record
 
     if name not in RUNNERS:
         raise ValueError(f"unknown experiment {name!r}; valid: {', '.join(EXPERIMENTS)}")

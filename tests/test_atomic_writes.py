@@ -1,5 +1,5 @@
-"""robust_features.records.atomic_write_bytes (the one write path): file modes follow the umask,
-OS failures name the target and leave nothing half-written; robust_features.runtime's one-line
+"""foundation.records.atomic_write_bytes (the one write path): file modes follow the umask,
+OS failures name the target and leave nothing half-written; foundation.runtime's one-line
 messages and up-front output checks; main()'s one line + exit 2 for OSError."""
 
 from __future__ import annotations
@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from robust_features import records
+from foundation import records
 from robust_features.cli import main
-from robust_features.records import atomic_write_bytes, atomic_write_json, write_record
-from robust_features.runtime import check_output_path, os_error_message
+from foundation.records import atomic_write_bytes, atomic_write_json, write_record
+from foundation.runtime import check_output_path, os_error_message
 
 ROOT = os.geteuid() == 0 if hasattr(os, "geteuid") else False
 

@@ -6,7 +6,7 @@ The command lines are drawn from the CLI's own grammar: the argparse parser that
 options (flags, typed values, choices, repeatable options), and each is given values of its
 kind: zero, negative and huge integers, fractions, NaN, inf and unparsable numbers, empty strings,
 unknown names, and valid ones. ``--set`` draws its keys from the command's own key list (the one
-config grammar, ``robust_features.config.keys``: the experiment config's for the workspace
+config grammar, ``foundation.config.keys``: the experiment config's for the workspace
 commands, ``TrainOptions`` / ``EvalOptions`` / ``AttackOptions`` for ``train`` / ``eval`` /
 ``attack``). Commands run in this process (``main(argv)``), at smoke sizes, so each takes a second
 or two:
@@ -244,9 +244,9 @@ NEVER_SET = {"download", "compile", "lr"}       # network, minutes on a CPU, a p
 def _config_keys(command: str) -> list[str]:
     """The keys ``--set`` takes in ``command`` (the one grammar's key list of its config class)."""
     if command not in _KEYS:
-        from empirical.cli_options import AttackOptions, EvalOptions, TrainOptions
+        from robust_features.options import AttackOptions, EvalOptions, TrainOptions
         from empirical.experiments import ExperimentConfig
-        from robust_features.config import keys
+        from foundation.config import keys
 
         cls = {"train": TrainOptions, "eval": EvalOptions, "attack": AttackOptions}.get(command, ExperimentConfig)
         _KEYS[command] = [k for k in keys(cls) if k not in NEVER_SET]

@@ -1,4 +1,4 @@
-"""The one config grammar (robust_features.config) for every command: the same key given by the
+"""The one config grammar (foundation.config) for every command: the same key given by the
 defaults or preset, a TOML file, --set and an explicit flag resolves as documented (preset < TOML
 < --set < flag); values are typed by the dataclass fields; unknown keys are refused with the valid
 list; train's old TOML format still reads. Resolution only: nothing here trains."""
@@ -10,15 +10,15 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from empirical.cli import (
+from robust_features.cli_core import (
     TRAIN_KEYS,
     load_toml_config,
     resolve_attack_options,
     resolve_eval_options,
     resolve_train_options,
 )
-from empirical.cli_construct import resolve_config
-from empirical.cli_options import (
+from robust_features.cli_construct import resolve_config
+from robust_features.options import (
     TRAIN_PRESETS,
     AttackOptions,
     EvalOptions,
@@ -26,8 +26,8 @@ from empirical.cli_options import (
     train_presets,
     with_presets,
 )
-from robust_features import config as grammar
-from robust_features.checks import positive_int
+from foundation import config as grammar
+from foundation.checks import positive_int
 from robust_features.cli import build_parser, main
 
 PARSER = build_parser()

@@ -1,12 +1,17 @@
-"""The import graph respects the project's floors (lowest first):
+"""The import graph respects the project's floors, read per top-level folder (lowest first):
 
-    robust_features records/checks/estimate  ->  theory  ->  simulate  ->  empirical
-        ->  paper_figures  ->  CLI (robust_features.cli*, robust_features.__main__, <pkg>.cli*)
+    foundation  ->  theory  ->  simulate  ->  empirical  ->  paper_figures  ->  robust_features
 
-A floor may import only lower floors. The graph is read from the source with :mod:`ast` (every
-``import`` / ``from ... import`` anywhere in a file, module level or inside a function, and
-``importlib.import_module("...")`` / ``__import__("...")`` with a literal name), so a lazy import
-inside a function counts as much as one at the top of the file.
+``foundation`` is the ground (records, checks, the config grammar, locks); ``robust_features`` is
+the command line, every command module in one place. A folder may import only itself and the
+folders below it: drawn per top-level folder the graph has no arrow running back up and so no
+circle, and inside a folder no two modules import each other. The places are folders, not file
+names: a module belongs to the floor of the folder it sits in.
+
+The graph is read from the source with :mod:`ast` (every ``import`` / ``from ... import``
+anywhere in a file, module level or inside a function, and ``importlib.import_module("...")`` /
+``__import__("...")`` with a literal name), so a lazy import inside a function counts as much as
+one at the top of the file.
 """
 
 from __future__ import annotations
@@ -17,13 +22,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("theory", "simulate", "empirical", "paper_figures", "robust_features")
-
-# package -> what none of its modules may import (a name or a dotted prefix; "CLI" = any CLI module)
-FORBIDDEN: dict[str, tuple[str, ...]] = {
-    "theory": ("simulate", "empirical", "paper_figures", "CLI"),
-    "simulate": ("empirical", "paper_figures", "CLI"),
-}
+FLOORS: tuple[str, ...] = ("foundation", "theory", "simulate", "empirical", "paper_figures", "robust_features")
+RANK = {folder: i for i, folder in enumerate(FLOORS)}
 
 
 def module_name(path: Path, root: Path) -> str:
@@ -31,16 +31,6 @@ def module_name(path: Path, root: Path) -> str:
     if parts[-1] == "__init__":
         parts.pop()
     return ".".join(parts)
-
-
-def is_cli(module: str) -> bool:
-    """The CLI floor: ``robust_features.cli``, ``robust_features.cli_*``, any ``<pkg>.cli`` /
-    ``<pkg>.cli_*`` subcommand module, and ``__main__`` of the console package (or a name
-    inside one of them, as ``from robust_features.cli_all import STEPS`` gives)."""
-    parts = module.split(".")
-    if parts[:2] == ["robust_features", "__main__"]:
-        return True
-    return any(p == "cli" or p.startswith("cli_") for p in parts[1:])
 
 
 def imports_of(path: Path, root: Path) -> list[tuple[int, str]]:
@@ -86,113 +76,124 @@ def violations(root: Path, package: str, forbidden: tuple[str, ...]) -> list[str
     return sorted(set(out))
 
 
-def test_every_package_parses_and_is_seen():
-    for pkg in PACKAGES:
-        files = list((ROOT / pkg).rglob("*.py"))
-        assert files, f"no Python files found under {pkg}/"
-        for path in files:
-            imports_of(path, ROOT)  # a syntax error fails here, naming the file
+def floor_of(module: str) -> str | None:
+    """The top-level folder (floor) a module name belongs to, or None outside the project."""
+    top = module.split(".")[0]
+    return top if top in RANK else None
 
 
-@pytest.mark.parametrize("package", sorted(FORBIDDEN))
-def test_package_imports_only_lower_floors(package):
-    bad = violations(ROOT, package, FORBIDDEN[package])
-    assert not bad, f"{package}/ imports a higher floor:\n" + "\n".join(bad)
+def _files(root: Path) -> list[Path]:
+    return [p for folder in FLOORS if (root / folder).is_dir() for p in sorted((root / folder).rglob("*.py"))]
 
 
-def test_theory_and_simulate_never_call_the_painter():
-    bad = [v for pkg in ("theory", "simulate") for v in violations(ROOT, pkg, ("paper_figures",))]
-    assert not bad, "theory/ or simulate/ imports paper_figures:\n" + "\n".join(bad)
-
-
-def test_the_cli_modules_of_theory_and_simulate_are_on_the_cli_floor():
-    for name in ("theory.cli", "simulate.cli"):
-        assert not (ROOT / Path(*name.split("."))).with_suffix(".py").exists(), name
-    for name in ("robust_features.cli_theory", "robust_features.cli_simulate", "robust_features.cli",
-                 "robust_features.cli_all", "robust_features.__main__", "empirical.cli"):
-        assert is_cli(name), name
-    for name in ("robust_features.records", "robust_features.checks", "robust_features.estimate",
-                 "theory.report", "simulate.closed_forms", "paper_figures.theory_figs", "click"):
-        assert not is_cli(name), name
-
-
-def test_the_checker_catches_what_the_old_code_did(tmp_path):
-    """A synthetic tree with the faults this test guards against (a lazy import of the painter
-    inside a function, a theory module importing simulate, a subcommand module inside simulate/,
-    a relative import, an importlib call): each is reported; allowed imports are not."""
-    files = {
-        "theory/__init__.py": "from theory.report import run_report\n",
-        "theory/report.py": (
-            "import numpy as np\nfrom robust_features.records import write_record\n"
-            "from robust_features.estimate import Estimate\n\n"
-            "def run_report(figures=True):\n    if figures:\n"
-            "        from paper_figures.theory_figs import render\n    return {}\n"),
-        "theory/cli.py": "from . import report\n",
-        "theory/mc.py": "def f():\n    import simulate.estimate as e\n    return e\n",
-        "theory/dyn.py": "import importlib\n\ndef g():\n    return importlib.import_module('empirical.train')\n",
-        "theory/rel.py": "from ..paper_figures import simulate_figs\n",
-        "simulate/__init__.py": "import theory\nfrom theory.model import GaussianModel\n",
-        "simulate/cli.py": (
-            "def _cmd(args):\n    from paper_figures.simulate_figs import render_record\n"
-            "    from robust_features.cli_all import STEPS\n"),
-        "simulate/uses_cli.py": "from robust_features import cli\n",
-    }
-    for rel, text in files.items():
-        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
-        (tmp_path / rel).write_text(text)
-    theory_bad = violations(tmp_path, "theory", FORBIDDEN["theory"])
-    simulate_bad = violations(tmp_path, "simulate", FORBIDDEN["simulate"])
-    assert theory_bad == [
-        "theory/dyn.py:4 imports empirical.train",
-        "theory/mc.py:2 imports simulate.estimate",
-        "theory/rel.py:1 imports paper_figures",
-        "theory/rel.py:1 imports paper_figures.simulate_figs",
-        "theory/report.py:7 imports paper_figures.theory_figs",
-        "theory/report.py:7 imports paper_figures.theory_figs.render",
-    ]
-    assert simulate_bad == [
-        "simulate/cli.py:2 imports paper_figures.simulate_figs",
-        "simulate/cli.py:2 imports paper_figures.simulate_figs.render_record",
-        "simulate/cli.py:3 imports robust_features.cli_all",
-        "simulate/cli.py:3 imports robust_features.cli_all.STEPS",
-        "simulate/uses_cli.py:1 imports robust_features.cli",
-    ]
-
-
-# ---------------------------------------------------------------------------------------------
-# the upper floors and the whole graph
-# ---------------------------------------------------------------------------------------------
-GROUND = ("theory", "simulate", "empirical", "paper_figures", "CLI")   # what robust_features' non-CLI modules may not import
-
-
-def _modules(root: Path) -> dict[str, Path]:
-    return {module_name(p, root): p for pkg in PACKAGES for p in sorted((root / pkg).rglob("*.py"))}
-
-
-def _non_cli_violations(root: Path, package: str, forbidden: tuple[str, ...]) -> list[str]:
+def upward_imports(root: Path) -> list[str]:
+    """Every import of a higher floor, as 'file:line imports x' (the arrows running back up)."""
     out = []
-    for name, path in _modules(root).items():
-        if name.split(".")[0] != package or is_cli(name):
-            continue
+    for path in _files(root):
+        here = floor_of(module_name(path, root))
         for line, mod in imports_of(path, root):
-            if any(_matches(mod, f) for f in forbidden):
+            there = floor_of(mod)
+            if there is not None and RANK[there] > RANK[here]:
                 out.append(f"{path.relative_to(root)}:{line} imports {mod}")
     return sorted(set(out))
 
 
-def test_the_ground_floor_imports_no_floor_above_it():
-    bad = _non_cli_violations(ROOT, "robust_features", GROUND)
-    assert not bad, "robust_features/ (records, checks, locks, ...) imports a higher floor:\n" + "\n".join(bad)
+def folder_graph(root: Path) -> dict[str, set[str]]:
+    """floor -> the other floors its modules import."""
+    graph: dict[str, set[str]] = {f: set() for f in FLOORS if (root / f).is_dir()}
+    for path in _files(root):
+        here = floor_of(module_name(path, root))
+        for _, mod in imports_of(path, root):
+            there = floor_of(mod)
+            if there is not None and there != here:
+                graph[here].add(there)
+    return graph
 
 
-def test_empirical_never_calls_the_painter_only_its_cli_does():
-    bad = _non_cli_violations(ROOT, "empirical", ("paper_figures", "CLI"))
-    assert not bad, "a non-CLI module of empirical/ imports paper_figures or a CLI module:\n" + "\n".join(bad)
+def test_every_floor_parses_and_is_seen():
+    for folder in FLOORS:
+        files = list((ROOT / folder).rglob("*.py"))
+        assert files, f"no Python files found under {folder}/"
+        for path in files:
+            imports_of(path, ROOT)  # a syntax error fails here, naming the file
 
 
-def test_paper_figures_reads_records_and_never_imports_the_cli():
-    bad = violations(ROOT, "paper_figures", ("CLI",))
-    assert not bad, "\n".join(bad)
+def test_no_floor_imports_a_floor_above_it():
+    bad = upward_imports(ROOT)
+    assert not bad, "imports of a higher floor:\n" + "\n".join(bad)
+
+
+def test_the_folder_graph_has_no_circle_and_every_arrow_points_down():
+    graph = folder_graph(ROOT)
+    up = [f"{a} -> {b}" for a, targets in graph.items() for b in sorted(targets) if RANK[b] > RANK[a]]
+    assert up == [], "arrows running back up: " + ", ".join(up)
+    assert cycles(graph) == []
+    # the command line sits above everything, and the ground below everything
+    assert not graph["foundation"]
+    assert all("robust_features" not in targets for targets in graph.values())
+
+
+def test_every_command_module_lives_on_the_command_floor():
+    """The console script's subcommand modules and the option classes are in robust_features/;
+    no science folder registers a subcommand (``def register(subparsers)``)."""
+    from robust_features.cli import SUBCOMMAND_MODULES
+
+    assert all(floor_of(m) == "robust_features" for m in SUBCOMMAND_MODULES)
+    found = []
+    for path in _files(ROOT):
+        if floor_of(module_name(path, ROOT)) == "robust_features":
+            continue
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        found += [f"{path.relative_to(ROOT)}:{n.lineno}" for n in ast.walk(tree)
+                  if isinstance(n, ast.FunctionDef) and n.name == "register"
+                  and [a.arg for a in n.args.args] == ["subparsers"]]
+    assert found == []
+
+
+def test_the_checker_finds_what_the_old_layout_did(tmp_path):
+    """A tree laid out as before this check (the ground and the command line in one folder, command
+    modules inside empirical/, lazy imports of higher floors): every arrow up is found, per file and
+    per folder; allowed imports are not."""
+    files = {
+        "foundation/__init__.py": "",
+        "foundation/records.py": "import json\n",
+        "foundation/locks.py": "def f():\n    from empirical import distributed\n",
+        "theory/__init__.py": "from foundation.records import write_record\n",
+        "theory/mc.py": "def f():\n    import simulate.estimate as e\n    return e\n",
+        "theory/dyn.py": "import importlib\n\ndef g():\n    return importlib.import_module('empirical.train')\n",
+        "simulate/__init__.py": "import theory\nfrom foundation import records\n",
+        "empirical/__init__.py": "",
+        "empirical/distributed.py": "from foundation.locks import f\n",
+        "empirical/cli.py": "def _cmd(a):\n    from paper_figures.empirical_figs import build\n",
+        "empirical/reproduce.py": "from ..paper_figures import empirical_figs\n",
+        "paper_figures/__init__.py": "",
+        "paper_figures/empirical_figs.py": "from empirical.stats import gap\nfrom robust_features.cli import main\n",
+        "robust_features/__init__.py": "",
+        "robust_features/cli.py": "import empirical.cli\nimport theory\n",
+    }
+    for rel, text in files.items():
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text(text)
+    assert upward_imports(tmp_path) == [
+        "empirical/cli.py:2 imports paper_figures.empirical_figs",
+        "empirical/cli.py:2 imports paper_figures.empirical_figs.build",
+        "empirical/reproduce.py:1 imports paper_figures",
+        "empirical/reproduce.py:1 imports paper_figures.empirical_figs",
+        "foundation/locks.py:2 imports empirical",
+        "foundation/locks.py:2 imports empirical.distributed",
+        "paper_figures/empirical_figs.py:2 imports robust_features.cli",
+        "paper_figures/empirical_figs.py:2 imports robust_features.cli.main",
+        "theory/dyn.py:4 imports empirical.train",
+        "theory/mc.py:2 imports simulate.estimate",
+    ]
+    graph = folder_graph(tmp_path)
+    assert graph["foundation"] == {"empirical"} and graph["robust_features"] == {"empirical", "theory"}
+    assert cycles(graph) == [["empirical", "foundation", "paper_figures", "robust_features", "simulate",
+                              "theory"]]
+
+
+def _modules(root: Path) -> dict[str, Path]:
+    return {module_name(p, root): p for p in _files(root)}
 
 
 def import_graph(root: Path) -> dict[str, set[str]]:
@@ -260,12 +261,12 @@ def test_the_cycle_finder_finds_a_lazy_circle(tmp_path):
              "empirical/evaluate.py": "def f():\n    from empirical.train import ThreatModel\n",
              "empirical/threat.py": "", "empirical/attacks.py": "from empirical.threat import NORMS\n",
              "theory/__init__.py": "", "simulate/__init__.py": "", "paper_figures/__init__.py": "",
-             "robust_features/__init__.py": "", "robust_features/locks.py": "from empirical import distributed\n",
-             "empirical/distributed.py": "from robust_features.locks import folder_lock\n"}
+             "foundation/__init__.py": "", "foundation/locks.py": "from empirical import distributed\n",
+             "empirical/distributed.py": "from foundation.locks import folder_lock\n"}
     for rel, text in files.items():
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / rel).write_text(text)
-    assert cycles(import_graph(tmp_path)) == [["empirical.distributed", "robust_features.locks"],
+    assert cycles(import_graph(tmp_path)) == [["empirical.distributed", "foundation.locks"],
                                               ["empirical.evaluate", "empirical.train"]]
-    assert _non_cli_violations(tmp_path, "robust_features", GROUND) == [
-        "robust_features/locks.py:1 imports empirical", "robust_features/locks.py:1 imports empirical.distributed"]
+    assert upward_imports(tmp_path) == [
+        "foundation/locks.py:1 imports empirical", "foundation/locks.py:1 imports empirical.distributed"]

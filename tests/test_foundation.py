@@ -90,7 +90,7 @@ def test_read_record_rejects_foreign_json(tmp_path):
 def test_records_credit_the_commit_the_process_started_with(monkeypatch):
     """A commit made while a long run executes must not be credited with its results: git_state
     is taken once, at import, and later calls return it even if the checkout has moved on."""
-    from robust_features import records
+    from foundation import records
 
     first = records.git_state()
     monkeypatch.setattr(records, "_git", lambda *a: "f" * 40)     # the checkout moved on

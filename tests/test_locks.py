@@ -1,4 +1,4 @@
-"""robust_features.locks: one writer per folder, refusals naming the holder, stale locks taken over."""
+"""foundation.locks: one writer per folder, refusals naming the holder, stale locks taken over."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from robust_features.locks import LOCK_NAME, FolderLocked, folder_lock, pid_alive, rank0_lock, read_lock
+from foundation.locks import LOCK_NAME, FolderLocked, folder_lock, pid_alive, rank0_lock, read_lock
 
 HOST = socket.gethostname()
 
@@ -111,7 +111,7 @@ def test_an_unreadable_lock_is_respected_while_fresh_and_taken_over_once_old(tmp
 
 
 def test_a_lock_held_by_another_process_is_refused_until_it_dies_then_taken_over(tmp_path):
-    code = ("import sys, time\nfrom robust_features.locks import FolderLock\n"
+    code = ("import sys, time\nfrom foundation.locks import FolderLock\n"
             "FolderLock(sys.argv[1], purpose='holder').acquire()\nprint('ready', flush=True)\ntime.sleep(120)\n")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([os.getcwd(), *sys.path])}
     with subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE, text=True,

@@ -12,7 +12,7 @@ Public API (see docs/theory.md):
 * Monte Carlo: Estimate, vulnerability_mc, usefulness_mc, robust_usefulness_mc,
                linear_robust_accuracy_mc
 
-``Estimate`` is the toolkit's one estimate type (:class:`robust_features.estimate.Estimate`,
+``Estimate`` is the toolkit's one estimate type (:class:`foundation.estimate.Estimate`,
 ``z_score(value) = (mean - value) / stderr``). theory/ imports only robust_features' records,
 checks and estimate; never simulate/, empirical/, paper_figures/ or the CLI (its command is
 :mod:`robust_features.cli_theory`).

@@ -1,7 +1,7 @@
 """Monte-Carlo estimates (numpy sampling) of the theory's closed forms, with standard errors.
 
 These are the third route ("monte_carlo") behind the ``method=`` switches; the GPU engine lives in
-``simulate/``. Every estimator returns an :class:`~robust_features.estimate.Estimate` (mean,
+``simulate/``. Every estimator returns an :class:`~foundation.estimate.Estimate` (mean,
 stderr, n, seed; the toolkit's one estimate type, re-exported here and as ``theory.Estimate``),
 whose ``z_score(value)`` is (mean - value) / stderr.
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from robust_features.estimate import Estimate
+from foundation.estimate import Estimate
 from theory._checks import check_nonnegative, check_norm
 from theory.model import Array, GaussianModel, Spectrum
 

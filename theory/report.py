@@ -12,7 +12,7 @@ Computes (all on CPU, about half a minute on one core):
 * the Theorem 2 eigenvalues against lam (closed form);
 * section 2 usefulness / robust usefulness of the coordinate features and the Bayes feature.
 
-The record is written with :func:`robust_features.records.write_record`; the figures are
+The record is written with :func:`foundation.records.write_record`; the figures are
 rendered from the record alone by :mod:`paper_figures.theory_figs` (the command does it, in
 :mod:`robust_features.cli_theory`; this module never imports paper_figures).
 """
@@ -221,7 +221,7 @@ def run_report(out_dir: str | Path, cfg: ReportConfig | None = None) -> dict[str
 
     The figures are not drawn here (theory/ sits below paper_figures/): the CLI layer renders
     them from the returned record (:mod:`robust_features.cli_theory`)."""
-    from robust_features.records import utc_now, write_record
+    from foundation.records import utc_now, write_record
 
     cfg = cfg or ReportConfig()
     started, t0 = utc_now(), time.perf_counter()

@@ -32,7 +32,7 @@ from empirical.models import build_model
 from empirical.reproduce import get_preset
 from empirical.threat import ThreatModel
 from empirical.train import fit
-from robust_features.records import utc_now, write_record
+from foundation.records import utc_now, write_record
 
 
 def main(argv: list[str] | None = None) -> int:

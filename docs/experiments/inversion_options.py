@@ -39,7 +39,7 @@ from empirical.experiments import with_overrides
 from empirical.workspace import Workspace
 from empirical.reproduce import get_preset
 from empirical.stats import gap_fraction
-from robust_features.records import utc_now, write_record
+from foundation.records import utc_now, write_record
 
 #: part 1: name -> RepresentationConfig overrides (on top of the preset's)
 VARIANTS: dict[str, dict] = {

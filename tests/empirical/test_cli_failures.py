@@ -15,12 +15,12 @@ import pytest
 import torch
 
 from empirical.checkpoint import load_model, save_checkpoint, sidecar_path
-from robust_features.records import file_sha256
+from foundation.records import file_sha256
 from empirical.devices import resolve_device
 from empirical.models import build_model
-from robust_features import records
+from foundation import records
 from robust_features.cli import main
-from robust_features.records import read_record
+from foundation.records import read_record
 
 
 def _one_line(capsys) -> str:

@@ -19,7 +19,7 @@ from empirical.experiments import (
 from empirical.reproduce import PRESETS, check_claims, get_preset
 from empirical.transfer import TransferConfig
 from robust_features.cli import main
-from robust_features.records import to_jsonable
+from foundation.records import to_jsonable
 
 
 def test_every_preset_and_its_smoke_variant_round_trips_through_json():

@@ -9,7 +9,7 @@ import pytest
 from empirical.reproduce import get_preset, run_reproduce
 from empirical.shards import load_constructed
 from robust_features.cli import main
-from robust_features.records import read_record
+from foundation.records import read_record
 
 
 def _check_outputs(root):

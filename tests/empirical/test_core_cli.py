@@ -11,7 +11,7 @@ import torch
 
 from empirical.checkpoint import load_model
 from robust_features.cli import main
-from robust_features.records import read_record
+from foundation.records import read_record
 
 
 @pytest.fixture(scope="module")

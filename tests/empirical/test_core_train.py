@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from empirical.checkpoint import load_model, save_checkpoint
-from robust_features.records import file_sha256, to_jsonable
+from foundation.records import file_sha256, to_jsonable
 from empirical.data import Augment, load_dataset, make_synthetic
 from empirical.evaluate import AttackSpec, accuracy, evaluate, predict, robust_accuracy
 from empirical.models import ARCHS, build_model, default_arch
@@ -126,7 +126,7 @@ def test_resume_after_an_interruption_gives_the_uninterrupted_weights(digits, tm
 def test_an_interrupted_run_resumes_with_other_bookkeeping_but_not_with_another_config(digits, tmp_path):
     # precision / channels_last / compile only change how the run computes (BOOKKEEPING_FIELDS):
     # latest.pt written without them resumes with them; a changed defining field is refused
-    from empirical.cli import check_rerun
+    from robust_features.cli_core import check_rerun
 
     assert set(BOOKKEEPING_FIELDS) == {"precision", "channels_last", "compile"}
     x, y = digits.x_train[:200], digits.y_train[:200]

@@ -14,9 +14,9 @@ import pytest
 import torch
 
 from empirical.data import imagefolder_cache_dirs, load_imagefolder
-from robust_features import records
+from foundation import records
 from robust_features.cli import main
-from robust_features.runtime import CACHE_ENV
+from foundation.runtime import CACHE_ENV
 
 ROOT = os.geteuid() == 0 if hasattr(os, "geteuid") else False
 

@@ -14,8 +14,8 @@ import pytest
 
 from empirical.shards import load_constructed
 from robust_features.cli import main
-from robust_features.locks import LOCK_NAME, folder_lock
-from robust_features.records import read_record
+from foundation.locks import LOCK_NAME, folder_lock
+from foundation.records import read_record
 
 HOLDER = rf"is in use by another writer \(pid {os.getpid()} on host {re.escape(socket.gethostname())}"
 SMOKE = ["--preset", "digits-smoke", "--quiet"]

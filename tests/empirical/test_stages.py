@@ -9,7 +9,7 @@ from dataclasses import replace
 import pytest
 
 from empirical.stages import StageStore
-from robust_features.records import file_sha256
+from foundation.records import file_sha256
 
 
 def test_the_rule_missing_valid_pending_and_stale_for_each_reason(tmp_path):

@@ -8,7 +8,7 @@ import json
 import pytest
 
 from paper_figures import empirical_figs as F
-from robust_features.records import atomic_write_json, write_record
+from foundation.records import atomic_write_json, write_record
 
 
 def _fixture(root, channels=1, size=8):

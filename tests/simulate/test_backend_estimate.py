@@ -71,7 +71,7 @@ def test_estimate_mean_stderr_and_ci():
 def test_one_estimate_class_and_one_z_sign_for_theory_and_simulate():
     import theory
     import theory.monte_carlo
-    from robust_features.estimate import Estimate as Shared
+    from foundation.estimate import Estimate as Shared
 
     assert Estimate is Shared and theory.Estimate is Shared and theory.monte_carlo.Estimate is Shared
     e = Shared(2.0, 0.5, 10)

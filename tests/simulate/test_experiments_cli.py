@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from robust_features.cli import main
-from robust_features.records import read_record
+from foundation.records import read_record
 from simulate import closed_forms as cf
 from simulate.experiments import run_theorems, spec_model
 
@@ -57,7 +57,7 @@ def test_cli_bad_input_is_one_clear_line(tmp_path, capsys, argv, match):
 def test_figure_build_rerenders_from_records(tmp_path):
     from paper_figures.simulate_figs import build
 
-    from robust_features.records import write_record
+    from foundation.records import write_record
     from simulate.experiments import run_pipeline
 
     folder = tmp_path / "results" / "simulate"

@@ -82,7 +82,7 @@ def test_linear_and_pipeline_code_run_on_the_stand_in(cp):
 
 def test_the_simulate_cli_runs_on_the_stand_in(cp, tmp_path):
     from robust_features.cli import main
-    from robust_features.records import read_record
+    from foundation.records import read_record
 
     assert main(["simulate", "theorems", "--backend", "cupy", "--n", "4000", "--out-dir", str(tmp_path),
                  "--no-figures"]) in (0, 1)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from robust_features.cli import main
-from robust_features.records import read_record
+from foundation.records import read_record
 from theory.report import ReportConfig, run_report
 
 SMALL = dict(n_samples=600, sweep_nd_samples=300, sweep_eps=(0.05, 0.5, 2.0, 5.0, 10.0, 20.0),

@@ -14,7 +14,7 @@ Every subcommand starts from a preset (``digits``, ``synthetic``, ``cifar10``, `
 ``-smoke`` variants), applies a TOML file (``--config``), then ``--set key=value`` overrides (dotted
 keys such as ``targeted.eps=0.5``; unknown keys are rejected with the list of valid ones), then the
 explicit flags (``--data``, ``--data-root``, ``--seed``): the one config grammar of
-:mod:`robust_features.config`, which ``train``, ``eval`` and ``attack`` use too. It saves the
+:mod:`foundation.config`, which ``train``, ``eval`` and ``attack`` use too. It saves the
 resolved config as ``<out-dir>/<preset>/resolved_config.json`` and reuses every stage whose
 artifacts are already valid.
 """
@@ -24,14 +24,14 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from robust_features.runtime import CACHE_DIR_HELP
+from foundation.runtime import CACHE_DIR_HELP
 
 KINDS = ("D_R", "D_NR", "D_rand", "D_det")
 
 
 def _common(p: argparse.ArgumentParser, default_preset: str = "digits") -> None:
-    from robust_features import checks as C
-    from robust_features import config as grammar
+    from foundation import checks as C
+    from foundation import config as grammar
 
     p.add_argument("--preset", default=default_preset, type=C.nonempty_arg,
                    help="digits | synthetic | cifar10 | paper, or NAME-smoke (default: %(default)s)")
@@ -52,9 +52,9 @@ def _common(p: argparse.ArgumentParser, default_preset: str = "digits") -> None:
 
 def resolve_config(args: argparse.Namespace) -> Any:
     """Preset < TOML file (--config) < --set < explicit flags (--data, --data-root, --seed), through
-    the one config grammar (:mod:`robust_features.config`); the result is checked once."""
+    the one config grammar (:mod:`foundation.config`); the result is checked once."""
     from empirical.reproduce import get_preset
-    from robust_features import config as grammar
+    from foundation import config as grammar
 
     cfg = get_preset(args.preset)
     flags = {k: getattr(args, k) for k in ("data", "data_root", "seed") if getattr(args, k) is not None}
@@ -123,7 +123,7 @@ def _cmd_construct(args: argparse.Namespace) -> int:
     import time
 
     from empirical.distributed import barrier, launched_by_torchrun, shutdown
-    from robust_features.records import utc_now
+    from foundation.records import utc_now
 
     started, t0 = utc_now(), time.perf_counter()
     distributed = launched_by_torchrun()
@@ -202,7 +202,7 @@ def _plan(cfg: Any, root: Any) -> int:
     import time
 
     from empirical.plan import compare_with_run, format_plan, plan
-    from robust_features.records import read_record, utc_now, write_record
+    from foundation.records import read_record, utc_now, write_record
 
     started, t0 = utc_now(), time.perf_counter()
     p = plan(cfg)

@@ -2,7 +2,7 @@
 
 Each field is one option: its command-line flag (``--n-train``), its ``--set`` / TOML key
 (``n_train``; ``n-train`` reads the same) and its type, all from the one config grammar of
-:mod:`robust_features.config`: defaults < ``--config FILE.toml`` < ``--set KEY=VALUE`` < explicit
+:mod:`foundation.config`: defaults < ``--config FILE.toml`` < ``--set KEY=VALUE`` < explicit
 flags. Each class checks its fields on construction (one ``ValueError`` line naming the option),
 so a resolved option set is a valid one. The locations (``--out-dir``, ``--out``,
 ``--checkpoint``, ``--cache-dir``) stay plain flags.
@@ -19,8 +19,8 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any
 
-from robust_features import checks as C
-from robust_features.config import option
+from foundation import checks as C
+from foundation.config import option
 
 PRESET = "the dataset preset"    # how the help shows a default that TRAIN_PRESETS fills
 

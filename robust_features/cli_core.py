@@ -6,12 +6,12 @@
     robust-features eval --checkpoint runs/digits-std/model.pt --threat l2:0.25 --threat l2:0.5
     robust-features attack --checkpoint runs/digits-std/model.pt --threat l2:1.0 --targeted next --out-dir runs/adv
 
-Every option is a field of :class:`empirical.cli_options.TrainOptions`, ``EvalOptions`` or
-``AttackOptions`` and comes, through the one config grammar of :mod:`robust_features.config`, from
+Every option is a field of :class:`robust_features.options.TrainOptions`, ``EvalOptions`` or
+``AttackOptions`` and comes, through the one config grammar of :mod:`foundation.config`, from
 the defaults < ``--config FILE.toml`` < ``--set KEY=VALUE`` < explicit flags; ``train``'s
-per-dataset defaults are presets (``empirical.cli_options.TRAIN_PRESETS``) filling what is still
+per-dataset defaults are presets (``robust_features.options.TRAIN_PRESETS``) filling what is still
 absent. Torch is imported only when a command runs. Every command writes one JSON record
-(``train.json`` / ``eval.json`` / ``attack.json``) through ``robust_features.records.write_record``.
+(``train.json`` / ``eval.json`` / ``attack.json``) through ``foundation.records.write_record``.
 """
 
 from __future__ import annotations
@@ -24,14 +24,14 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from empirical.cli_options import (
+from robust_features.options import (
     AttackOptions,
     EvalOptions,
     TrainOptions,
     train_presets,
     with_presets,
 )
-from robust_features.runtime import CACHE_DIR_HELP
+from foundation.runtime import CACHE_DIR_HELP
 
 TRAIN_KEYS: tuple[str, ...] = tuple(f.name for f in fields(TrainOptions))   # the --set / TOML keys of `train`
 _SET_EXAMPLES = {TrainOptions: "epochs=3", EvalOptions: "threat=l2:0.5,linf:8/255", AttackOptions: "threat=linf:8/255"}
@@ -41,7 +41,7 @@ _SECTIONS = {TrainOptions: "train", EvalOptions: "eval", AttackOptions: "attack"
 def _resolve(cls: type, args: argparse.Namespace) -> Any:
     """The options of ``cls``: defaults < TOML file (--config, optionally under [train] / [eval] /
     [attack]) < --set < explicit flags, checked once."""
-    from robust_features import config as grammar
+    from foundation import config as grammar
 
     layers = grammar.command_layers(config=args.config, sets=args.overrides, flags=grammar.given_flags(args, cls),
                                     section=_SECTIONS[cls], example=_SET_EXAMPLES[cls])
@@ -51,7 +51,7 @@ def _resolve(cls: type, args: argparse.Namespace) -> Any:
 def resolve_train_options(args: argparse.Namespace) -> TrainOptions:
     """defaults < TOML file (--config) < --set < explicit flags. The options the per-dataset presets
     fill (epochs, batch_size, lr, crop_padding, flip) stay absent (None) until the data is loaded
-    (:func:`empirical.cli_options.with_presets`)."""
+    (:func:`robust_features.options.with_presets`)."""
     return _resolve(TrainOptions, args)
 
 
@@ -66,7 +66,7 @@ def resolve_attack_options(args: argparse.Namespace) -> AttackOptions:
 def load_toml_config(path: str | Path) -> dict[str, Any]:
     """The `train` options of a TOML file (kebab- or snake-case keys, optionally under [train]),
     typed; unknown keys raise ``ValueError`` listing the valid ones."""
-    from robust_features import config as grammar
+    from foundation import config as grammar
 
     return grammar.typed(TrainOptions, grammar.load_toml(path, section="train"), source=str(path))
 
@@ -108,7 +108,7 @@ def check_rerun(out_dir: Path, resolved: dict[str, Any], *, resume: bool) -> Non
     ``resolved_config.json`` differ from this command's. Changed evaluation options are fine
     (they only change the record). Nothing to refuse with ``--no-resume`` or without ``latest.pt``."""
     from empirical.train import BOOKKEEPING_FIELDS as _BOOKKEEPING_KEYS   # may change on a resume
-    from robust_features.records import to_jsonable
+    from foundation.records import to_jsonable
 
     old_path = out_dir / "resolved_config.json"
     if not resume or not (out_dir / "latest.pt").is_file() or not old_path.is_file():
@@ -224,7 +224,7 @@ def _fit(run: _TrainRun) -> Any:
 
     from empirical.models import build_model
     from empirical.train import NonFiniteLossError, fit
-    from robust_features.records import atomic_write_json
+    from foundation.records import atomic_write_json
 
     o, d, info, cfg, adv = run.o, run.data, run.info, run.cfg, run.adv
 
@@ -254,7 +254,7 @@ def _write_train_record(run: _TrainRun, res: Any, started_at: str, t0: float) ->
     """Step 5 (rank 0): clean accuracy on the whole test set, robust accuracy on its sample, the record."""
     from empirical.data import stratified_subset
     from empirical.evaluate import accuracy, evaluate
-    from robust_features.records import file_sha256, write_record
+    from foundation.records import file_sha256, write_record
 
     o, d, out_dir = run.o, run.data, run.out_dir
     eval_sub = stratified_subset(d.x_test, d.y_test, o.n_eval, seed=o.subset_seed, name="n_eval")
@@ -283,8 +283,8 @@ def _write_train_record(run: _TrainRun, res: Any, started_at: str, t0: float) ->
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from empirical.distributed import init_distributed, local_device, shutdown
-    from robust_features.locks import rank0_lock
-    from robust_features.records import utc_now
+    from foundation.locks import rank0_lock
+    from foundation.records import utc_now
 
     started_at, t0 = utc_now(), time.perf_counter()
     run = _train_options(args)
@@ -371,7 +371,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     )
     from empirical.evaluate import AttackSpec, evaluate
     from empirical.threat import ThreatModel
-    from robust_features.records import file_sha256, utc_now, write_record
+    from foundation.records import file_sha256, utc_now, write_record
 
     started_at, t0 = utc_now(), time.perf_counter()
     o = resolve_eval_options(args)
@@ -445,7 +445,7 @@ def _worst_case_eval(model, x, y, specs, attacks, o: EvalOptions, dev) -> tuple[
 
     from empirical.autoattack import ensemble, sanity_flags
     from empirical.evaluate import predict, robust_mask
-    from robust_features.records import pack_bits
+    from foundation.records import pack_bits
 
     xd, yd = x.to(dev), y.to(dev)
     clean = (predict(model, x, batch_size=o.batch_size, device=dev, precision=o.precision) == y.cpu()).numpy()
@@ -532,7 +532,7 @@ def _cmd_attack(args: argparse.Namespace) -> int:
     from empirical.attacks import pgd
     from empirical.evaluate import predict
     from empirical.threat import Attack, ThreatModel
-    from robust_features.records import (
+    from foundation.records import (
         atomic_write_bytes,
         file_sha256,
         utc_now,
@@ -587,7 +587,7 @@ def _cmd_attack(args: argparse.Namespace) -> int:
 
 def _add_options(p: argparse.ArgumentParser, cls: type) -> None:
     """The flags of ``cls``'s fields, then --config and --set (the one grammar: flags win)."""
-    from robust_features import config as grammar
+    from foundation import config as grammar
 
     grammar.add_flags(p, cls)
     grammar.add_config_options(p, example=_SET_EXAMPLES[cls])
@@ -595,7 +595,7 @@ def _add_options(p: argparse.ArgumentParser, cls: type) -> None:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``train``, ``eval`` and ``attack`` to the top-level parser."""
-    from robust_features import checks as C
+    from foundation import checks as C
 
     p = subparsers.add_parser("train", help="standard or adversarial training (writes model.pt, train.json)",
                               description="Train a model. Options: defaults (per-dataset presets for what is left "

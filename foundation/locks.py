@@ -1,6 +1,6 @@
 """Advisory locks on output folders: one writer per run folder, dataset folder or workspace.
 
-    from robust_features.locks import folder_lock
+    from foundation.locks import folder_lock
 
     with folder_lock(out_dir):          # FolderLocked if another live process holds it
         ...                             # write checkpoints, shards, records

@@ -6,7 +6,7 @@ stay ints, numbers become floats). Integers must be real ``int`` values (``True`
 ``3.0`` is not 3); floats must be finite unless stated. The console script reports these errors
 as one line on stderr with exit status 2.
 
-    from robust_features import checks
+    from foundation import checks
     checks.positive_int("epochs", 0)          # ValueError: epochs=0 must be a positive integer
 """
 

@@ -2,7 +2,7 @@
 
 A command's settings are one frozen dataclass: an :class:`empirical.experiments.ExperimentConfig`
 (a preset) for ``construct``, ``fig2``, ``table1``, ``fig3`` and ``reproduce``; the option classes
-of :mod:`empirical.cli_options` for ``train``, ``eval`` and ``attack``. The grammar is the same
+of :mod:`robust_features.options` for ``train``, ``eval`` and ``attack``. The grammar is the same
 for all of them:
 
 * **keys** are the field names, dotted into a field that is itself a dataclass (``targeted.eps``);
@@ -20,7 +20,7 @@ for all of them:
 Every error is a ``ValueError`` (a missing file a ``FileNotFoundError``) of one line, which the
 console script prints as ``robust-features <cmd>: error: ...`` with exit status 2.
 
-    from robust_features import config
+    from foundation import config
     cfg = config.resolve(preset, config.command_layers(config="my.toml", sets=["targeted.eps=8/255"],
                                                        flags={"seed": 3}))
 
@@ -39,7 +39,7 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
-from robust_features import checks as C
+from foundation import checks as C
 
 SET_EXAMPLE = "targeted.eps=0.5"
 
