@@ -32,6 +32,7 @@ import time
 import torch
 from torch.nn import functional as F
 
+from empirical.threat import Attack
 from empirical.attacks import pgd
 from empirical.models import build_model
 from empirical.plan import forward_flops
@@ -109,9 +110,9 @@ def bench_pgd(arch: str, dev: torch.device, fast: bool, compile_: bool, batch: i
     x = _input(batch, size, dev, fast)
     y = torch.randint(0, 10, (batch,), device=dev)
     precision = "bf16" if fast else "fp32"
-    pgd(run, x, y, norm="l2", eps=0.5, steps=2, step_size=0.1, precision=precision)   # warm-up (and compile)
-    return _best_rate(lambda: pgd(run, x, y, norm="l2", eps=0.5, steps=iters, step_size=0.1, use_best=False,
-                                  precision=precision), iters * batch, dev)
+    pgd(run, x, y, Attack("l2", 0.5, steps=2, step_size=0.1), precision=precision)   # warm-up (and compile)
+    attack = Attack("l2", 0.5, steps=iters, step_size=0.1)
+    return _best_rate(lambda: pgd(run, x, y, attack, use_best=False, precision=precision), iters * batch, dev)
 
 
 def bench_torchattacks(arch: str, dev: torch.device, batch: int, size: int, iters: int) -> float | None:

@@ -1,6 +1,6 @@
 """PGD under l2 / linf (Madry et al. 2018) and the representation-matching optimiser (paper sec. 3.1).
 
-Conventions (conventions sec. 1, spec sec. 2.2 / 3.1):
+Conventions (docs/conventions.md sec. 1, docs/paper-notes.md sec. 2.2 / 3.1):
 
 * images and budgets in [0, 1] pixel units; every iterate stays in the eps-ball of ``x`` and in
   the [0, 1] box (project onto the ball, then clamp, which never leaves the ball because x is in
@@ -24,16 +24,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
 from empirical.precision import autocast, check_precision
-from empirical.threat import check_budget
-
-STEP_SCHEDULES: tuple[str, ...] = ("constant", "linear", "cosine")
-
+from empirical.threat import STEP_SCHEDULES, Attack
 
 def step_factor(schedule: str, it: int, steps: int) -> float:
     """Multiplier of the step size at iteration ``it`` (0-based) of ``steps``.
@@ -157,64 +155,66 @@ def _pgd_batch(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, norm: str,
     return best_x.view(restarts, *x.shape)[pick, torch.arange(n, device=dev)].detach()
 
 
-def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, norm: str, eps: float, steps: int,
-        step_size: float, targeted: bool = False, random_start: bool = False, restarts: int = 1,
-        use_best: bool = True, generator: torch.Generator | None = None, batch_size: int | None = None,
+def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attack: Attack, *, use_best: bool = True,
+        generator: torch.Generator | None = None, batch_size: int | None = None,
         precision: str = "auto") -> torch.Tensor:
-    """Projected gradient descent in the ``norm`` ball of radius ``eps`` around ``x``, in [0, 1].
+    """The iterative attack ``attack`` (:class:`empirical.threat.Attack`, validated when it was
+    built) in its ``norm`` ball of radius ``eps`` around ``x``, in [0, 1].
 
-    Untargeted (default): maximise CE(model(x'), y). Targeted: ``y`` holds the targets and
-    CE(model(x'), y) is minimised. ``steps`` iterations of size ``step_size`` (pixel units), from
-    ``x`` or (``random_start``) a uniform point of the ball; ``restarts`` > 1 adds random starts
-    run as one batch (restart 0 starts as ``random_start`` says, the others randomly) and keeps
-    each example's best. ``use_best`` returns the best iterate instead of the last. Works on
-    ``batch_size`` examples at a time (all at once by default). Returns x' (same shape, device,
-    dtype as x). ``precision``: :mod:`empirical.precision`. Source: Madry et al. 2018; the
-    ``robustness`` library's steps (spec sec. 2.2).
+    Projected gradient descent (Madry et al. 2018): untargeted (``attack.targeted`` False)
+    maximises CE(model(x'), y); targeted, ``y`` holds the targets and CE(model(x'), y) is
+    minimised. ``attack.steps`` iterations of ``attack.step`` (pixel units), from ``x`` or
+    (``attack.random_start``) a uniform point of the ball; ``attack.restarts`` > 1 adds random starts
+    run as one batch (restart 0 starts as ``random_start`` says, the others randomly) and keeps each
+    example's best. ``use_best`` returns the best iterate instead of the last. An attack of method
+    ``fgsm`` is one step from a random start (:func:`fgsm_rs`). Works on ``batch_size`` examples at a
+    time (all at once by default). Returns x' (same shape, device, dtype as x). ``precision``:
+    :mod:`empirical.precision`. The steps are the ``robustness`` library's (L2Step / LinfStep).
     """
-    check_budget(norm, eps)
+    _check_attack(attack)
+    if attack.method == "fgsm":
+        return fgsm_rs(model, x, y, attack, generator=generator, precision=precision)
     check_precision(precision)
-    if not isinstance(steps, int) or isinstance(steps, bool) or steps < 0:
-        raise ValueError(f"steps={steps!r} must be a non-negative integer")
-    if not (isinstance(step_size, (int, float)) and math.isfinite(step_size) and step_size > 0):
-        raise ValueError(f"step_size={step_size!r} must be a positive finite number")
-    if not isinstance(restarts, int) or restarts < 1:
-        raise ValueError(f"restarts={restarts!r} must be a positive integer")
     if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
         raise ValueError(f"batch_size={batch_size!r} must be a positive integer or None")
     _check_inputs(x, y)
     y = y.to(x.device, torch.long)
-    if eps == 0 or steps == 0 and not random_start and restarts == 1:
+    if attack.eps == 0:
         return x.detach().clone()
     bs = x.shape[0] if batch_size is None else batch_size
     outs = []
     for i in range(0, x.shape[0], max(bs, 1)):
-        outs.append(_pgd_batch(model, x[i : i + bs].detach(), y[i : i + bs], norm=norm, eps=float(eps), steps=steps,
-                               step_size=float(step_size), targeted=targeted, random_start_=random_start,
-                               restarts=restarts, use_best=use_best, generator=generator, precision=precision))
+        outs.append(_pgd_batch(model, x[i : i + bs].detach(), y[i : i + bs], norm=attack.norm, eps=attack.eps,
+                               steps=attack.steps, step_size=attack.step, targeted=attack.targeted,
+                               random_start_=attack.random_start, restarts=attack.restarts, use_best=use_best,
+                               generator=generator, precision=precision))
     return torch.cat(outs) if outs else x.detach().clone()
 
 
-def fgsm_rs(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, norm: str, eps: float,
-            step_size: float | None = None, generator: torch.Generator | None = None,
-            precision: str = "auto") -> torch.Tensor:
+def _check_attack(attack: Any) -> None:
+    if not isinstance(attack, Attack):
+        raise TypeError(f"attack must be an empirical.threat.Attack (norm, eps, steps, ...); got {type(attack).__name__}")
+
+
+def fgsm_rs(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attack: Attack, *,
+            generator: torch.Generator | None = None, precision: str = "auto") -> torch.Tensor:
     """FGSM with a random start (Wong, Rice & Kolter 2020, "Fast is better than free"): one
-    gradient step of ``step_size`` (default 1.25 eps) from a uniform point of the ball, projected
-    back to the ball and the box. Used for fast adversarial training."""
-    check_budget(norm, eps)
-    if step_size is not None and not (isinstance(step_size, (int, float)) and math.isfinite(step_size)
-                                      and step_size > 0):
-        raise ValueError(f"step_size={step_size!r} must be a positive finite number (or None for 1.25 eps)")
+    gradient step of ``attack.step`` (default 1.25 eps) from a uniform point of the ball, projected
+    back to the ball and the box; ``attack`` is an :meth:`Attack.fgsm`. Used for fast adversarial
+    training."""
+    _check_attack(attack)
+    if attack.method != "fgsm":
+        raise ValueError(f"fgsm_rs needs an Attack.fgsm(...) attack; got method={attack.method!r}")
     _check_inputs(x, y)
     check_precision(precision)
-    alpha = 1.25 * eps if step_size is None else step_size
+    norm, eps = attack.norm, attack.eps
     xa = random_start(x.detach(), norm, eps, generator).requires_grad_(True)
     with autocast(x.device, precision):
         logits = model(xa)
-    obj, _ = _objective(logits, y, targeted=False)
+    obj, _ = _objective(logits, y, targeted=attack.targeted)
     (grad,) = torch.autograd.grad(obj.sum(), xa)
     with torch.no_grad():
-        xa = xa.detach() + alpha * _step(grad.float().to(xa.dtype), norm)
+        xa = xa.detach() + attack.step * _step(grad.float().to(xa.dtype), norm)
         return (x + project(xa - x, norm, eps)).clamp(0, 1).detach()
 
 
@@ -225,7 +225,7 @@ def match_representation(feature_fn: Callable[[torch.Tensor], torch.Tensor], tar
     """Minimise ||g(x') - g(target_x)||_2 over x' in [0, 1]^d from ``start_x`` (paper sec. 3.1).
 
     Normalised-gradient l2 steps x <- clamp(x - a_k grad / ||grad||_2, 0, 1), per example, no
-    eps-ball (the paper's GETROBUSTDATASET, spec sec. 2.2), with a_k = ``step_size`` x
+    eps-ball (the paper's GETROBUSTDATASET, docs/paper-notes.md sec. 2.2), with a_k = ``step_size`` x
     :func:`step_factor` (``step_schedule``: constant, linear or cosine decay). ``normalize_loss``
     divides by ||g(target_x)||_2 (the official inversion notebook). ``use_best`` returns each
     example's lowest-loss iterate instead of the last. ``precision`` (:mod:`empirical.precision`)

@@ -1,4 +1,4 @@
-"""AutoAttack-grade evaluation: APGD-CE, APGD-T and the Square Attack, and their worst-case ensemble.
+"""The kernels of AutoAttack-grade evaluation: APGD-CE, APGD-T and the Square Attack.
 
 Algorithms and sources (written from the papers and from reading the official AutoAttack code,
 github.com/fra31/auto-attack ``autoattack/autopgd_base.py`` and ``autoattack/square.py``; no code
@@ -29,11 +29,9 @@ is copied):
   4000, 6000, 8000 of a 10 000-query schedule, rescaled to ``queries`` (the official
   ``resc_schedule=True``; :func:`square_p`). A candidate replaces the current point when it
   lowers the margin; an example stops once it is misclassified.
-* **Ensemble** (AutoAttack's standard evaluation): the attacks run in order, each only on the
-  examples no earlier attack broke; an example is robust only if it is classified correctly and
-  every attack failed on it. :func:`sanity_flags` adds AutoAttack-style checks (``checks.py``
-  there): robust accuracy rising with eps, a gap between PGD and the worst case, Square
-  succeeding where the white-box attacks failed (gradient masking), and zero input gradients.
+* **Ensemble** (AutoAttack's standard evaluation, :mod:`empirical.worst_case`): the attacks run
+  in order, each only on the examples no earlier attack broke. Each attack is a row of the
+  registry :mod:`empirical.suite`, whose run functions call :func:`run_apgd` / :func:`run_square`.
 
 Conventions (those of :mod:`empirical.attacks`): images NCHW in [0, 1], budgets in [0, 1] pixel
 units, models return logits; forward passes in ``precision`` (:mod:`empirical.precision`, fp32 by
@@ -60,8 +58,6 @@ whole blocks only, and stops an example at a strictly negative margin.
 from __future__ import annotations
 
 import math
-import time
-from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -69,43 +65,29 @@ from torch import nn
 from torch.nn import functional as F
 
 from empirical.attacks import project, random_start
-from empirical.threat import check_budget
 from empirical.precision import autocast, check_precision
+from empirical.threat import check_budget
+from foundation import checks as C
 
 APGD_LOSSES: tuple[str, ...] = ("ce", "dlr-targeted")
-ATTACKS: tuple[str, ...] = ("apgd-ce", "apgd-t", "square")
-SUITES: dict[str, tuple[str, ...]] = {"standard": ("apgd-ce", "apgd-t", "square")}
-#: AutoAttack's standard budgets (``version='standard'``): 100 iterations, 1 restart, 9 targets, 5000 queries.
-DEFAULT_BUDGETS: dict[str, dict[str, Any]] = {
-    "apgd-ce": {"steps": 100, "restarts": 1, "rho": 0.75},
-    "apgd-t": {"steps": 100, "restarts": 1, "rho": 0.75, "n_target_classes": 9},
-    "square": {"queries": 5000, "p_init": 0.8, "rescale_schedule": True},
-}
 #: iterations (of a 10 000-query schedule) after which Square halves p.
 SQUARE_HALVINGS: tuple[int, ...] = (10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000)
 MOMENTUM = 0.75
-WHITE_BOX: tuple[str, ...] = ("apgd-ce", "apgd-t")
 
 
 # ---------------------------------------------------------------------------------------------
 # validation and small helpers
 # ---------------------------------------------------------------------------------------------
-def _check_pos_int(name: str, v: Any) -> None:
-    if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-        raise ValueError(f"{name}={v!r} must be a positive integer")
-
-
-def _check_seed(seed: Any) -> None:
-    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
-        raise ValueError(f"seed={seed!r} must be an integer >= 0")
-
-
-def _check_batch_size(batch_size: Any) -> None:
+def _check_run(seed: Any, precision: Any, batch_size: Any) -> None:
+    """The settings every attack run takes (the threat model is checked where it was built)."""
+    C.seed("seed", seed)
+    check_precision(precision)
     if batch_size is not None:
-        _check_pos_int("batch_size", batch_size)
+        C.positive_int("batch_size", batch_size)
 
 
-def _check_batch(x: Any, y: Any) -> None:
+def check_batch(x: Any, y: Any) -> None:
+    """An NCHW float batch in [0, 1] (finite) and its integer labels, or one ``ValueError`` line."""
     if not isinstance(x, torch.Tensor) or not x.is_floating_point() or x.ndim != 4:
         desc = f"{x.dtype}, shape {tuple(x.shape)}" if isinstance(x, torch.Tensor) else type(x).__name__
         raise ValueError(f"x must be a floating NCHW image batch; got {desc}")
@@ -129,8 +111,9 @@ def _logits(model: nn.Module, x: torch.Tensor, precision: str) -> torch.Tensor:
     return z.to(torch.promote_types(z.dtype, torch.float32))
 
 
-def _clean_logits(model: nn.Module, x: torch.Tensor, y: torch.Tensor, precision: str,
+def clean_logits(model: nn.Module, x: torch.Tensor, y: torch.Tensor, precision: str,
                   batch_size: int | None) -> torch.Tensor:
+    """The logits of ``x`` in batches (no gradients), ``y``'s labels checked against the model's classes."""
     bs = batch_size or max(x.shape[0], 1)
     with torch.no_grad():
         z = torch.cat([_logits(model, x[i : i + bs], precision) for i in range(0, x.shape[0], bs)])
@@ -176,7 +159,7 @@ def apgd_checkpoints(steps: int) -> list[int]:
     (each at least 1): the integer form of p_{j+1} = p_j + max(p_j - p_{j-1} - 0.03, 0.06).
     For N = 100: 22, 41, 57, 70, 80, 87, 93, 99 (p = 0.22, 0.41, 0.57, 0.70, ...).
     """
-    _check_pos_int("steps", steps)
+    C.positive_int("steps", steps)
     gap, shrink, least = max(int(0.22 * steps), 1), max(int(0.03 * steps), 1), max(int(0.06 * steps), 1)
     out, w = [], 0
     while w + gap <= steps:
@@ -204,6 +187,11 @@ def _loss_grad(model: nn.Module, xa: torch.Tensor, y: torch.Tensor, target: torc
         (g,) = torch.autograd.grad(obj.sum(), xa, allow_unused=True) if obj.requires_grad else (None,)
     g = torch.zeros_like(xa) if g is None else g.detach().to(xa.dtype)     # a model that ignores its input
     return obj.detach(), g, z.detach().argmax(1) != y
+
+
+def input_gradient(model: nn.Module, x: torch.Tensor, y: torch.Tensor, precision: str = "fp32") -> torch.Tensor:
+    """The cross-entropy input gradient of ``model`` at ``x`` (zeros where the model ignores its input)."""
+    return _loss_grad(model, x, y, None, "ce", precision)[1]
 
 
 def _apgd_run(model: nn.Module, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None, *, norm: str,
@@ -265,18 +253,13 @@ def _apgd_run(model: nn.Module, x: torch.Tensor, y: torch.Tensor, target: torch.
     return xo[pick, ar], cs, cl
 
 
-def _validate_apgd(norm, eps, steps, restarts, loss, n_target_classes, seed, rho, precision, batch_size) -> None:
-    check_budget(norm, eps)
-    _check_pos_int("steps", steps)
-    _check_pos_int("restarts", restarts)
-    if loss not in APGD_LOSSES:
-        raise ValueError(f"loss={loss!r} is not an APGD loss; valid: {', '.join(APGD_LOSSES)}")
-    _check_pos_int("n_target_classes", n_target_classes)
-    _check_seed(seed)
-    if not (isinstance(rho, (int, float)) and not isinstance(rho, bool) and 0 < rho <= 1):
-        raise ValueError(f"rho={rho!r} must lie in (0, 1]")
-    check_precision(precision)
-    _check_batch_size(batch_size)
+def validate_apgd(steps: Any, restarts: Any, loss: Any, n_target_classes: Any, rho: Any) -> None:
+    """APGD's own budget (the threat model and the run settings are checked elsewhere, once)."""
+    C.positive_int("steps", steps)
+    C.positive_int("restarts", restarts)
+    C.one_of("loss", loss, APGD_LOSSES, what="an APGD loss")
+    C.positive_int("n_target_classes", n_target_classes)
+    C.in_range("rho", rho, 0.0, 1.0, lo_open=True)
 
 
 def _apgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, norm: str, eps: float, steps: int, restarts: int,
@@ -289,7 +272,7 @@ def _apgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, norm: str, eps:
     out, success = x.clone(), torch.zeros(n, dtype=torch.bool, device=x.device)
     if n == 0:
         return out, success
-    z0 = _clean_logits(model, x, y, precision, batch_size)
+    z0 = clean_logits(model, x, y, precision, batch_size)
     if loss == "dlr-targeted" and z0.shape[1] < 4:
         raise ValueError(f"loss='dlr-targeted' needs at least 4 classes; the model has {z0.shape[1]}")
     todo = (z0.argmax(1) == y).nonzero().squeeze(1)
@@ -343,12 +326,24 @@ def apgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, norm: str, eps: 
     examples unchanged (APGD-T: the lowest-margin point over the targets). See the module docstring
     for the algorithm and its sources.
     """
-    _validate_apgd(norm, eps, steps, restarts, loss, n_target_classes, seed, rho, precision, batch_size)
-    _check_batch(x, y)
-    x_adv, _ = _apgd(model, x, y, norm=norm, eps=eps, steps=steps, restarts=restarts, loss=loss,
-                     n_target_classes=n_target_classes, seed=seed, rho=rho, precision=precision,
-                     batch_size=batch_size)
+    check_budget(norm, eps)
+    x_adv, _ = run_apgd(model, x, y, norm=norm, eps=eps, steps=steps, restarts=restarts, loss=loss,
+                        n_target_classes=n_target_classes, seed=seed, rho=rho, precision=precision,
+                        batch_size=batch_size)
     return x_adv
+
+
+def run_apgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, norm: str, eps: float, steps: int = 100,
+             restarts: int = 1, loss: str = "ce", n_target_classes: int = 9, seed: int = 0, rho: float = 0.75,
+             precision: str = "fp32", batch_size: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`apgd` for the worst-case evaluation (:mod:`empirical.suite`): (x_adv, success mask);
+    the threat model (``norm``, ``eps``) comes checked from the :class:`empirical.threat.ThreatModel`
+    it was built as, the budget and the batch are checked here."""
+    validate_apgd(steps, restarts, loss, n_target_classes, rho)
+    _check_run(seed, precision, batch_size)
+    check_batch(x, y)
+    return _apgd(model, x, y, norm=norm, eps=eps, steps=steps, restarts=restarts, loss=loss,
+                 n_target_classes=n_target_classes, seed=seed, rho=rho, precision=precision, batch_size=batch_size)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -488,16 +483,11 @@ def _square_run(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, norm: str
     return x_best, m_best < 0
 
 
-def _validate_square(norm, eps, queries, p_init, seed, precision, batch_size, rescale_schedule) -> None:
-    check_budget(norm, eps)
-    _check_pos_int("queries", queries)
-    if not (isinstance(p_init, (int, float)) and not isinstance(p_init, bool) and 0 < p_init <= 1):
-        raise ValueError(f"p_init={p_init!r} must lie in (0, 1]")
-    _check_seed(seed)
-    check_precision(precision)
-    _check_batch_size(batch_size)
-    if not isinstance(rescale_schedule, bool):
-        raise ValueError(f"rescale_schedule={rescale_schedule!r} must be true or false")
+def validate_square(queries: Any, p_init: Any, rescale_schedule: Any) -> None:
+    """Square's own budget."""
+    C.positive_int("queries", queries)
+    C.in_range("p_init", p_init, 0.0, 1.0, lo_open=True)
+    C.boolean("rescale_schedule", rescale_schedule)
 
 
 def _square(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, norm: str, eps: float, queries: int,
@@ -508,7 +498,7 @@ def _square(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, norm: str, ep
     out, success = x.clone(), torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
     if x.shape[0] == 0:
         return out, success
-    z0 = _clean_logits(model, x, y, precision, batch_size)
+    z0 = clean_logits(model, x, y, precision, batch_size)
     todo = (z0.argmax(1) == y).nonzero().squeeze(1)
     if eps == 0 or todo.numel() == 0:
         return out, success
@@ -537,212 +527,22 @@ def square(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, norm: str, eps
     misclassified where the search succeeded, else its lowest-margin point; clean-misclassified
     examples unchanged.
     """
-    _validate_square(norm, eps, queries, p_init, seed, precision, batch_size, rescale_schedule)
-    _check_batch(x, y)
-    x_adv, _ = _square(model, x, y, norm=norm, eps=eps, queries=queries, p_init=p_init, seed=seed,
-                       precision=precision, batch_size=batch_size, rescale_schedule=rescale_schedule)
+    check_budget(norm, eps)
+    x_adv, _ = run_square(model, x, y, norm=norm, eps=eps, queries=queries, p_init=p_init, seed=seed,
+                          precision=precision, batch_size=batch_size, rescale_schedule=rescale_schedule)
     return x_adv
 
 
-# ---------------------------------------------------------------------------------------------
-# the ensemble
-# ---------------------------------------------------------------------------------------------
-def _resolve_attacks(attacks: Any) -> tuple[str, ...]:
-    if isinstance(attacks, str):
-        if attacks not in SUITES:
-            raise ValueError(f"attacks={attacks!r} is not a suite; valid: {', '.join(SUITES)}")
-        return SUITES[attacks]
-    names = tuple(attacks)
-    if not names:
-        raise ValueError("attacks=() is empty; name at least one of " + ", ".join(ATTACKS))
-    for a in names:
-        if a not in ATTACKS:
-            raise ValueError(f"attack {a!r} is not an attack; valid: {', '.join(ATTACKS)}")
-    if len(set(names)) != len(names):
-        raise ValueError(f"attacks={names!r} names an attack twice")
-    return names
-
-
-def _resolve_budgets(names: tuple[str, ...], budgets: Mapping[str, Mapping[str, Any]] | None) -> dict[str, dict[str, Any]]:
-    budgets = dict(budgets or {})
-    for a in budgets:
-        if a not in names:
-            raise ValueError(f"budgets names {a!r}, which is not among the attacks run: {', '.join(names)}")
-    out = {}
-    for a in names:
-        b = dict(DEFAULT_BUDGETS[a])
-        for key, v in dict(budgets.get(a, {})).items():
-            if key not in b:
-                raise ValueError(f"budgets[{a!r}] has no setting {key!r}; valid: {', '.join(b)}")
-            b[key] = v
-        out[a] = b
-    return out
-
-
-def ensemble(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, norm: str, eps: float,
-             attacks: Sequence[str] | str = SUITES["standard"], budgets: Mapping[str, Mapping[str, Any]] | None = None,
-             seed: int = 0, precision: str = "fp32", batch_size: int | None = 500) -> dict[str, Any]:
-    """AutoAttack-style worst-case evaluation: run ``attacks`` (names from :data:`ATTACKS`, or a
-    suite name from :data:`SUITES`) in order, each only on the examples still robust.
-
-    ``budgets`` overrides :data:`DEFAULT_BUDGETS` per attack (e.g. ``{"apgd-t": {"steps": 50}}``).
-    Every success is re-checked with a forward pass of the returned point. Returns a dict:
-
-    * ``clean_accuracy`` (float) and ``clean_correct`` (bool tensor, per example);
-    * ``robust_accuracy``: attack -> robust accuracy over all examples after it (cumulative);
-    * ``robust_accuracy_where_run``: attack -> the fraction of the examples it ran on that it did
-      not break (None where it ran on none), with ``n_run``: attack -> how many;
-    * ``ran_on`` / ``success``: attack -> bool tensors: where it ran / where it found an adversarial
-      example; ``robust``: clean-correct and no attack succeeded; ``worst_case_robust_accuracy``;
-    * ``x_adv``: the breaking point where an attack succeeded, else x;
-    * ``budgets`` (resolved), ``seconds`` per attack, ``attacks``, ``norm``, ``eps``, ``seed``, ``precision``.
-    """
-    check_budget(norm, eps)
-    names = _resolve_attacks(attacks)
-    plan = _resolve_budgets(names, budgets)
-    _check_seed(seed)
-    check_precision(precision)
-    _check_batch_size(batch_size)
-    for a, b in plan.items():                                  # validate every budget before any work
-        if a == "square":
-            _validate_square(norm, eps, b["queries"], b["p_init"], seed, precision, batch_size, b["rescale_schedule"])
-        else:
-            _validate_apgd(norm, eps, b["steps"], b["restarts"], "ce", b.get("n_target_classes", 9), seed, b["rho"],
-                           precision, batch_size)
-    _check_batch(x, y)
-    x = x.detach()
-    y = y.to(x.device, torch.long)
-    n = x.shape[0]
-    z0 = _clean_logits(model, x, y, precision, batch_size)
-    if "apgd-t" in names and z0.shape[1] < 4:
-        raise ValueError(f"attack 'apgd-t' needs at least 4 classes; the model has {z0.shape[1]}")
-    correct = z0.argmax(1) == y
-    robust = correct.clone()
-    x_adv = x.clone()
-    res: dict[str, Any] = {"attacks": names, "norm": norm, "eps": float(eps), "seed": seed, "precision": precision,
-                           "budgets": plan, "clean_correct": correct, "clean_accuracy": float(correct.float().mean()) if n else 0.0,
-                           "robust_accuracy": {}, "robust_accuracy_where_run": {}, "n_run": {}, "ran_on": {},
-                           "success": {}, "seconds": {}}
-    for a in names:
-        b = plan[a]
-        ran = robust.clone()
-        idx = ran.nonzero().squeeze(1)
-        succ = torch.zeros(n, dtype=torch.bool, device=x.device)
-        _sync(x.device)
-        t0 = time.perf_counter()
-        if idx.numel():
-            xs, ys = x[idx], y[idx]
-            if a == "square":
-                xa, _ = _square(model, xs, ys, norm=norm, eps=eps, queries=b["queries"], p_init=b["p_init"], seed=seed,
-                                precision=precision, batch_size=batch_size, rescale_schedule=b["rescale_schedule"])
-            else:
-                xa, _ = _apgd(model, xs, ys, norm=norm, eps=eps, steps=b["steps"], restarts=b["restarts"],
-                              loss="ce" if a == "apgd-ce" else "dlr-targeted",
-                              n_target_classes=b.get("n_target_classes", 9), seed=seed, rho=b["rho"],
-                              precision=precision, batch_size=batch_size)
-            verified = _clean_logits(model, xa, ys, precision, batch_size).argmax(1) != ys
-            succ[idx[verified]] = True
-            x_adv[idx[verified]] = xa[verified]
-        _sync(x.device)
-        res["seconds"][a] = time.perf_counter() - t0
-        robust &= ~succ
-        res["ran_on"][a], res["success"][a] = ran, succ
-        res["n_run"][a] = int(idx.numel())
-        res["robust_accuracy"][a] = float(robust.float().mean()) if n else 0.0
-        res["robust_accuracy_where_run"][a] = (1.0 - float(succ[idx].float().mean())) if idx.numel() else None
-    res["robust"] = robust
-    res["worst_case_robust_accuracy"] = float(robust.float().mean()) if n else 0.0
-    res["x_adv"] = x_adv
-    return res
-
-
-# ---------------------------------------------------------------------------------------------
-# sanity checks
-# ---------------------------------------------------------------------------------------------
-def _final_accuracy(v: Any) -> float:
-    if isinstance(v, Mapping):
-        return float(v["worst_case_robust_accuracy"])
-    return float(v)
-
-
-def sanity_flags(*, robust_accuracy_by_eps: Mapping[float, Any] | None = None, pgd_robust_accuracy: float | None = None,
-                 result: Mapping[str, Any] | None = None, model: nn.Module | None = None, x: torch.Tensor | None = None,
-                 y: torch.Tensor | None = None, precision: str = "fp32", pgd_gap: float = 0.05,
-                 square_tolerance: float = 0.002, zero_grad_tolerance: float = 0.0) -> dict[str, dict[str, Any]]:
-    """AutoAttack-style warning signs of an unreliable evaluation.
-
-    Returns ``{"flags": {name: bool}, "explanations": {name: str}}`` for:
-
-    * ``non_monotone_in_eps``: ``robust_accuracy_by_eps`` (eps -> robust accuracy, or an
-      :func:`ensemble` result) rises somewhere as eps grows;
-    * ``pgd_gap``: ``pgd_robust_accuracy`` exceeds the worst case of ``result`` by more than
-      ``pgd_gap`` (5 points): PGD alone overstates robustness;
-    * ``square_stronger``: in ``result``, Square broke more than ``square_tolerance`` of all
-      examples after the white-box attacks before it failed on them (AutoAttack's
-      ``check_square_sr``): a sign of gradient masking;
-    * ``zero_gradients``: the cross-entropy input gradient of ``model`` at ``x`` is exactly zero
-      on more than ``zero_grad_tolerance`` of the examples (AutoAttack's ``check_zero_gradients``).
-
-    A check whose inputs are not given is False with an explanation saying so.
-    """
-    check_precision(precision)
-    for name, v in (("pgd_gap", pgd_gap), ("square_tolerance", square_tolerance),
-                    ("zero_grad_tolerance", zero_grad_tolerance)):
-        if not (isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v < 1):
-            raise ValueError(f"{name}={v!r} must lie in [0, 1)")
-    flags: dict[str, bool] = {}
-    why: dict[str, str] = {}
-
-    if robust_accuracy_by_eps:
-        pts = sorted((float(e), _final_accuracy(v)) for e, v in robust_accuracy_by_eps.items())
-        rises = [(e0, a0, e1, a1) for (e0, a0), (e1, a1) in zip(pts, pts[1:]) if a1 > a0 + 1e-12]
-        flags["non_monotone_in_eps"] = bool(rises)
-        why["non_monotone_in_eps"] = (
-            "robust accuracy rises with eps: " + "; ".join(f"{a0:.2%} at eps={e0:g} -> {a1:.2%} at eps={e1:g}"
-                                                             for e0, a0, e1, a1 in rises)
-            + " (a larger ball contains the smaller one, so the attack is failing)" if rises
-            else f"robust accuracy does not rise with eps over {len(pts)} budgets")
-    else:
-        flags["non_monotone_in_eps"] = False
-        why["non_monotone_in_eps"] = "not checked: no robust_accuracy_by_eps given"
-
-    if pgd_robust_accuracy is not None and result is not None:
-        worst = float(result["worst_case_robust_accuracy"])
-        gap = float(pgd_robust_accuracy) - worst
-        flags["pgd_gap"] = gap > pgd_gap
-        why["pgd_gap"] = (f"PGD robust accuracy {float(pgd_robust_accuracy):.2%} vs worst case {worst:.2%}: "
-                          f"gap {gap * 100:.1f} points " + ("> " if gap > pgd_gap else "<= ") + f"{pgd_gap * 100:g}")
-    else:
-        flags["pgd_gap"] = False
-        why["pgd_gap"] = "not checked: needs pgd_robust_accuracy and an ensemble result"
-
-    names = tuple(result["attacks"]) if result is not None else ()
-    if "square" in names and any(a in WHITE_BOX for a in names[: names.index("square")]):
-        pos = names.index("square")
-        before = result["robust_accuracy"][names[pos - 1]]
-        drop = float(before) - float(result["robust_accuracy"]["square"])
-        flags["square_stronger"] = drop > square_tolerance
-        why["square_stronger"] = (f"Square broke {drop:.2%} of the examples that {', '.join(names[:pos])} left robust"
-                                  + (" - the black-box attack beats the white-box ones: gradient masking likely"
-                                     if drop > square_tolerance else f" (tolerance {square_tolerance:.2%})"))
-    else:
-        flags["square_stronger"] = False
-        why["square_stronger"] = "not checked: needs an ensemble result with square after a white-box attack"
-
-    if model is not None and x is not None and y is not None:
-        _check_batch(x, y)
-        yy = y.to(x.device, torch.long)
-        _, g, _ = _loss_grad(model, x.detach(), yy, None, "ce", precision)
-        zero = g.flatten(1).abs().sum(1) == 0
-        frac = float(zero.float().mean()) if zero.numel() else 0.0
-        flags["zero_gradients"] = frac > zero_grad_tolerance
-        why["zero_gradients"] = (f"{int(zero.sum())} of {zero.numel()} examples ({frac:.1%}) have an exactly zero "
-                                 "input gradient" + (": gradient-based attacks cannot make progress there"
-                                                     if frac > zero_grad_tolerance else ""))
-    else:
-        flags["zero_gradients"] = False
-        why["zero_gradients"] = "not checked: needs model, x and y"
-    return {"flags": flags, "explanations": why}
+def run_square(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, norm: str, eps: float, queries: int = 5000,
+               p_init: float = 0.8, seed: int = 0, precision: str = "fp32", batch_size: int | None = None,
+               rescale_schedule: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`square` for the worst-case evaluation (:mod:`empirical.suite`): (x_adv, success mask);
+    the threat model comes checked, the budget and the batch are checked here."""
+    validate_square(queries, p_init, rescale_schedule)
+    _check_run(seed, precision, batch_size)
+    check_batch(x, y)
+    return _square(model, x, y, norm=norm, eps=eps, queries=queries, p_init=p_init, seed=seed, precision=precision,
+                   batch_size=batch_size, rescale_schedule=rescale_schedule)
 
 
 def torchattacks_reference(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, attack: str, norm: str, eps: float,
@@ -755,8 +555,7 @@ def torchattacks_reference(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *
     rescaled schedule."""
     import torchattacks
 
-    if attack not in ATTACKS:
-        raise ValueError(f"attack={attack!r} is not an attack; valid: {', '.join(ATTACKS)}")
+    C.one_of("attack", attack, ("apgd-ce", "apgd-t", "square"), what="an attack torchattacks has here")
     check_budget(norm, eps)
     tn = "Linf" if norm == "linf" else "L2"
     if attack == "apgd-ce":
@@ -770,6 +569,6 @@ def torchattacks_reference(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *
     return ta(x, y)
 
 
-__all__ = ["APGD_LOSSES", "ATTACKS", "DEFAULT_BUDGETS", "SQUARE_HALVINGS", "SUITES", "apgd", "apgd_checkpoints",
-           "dlr_targeted_loss", "ensemble", "sanity_flags", "square", "square_p", "square_pattern",
-           "torchattacks_reference"]
+__all__ = ["APGD_LOSSES", "SQUARE_HALVINGS", "apgd", "apgd_checkpoints", "check_batch", "clean_logits",
+           "dlr_targeted_loss", "input_gradient", "run_apgd", "run_square", "square", "square_p", "square_pattern",
+           "torchattacks_reference", "validate_apgd", "validate_square"]

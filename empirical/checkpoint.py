@@ -1,5 +1,5 @@
 """Checkpoints: a plain ``state_dict`` (``torch.save``, loadable with ``weights_only=True``) plus a
-JSON sidecar with everything needed to rebuild the model (conventions sec. 1: never pickle whole
+JSON sidecar with everything needed to rebuild the model (docs/conventions.md sec. 1: never pickle whole
 objects). ``model.pt`` + ``model.json``; :func:`load_model` needs nothing else.
 """
 

@@ -8,14 +8,17 @@
   standard model toward t ~ Uniform(classes) (``D_rand``) or t = (y + 1) mod C (``D_det``);
   relabel with t.
 
-Defaults follow the paper (spec sec. 2.2, 3.1, 6.3): start from a random training image,
+Defaults follow the paper (docs/paper-notes.md sec. 2.2, 3.1, 6.3): start from a random training image,
 unnormalised representation loss, last iterate (``use_best=False``); PGD starts at x (no random
 start) and returns the best iterate (the ``robustness`` library defaults). The official
 inversion notebook's variant (grey+noise start ``randn/20 + 0.5``, loss divided by ||g(x)||)
 is ``RepresentationConfig(start="noise", normalize_loss=True)``. For ``D_rand`` the paper draws
 t uniformly from all classes (t = y allowed); ``exclude_true_label=True`` draws t != y.
 
-Every construction goes through :func:`construct_sharded`, which writes shards + a manifest via
+Their settings (:class:`RepresentationConfig`, :class:`TargetedConfig`) live in the torch-free
+:mod:`empirical.settings`, their rows in the registry :mod:`empirical.constructions`. A builder
+takes a :class:`BuildRequest` and returns a :class:`ConstructionResult`; every builder ends in
+:func:`build_sharded`, i.e. :func:`construct_sharded`, which writes shards + a manifest via
 :mod:`empirical.shards`: per-shard seeds derive from (seed, shard index), so an interrupted
 build resumes at the first missing shard and yields byte-for-byte the dataset an uninterrupted
 run gives. Sanity metrics (attack success on the source model, achieved l2 / linf distances,
@@ -36,25 +39,22 @@ from typing import Any
 import numpy as np
 import torch
 
-from empirical.attacks import STEP_SCHEDULES
 from empirical.evaluate import predict
-from empirical.precision import check_precision
+from empirical.settings import STARTS, STORAGES, RepresentationConfig, TargetedConfig, check_storage
 from empirical.shards import (
-    STORAGE_DTYPES,
     ShardedDatasetWriter,
-    check_storage,
     decode_shard,
     num_shards,
     quantize,
     shard_generator,
     shard_seed,
 )
-from empirical.threat import Attack
+from empirical.threat import next_label
 from foundation import checks as C
 from foundation.locks import rank0_lock
 
-KINDS: tuple[str, ...] = ("D_R", "D_NR", "D_rand", "D_det")
-STARTS: tuple[str, ...] = ("random_image", "noise")
+REPRESENTATION_KINDS: tuple[str, ...] = ("D_R", "D_NR")
+TARGET_RULES: dict[str, str] = {"D_rand": "uniform", "D_det": "next"}   # the targeted constructions' label rules
 
 
 @dataclass(frozen=True)
@@ -84,77 +84,43 @@ class ConstructionResult:
     images_per_second: float | None   # over the shards built in this call (None if all reused)
 
 
-# --------------------------------------------------------------------------------------------
-# configs
-# --------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
-class RepresentationConfig:
-    """D_R / D_NR: representation matching (spec sec. 2.2; paper: 1000 steps, step 0.1)."""
+class BuildRequest:
+    """What a construction's builder gets (:mod:`empirical.constructions`): where to write, with
+    which settings, from which models and data, and how to report."""
 
-    steps: int = 1000
-    step_size: float = 0.1
-    start: str = "random_image"        # paper: x' ~ D ; notebook: "noise" (randn/20 + 0.5)
-    normalize_loss: bool = False       # notebook divides by ||g(x)||_2
-    use_best: bool = False             # notebook: use_best=False (last iterate)
-    exclude_self: bool = True          # never start from the target image itself
-    straight_through: bool = False     # the authors' fake_relu: identity gradient through the last nonlinearity
-    step_schedule: str = "constant"    # constant | linear | cosine decay of the step size
-    precision: str = "auto"            # auto (bf16 on CUDA) | fp32 (the authors') | bf16
-    batch_size: int = 512
-    shard_size: int = 1000
-    storage: str = "float32"
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        C.positive_int("steps", self.steps)
-        C.positive_float("step_size", self.step_size)
-        C.one_of("start", self.start, STARTS, what="a start rule")
-        C.one_of("step_schedule", self.step_schedule, STEP_SCHEDULES, what="a schedule")
-        for name in ("normalize_loss", "use_best", "exclude_self", "straight_through"):
-            C.boolean(name, getattr(self, name))
-        check_precision(self.precision)
-        C.positive_int("batch_size", self.batch_size)
-        C.positive_int("shard_size", self.shard_size)
-        check_storage(self.storage)
-        C.seed("seed", self.seed)
-
-
-@dataclass(frozen=True)
-class TargetedConfig:
-    """D_rand / D_det: targeted PGD (spec sec. 3.1, 6.3; CIFAR-10: l2 eps 0.5, 100 steps, step 0.1)."""
-
-    norm: str = "l2"
-    eps: float = 0.5
-    steps: int = 100
-    step_size: float = 0.1
-    random_start: bool = False         # robustness-library default: start at x
-    use_best: bool = True              # robustness-library default: best-loss iterate
-    restarts: int = 1
-    exclude_true_label: bool = False   # D_rand only: draw t != y (the paper allows t = y)
-    precision: str = "auto"            # auto (bf16 on CUDA) | fp32 | bf16
-    batch_size: int = 512
-    shard_size: int = 1000
-    storage: str = "float32"
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        check_precision(self.precision)
-        C.positive_float("eps", self.eps)               # stricter than a threat model's eps >= 0
-        C.positive_float("step_size", self.step_size)   # a construction names its step
-        self.attack  # noqa: B018 - the attack's own checks: norm, steps, restarts, random_start
-        for name in ("use_best", "exclude_true_label"):
-            C.boolean(name, getattr(self, name))
-        C.positive_int("batch_size", self.batch_size)
-        C.positive_int("shard_size", self.shard_size)
-        check_storage(self.storage)
-        C.seed("seed", self.seed)
+    folder: Path
+    kind: str
+    settings: Any                            # the construction's settings (seed, shard_size, storage, ...)
+    sources: Mapping[str, torch.nn.Module]   # source model name -> model (eval mode, on ``device``)
+    x: torch.Tensor                          # the base training images (N, C, H, W) in [0, 1]
+    y: torch.Tensor                          # their labels (N,)
+    num_classes: int
+    device: Any = "cpu"
+    source: Mapping[str, Any] = field(default_factory=dict)   # the source models' identity (recorded)
+    base: Mapping[str, Any] = field(default_factory=dict)     # the base dataset's identity (recorded)
+    on_shard: Callable[[int, dict], None] | None = None       # called after each shard (tests: a crash)
+    progress: bool = False
+    dist_info: Any = None                    # empirical.distributed.DistInfo under torchrun
 
     @property
-    def attack(self) -> Attack:
-        """The targeted PGD toward the new labels (:class:`empirical.threat.Attack`)."""
-        return Attack(self.norm, self.eps, steps=self.steps, step_size=self.step_size, restarts=self.restarts,
-                      random_start=self.random_start, targeted=True)
+    def model(self) -> torch.nn.Module:
+        """The first (for the paper's constructions, the only) source model."""
+        return next(iter(self.sources.values()))
 
+
+def build_sharded(req: BuildRequest, *, method: str, make_shard: ShardFn, assess: AssessFn | None = None,
+                  ) -> ConstructionResult:
+    """Build (or resume) ``req``'s dataset with :func:`construct_sharded`: the settings, seed, shard
+    size and storage come from ``req.settings``, and the manifest records them with ``method``, the
+    base dataset and the source models. Every construction's builder ends here."""
+    s = req.settings
+    settings = {"construction": req.kind, "method": method, **asdict(s), "base": dict(req.base)}
+    return construct_sharded(
+        req.folder, name=req.kind, kind=req.kind, x=req.x, y=req.y, num_classes=req.num_classes,
+        make_shard=make_shard, assess=assess, seed=s.seed, shard_size=s.shard_size, storage=s.storage,
+        settings=settings, source=req.source, on_shard=req.on_shard, progress=req.progress,
+        dist_info=req.dist_info)
 
 
 # --------------------------------------------------------------------------------------------
@@ -192,7 +158,7 @@ def construct_sharded(
     t0 = time.perf_counter()
     if x.shape[0] != y.shape[0]:
         raise ValueError(f"x has {x.shape[0]} examples but y has {y.shape[0]}")
-    if storage not in STORAGE_DTYPES:
+    if storage not in STORAGES:
         check_storage(storage)
     distributed = dist_info is not None and getattr(dist_info, "is_distributed", False)
     is_main = dist_info.is_main if distributed else True
@@ -364,18 +330,19 @@ def summarize_aux(writer: ShardedDatasetWriter) -> dict[str, float]:
 # --------------------------------------------------------------------------------------------
 def targets_for(kind: str, y: torch.Tensor, num_classes: int, generator: torch.Generator | None = None,
                 *, exclude_true_label: bool = False) -> torch.Tensor:
-    """Target labels: ``D_det`` t = (y+1) mod C; ``D_rand`` t ~ U{0..C-1} (or U over t != y)."""
+    """Target labels by the kind's rule (:data:`TARGET_RULES`): ``D_det`` t = (y+1) mod C
+    (:func:`empirical.threat.next_label`); ``D_rand`` t ~ U{0..C-1} (or U over t != y)."""
     if num_classes < 2:
         raise ValueError(f"num_classes={num_classes} must be >= 2")
+    if kind not in TARGET_RULES:
+        raise ValueError(f"kind={kind!r} has no target rule; valid: {', '.join(TARGET_RULES)}")
     y = y.to(torch.int64)
-    if kind == "D_det":
-        return (y + 1) % num_classes
-    if kind == "D_rand":
-        if exclude_true_label:
-            shift = torch.randint(1, num_classes, y.shape, generator=generator)
-            return (y.cpu() + shift) % num_classes
-        return torch.randint(0, num_classes, y.shape, generator=generator)
-    raise ValueError(f"kind={kind!r} has no target rule; valid: D_rand, D_det")
+    if TARGET_RULES[kind] == "next":
+        return next_label(y, num_classes)
+    if exclude_true_label:
+        shift = torch.randint(1, num_classes, y.shape, generator=generator)
+        return (y.cpu() + shift) % num_classes
+    return torch.randint(0, num_classes, y.shape, generator=generator)
 
 
 def start_points(rule: str, x_pool: torch.Tensor, index: torch.Tensor, shape: tuple[int, ...],
@@ -421,37 +388,24 @@ def _features(model: torch.nn.Module, x: torch.Tensor, device: Any, batch_size: 
 
 
 # --------------------------------------------------------------------------------------------
-# the four constructions
+# the paper's four constructions
 # --------------------------------------------------------------------------------------------
-def build_representation_dataset(
-    root: str | Path,
-    *,
-    kind: str,
-    model: torch.nn.Module,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    num_classes: int,
-    cfg: RepresentationConfig = RepresentationConfig(),
-    device: Any = "cpu",
-    source: Mapping[str, Any] | None = None,
-    base: Mapping[str, Any] | None = None,
-    on_shard: Callable[[int, dict], None] | None = None,
-    progress: bool = False,
-    dist_info: Any = None,
-) -> ConstructionResult:
-    """D_R (``model`` robust) or D_NR (``model`` standard) by representation matching.
+def build_representation(req: BuildRequest) -> ConstructionResult:
+    """D_R (the source model robust) or D_NR (standard) by representation matching.
 
-    Each x_R = argmin_{z in [0,1]^d} ||g(z) - g(x)||_2 from a start x' (spec sec. 2.2), with
-    g = ``model.features``; label y kept. Sanity aux (stored images): ``rep_loss`` (raw l2
-    distance of representations), ``rep_loss_rel`` (divided by ||g(x)||), ``l2_to_target``,
-    ``linf_to_target``, ``l2_to_start``, ``start_index``.
+    Each x_R = argmin_{z in [0,1]^d} ||g(z) - g(x)||_2 from a start x' (docs/paper-notes.md sec. 2.2),
+    with g = the source model's ``features``; label y kept. Sanity aux (stored images):
+    ``rep_loss`` (raw l2 distance of representations), ``rep_loss_rel`` (divided by ||g(x)||),
+    ``l2_to_target``, ``linf_to_target``, ``l2_to_start``, ``start_index``.
     """
-    if kind not in ("D_R", "D_NR"):
-        raise ValueError(f"kind={kind!r} is not a representation construction; valid: D_R, D_NR")
+    if req.kind not in REPRESENTATION_KINDS:
+        raise ValueError(f"kind={req.kind!r} is not a representation construction; valid: "
+                         f"{', '.join(REPRESENTATION_KINDS)}")
     from empirical.attacks import match_representation
 
+    cfg, model, device = req.settings, req.model, req.device
     model.eval()
-    x_pool = x.detach().cpu()
+    x_pool = req.x.detach().cpu()
 
     def make_shard(i: int, xs: torch.Tensor, ys: torch.Tensor, idx: torch.Tensor, gen: torch.Generator) -> ShardOutput:
         start, j = start_points(cfg.start, x_pool, idx, tuple(xs.shape), gen, exclude_self=cfg.exclude_self)
@@ -472,41 +426,23 @@ def build_representation_dataset(
         l2, linf = _distances(x_st, x0)
         return {"rep_loss": raw.float(), "rep_loss_rel": rel.float(), "l2_to_target": l2, "linf_to_target": linf}
 
-    settings = {"construction": kind, "method": "representation_matching", **asdict(cfg), "base": dict(base or {})}
-    return construct_sharded(
-        root, name=kind, kind=kind, x=x, y=y, num_classes=num_classes, make_shard=make_shard, assess=assess,
-        seed=cfg.seed, shard_size=cfg.shard_size, storage=cfg.storage, settings=settings, source=source,
-        on_shard=on_shard, progress=progress, dist_info=dist_info,
-    )
+    return build_sharded(req, method="representation_matching", make_shard=make_shard, assess=assess)
 
 
-def build_targeted_dataset(
-    root: str | Path,
-    *,
-    kind: str,
-    model: torch.nn.Module,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    num_classes: int,
-    cfg: TargetedConfig = TargetedConfig(),
-    device: Any = "cpu",
-    source: Mapping[str, Any] | None = None,
-    base: Mapping[str, Any] | None = None,
-    on_shard: Callable[[int, dict], None] | None = None,
-    progress: bool = False,
-    dist_info: Any = None,
-) -> ConstructionResult:
-    """D_rand or D_det: x_NR = argmin_{||x'-x|| <= eps} CE(C(x'), t) by targeted PGD; label t.
+def build_targeted(req: BuildRequest) -> ConstructionResult:
+    """D_rand or D_det: x_NR = argmin_{||x'-x|| <= eps} CE(C(x'), t) by targeted PGD on the source
+    model, t by the kind's rule (:func:`targets_for`); label t.
 
     Sanity aux (stored images): ``target_success`` (source model predicts t), ``l2``, ``linf``
     (distance to x), ``orig_label`` (y, kept for the shifted-label analysis), ``target_is_true``.
     """
-    if kind not in ("D_rand", "D_det"):
-        raise ValueError(f"kind={kind!r} is not a targeted-attack construction; valid: D_rand, D_det")
+    if req.kind not in TARGET_RULES:
+        raise ValueError(f"kind={req.kind!r} is not a targeted-attack construction; valid: {', '.join(TARGET_RULES)}")
     from empirical.attacks import pgd
 
+    cfg, model, kind, num_classes = req.settings, req.model, req.kind, req.num_classes
     model.eval()
-    dev = torch.device(device)
+    dev = torch.device(req.device)
 
     def make_shard(i: int, xs: torch.Tensor, ys: torch.Tensor, idx: torch.Tensor, gen: torch.Generator) -> ShardOutput:
         t = targets_for(kind, ys.cpu(), num_classes, gen, exclude_true_label=cfg.exclude_true_label)
@@ -514,10 +450,8 @@ def build_targeted_dataset(
         if cfg.random_start or cfg.restarts > 1:
             attack_gen = torch.Generator(device=dev)
             attack_gen.manual_seed(shard_seed(cfg.seed + 1, i))
-        x_adv = pgd(
-            model, xs.to(dev), t.to(dev), **cfg.attack.pgd_kwargs(), use_best=cfg.use_best,
-            generator=attack_gen, batch_size=cfg.batch_size, precision=cfg.precision,
-        )
+        x_adv = pgd(model, xs.to(dev), t.to(dev), cfg.attack, use_best=cfg.use_best, generator=attack_gen,
+                    batch_size=cfg.batch_size, precision=cfg.precision)
         return ShardOutput(x=x_adv, y=t, aux={"orig_label": ys.cpu().to(torch.int64), "target_is_true": t == ys.cpu()})
 
     def assess(x_st: torch.Tensor, x0: torch.Tensor, y0: torch.Tensor, y1: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -525,9 +459,22 @@ def build_targeted_dataset(
         l2, linf = _distances(x_st, x0)
         return {"target_success": pred == y1, "source_pred_is_orig": pred == y0, "l2": l2, "linf": linf}
 
-    settings = {"construction": kind, "method": "targeted_pgd", **asdict(cfg), "base": dict(base or {})}
-    return construct_sharded(
-        root, name=kind, kind=kind, x=x, y=y, num_classes=num_classes, make_shard=make_shard, assess=assess,
-        seed=cfg.seed, shard_size=cfg.shard_size, storage=cfg.storage, settings=settings, source=source,
-        on_shard=on_shard, progress=progress, dist_info=dist_info,
-    )
+    return build_sharded(req, method="targeted_pgd", make_shard=make_shard, assess=assess)
+
+
+def _request(root: str | Path, kind: str, model: torch.nn.Module, cfg: Any, **kw: Any) -> BuildRequest:
+    return BuildRequest(folder=Path(root), kind=kind, settings=cfg, sources={"source": model}, **kw)
+
+
+def build_representation_dataset(root: str | Path, *, kind: str, model: torch.nn.Module,
+                                 cfg: RepresentationConfig = RepresentationConfig(), **kw: Any) -> ConstructionResult:
+    """:func:`build_representation` for one source ``model`` without a request object: ``x``, ``y``,
+    ``num_classes`` and the other :class:`BuildRequest` fields as keywords."""
+    return build_representation(_request(root, kind, model, cfg, **kw))
+
+
+def build_targeted_dataset(root: str | Path, *, kind: str, model: torch.nn.Module,
+                           cfg: TargetedConfig = TargetedConfig(), **kw: Any) -> ConstructionResult:
+    """:func:`build_targeted` for one source ``model`` without a request object: ``x``, ``y``,
+    ``num_classes`` and the other :class:`BuildRequest` fields as keywords."""
+    return build_targeted(_request(root, kind, model, cfg, **kw))

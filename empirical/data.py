@@ -18,7 +18,7 @@ Datasets (``load_dataset(spec)``):
                   or (read-only data) ``~/.cache/robust-features``.
 
 All images are float32 in [0, 1], NCHW, on the CPU; models put the (mean, std) normalisation
-inside themselves (conventions sec. 1), and attack budgets are in [0, 1] pixel units.
+inside themselves (docs/conventions.md sec. 1), and attack budgets are in [0, 1] pixel units.
 
 :class:`Loader` iterates ``(xb, yb)`` already on the device: for CUDA the whole dataset is moved
 to the GPU once and batches are cut, shuffled and augmented there (random crop with padding,
@@ -49,6 +49,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from foundation import checks as C
 from foundation.records import atomic_write_bytes
 from foundation.runtime import CACHE_ENV, user_cache_dir
 
@@ -337,8 +338,7 @@ def make_synthetic(*, n_train: int = 3000, n_test: int = 1000, num_classes: int 
             raise ValueError(f"{name}={v!r} must be a positive integer")
     if not 2 <= num_classes:
         raise ValueError(f"num_classes={num_classes} must be at least 2")
-    if not 0.0 <= robust_agreement <= 1.0:
-        raise ValueError(f"robust_agreement={robust_agreement} must lie in [0, 1]")
+    C.probability("robust_agreement", robust_agreement)
     if image_size < 6:
         raise ValueError(f"image_size={image_size} must be at least 6 for two disjoint frequency bands")
     rng = np.random.default_rng(seed)

@@ -2,7 +2,7 @@
 
 Robust accuracy counts an example as robust when the model classifies it correctly *and* the
 PGD adversarial example (untargeted, best iterate, per-example worst case over restarts) is still
-classified correctly. Numbers are fractions in [0, 1]. Report format (conventions sec. 1):
+classified correctly. Numbers are fractions in [0, 1]. Report format (docs/conventions.md sec. 1):
 "clean x% / robust y% at l2 eps=0.25, PGD-20 (step 0.03125), 1 restart, n=10000".
 """
 
@@ -17,7 +17,7 @@ from torch import nn
 from empirical.attacks import pgd
 from empirical.data import check_images
 from empirical.precision import autocast
-from empirical.threat import Attack, ThreatModel
+from empirical.threat import Attack
 
 
 @torch.no_grad()
@@ -45,42 +45,43 @@ def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, batch_size: 
     return float((pred == y.cpu()).float().mean())
 
 
-def robust_mask(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, threat: ThreatModel, steps: int,
-                step_size: float, restarts: int = 1, random_start: bool = False, batch_size: int = 512,
+def robust_mask(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attack: Attack, *, batch_size: int = 512,
                 device: Any = "cpu", generator: torch.Generator | None = None,
                 precision: str = "auto") -> torch.Tensor:
-    """Per example (CPU bool): classified correctly both clean and under untargeted PGD in
-    ``threat`` (``steps`` x ``step_size``, ``restarts`` batched restarts, best iterate)."""
+    """Per example (CPU bool): classified correctly both clean and under the untargeted ``attack``
+    (:class:`empirical.threat.Attack`: PGD with its restarts batched, best iterate), batch by batch
+    in order, every batch's random starts drawn from the one ``generator``."""
     check_images(x)
     if y.shape[0] != x.shape[0]:
         raise ValueError(f"x has {x.shape[0]} examples but y has {y.shape[0]}")
+    _check_untargeted(attack)
     dev = torch.device(device)
     model.eval()
-    parts = [_robust_batch(model, x[i : i + batch_size], y[i : i + batch_size], threat=threat, steps=steps,
-                           step_size=step_size, restarts=restarts, random_start=random_start, device=dev,
+    parts = [_robust_batch(model, x[i : i + batch_size], y[i : i + batch_size], attack, device=dev,
                            generator=generator, precision=precision)
              for i in range(0, x.shape[0], batch_size)]
     return torch.cat(parts) if parts else torch.zeros(0, dtype=torch.bool)
 
 
-def robust_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, threat: ThreatModel, steps: int,
-                    step_size: float, restarts: int = 1, random_start: bool = False, batch_size: int = 512,
+def robust_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attack: Attack, *, batch_size: int = 512,
                     device: Any = "cpu", generator: torch.Generator | None = None,
                     precision: str = "auto") -> float:
     """Fraction of ``x`` that :func:`robust_mask` counts as robust."""
-    mask = robust_mask(model, x, y, threat=threat, steps=steps, step_size=step_size, restarts=restarts,
-                       random_start=random_start, batch_size=batch_size, device=device, generator=generator,
+    mask = robust_mask(model, x, y, attack, batch_size=batch_size, device=device, generator=generator,
                        precision=precision)
     return float(mask.sum()) / max(x.shape[0], 1)
 
 
-def _robust_batch(model: nn.Module, xb: torch.Tensor, yb: torch.Tensor, *, threat: ThreatModel, steps: int,
-                  step_size: float, restarts: int, random_start: bool, device: torch.device,
+def _check_untargeted(attack: Any) -> None:
+    if not isinstance(attack, Attack) or attack.targeted or attack.method != "pgd":
+        raise ValueError(f"attack {attack!r} must be an untargeted PGD Attack (empirical.threat.Attack)")
+
+
+def _robust_batch(model: nn.Module, xb: torch.Tensor, yb: torch.Tensor, attack: Attack, *, device: torch.device,
                   generator: torch.Generator | None, precision: str = "auto") -> torch.Tensor:
-    """Which of one batch are classified correctly clean and under PGD (model in eval mode)."""
+    """Which of one batch are classified correctly clean and under ``attack`` (model in eval mode)."""
     xb, yb = xb.to(device), yb.to(device)
-    xa = pgd(model, xb, yb, norm=threat.norm, eps=threat.eps, steps=steps, step_size=step_size,
-             random_start=random_start, restarts=restarts, use_best=True, generator=generator, precision=precision)
+    xa = pgd(model, xb, yb, attack, use_best=True, generator=generator, precision=precision)
     with torch.no_grad(), autocast(device, precision):
         ok = (model(xb).argmax(1) == yb) & (model(xa).argmax(1) == yb)
     return ok.cpu()
@@ -134,8 +135,7 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, attacks: Seq
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size={batch_size!r} must be a positive integer")
     for a in attacks:
-        if not isinstance(a, Attack) or a.targeted or a.method != "pgd":
-            raise ValueError(f"attacks entry {a!r} must be an untargeted PGD AttackSpec (empirical.threat.Attack)")
+        _check_untargeted(a)
     info = dist_info if dist_info is not None else SINGLE_PROCESS
     dev = torch.device(device)
     n = int(x.shape[0])
@@ -151,9 +151,7 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, attacks: Seq
         for b, (xb, yb) in batches.items():
             gen = torch.Generator(device=dev)
             gen.manual_seed(shard_seed(seed, b))
-            count += int(_robust_batch(model, xb, yb, threat=ThreatModel(a.norm, a.eps), steps=a.steps,
-                                       step_size=a.step, restarts=a.restarts, random_start=a.random_start, device=dev,
-                                       generator=gen).sum())
+            count += int(_robust_batch(model, xb, yb, a, device=dev, generator=gen).sum())
         counts[f"robust/{a.key()}"] = float(count)
     totals = reduce_sums(counts, info)
     out: dict[str, Any] = {"n": n, "clean": totals["clean"] / n, "robust": {}, "attacks": {}}

@@ -26,10 +26,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from empirical.construct import RepresentationConfig, TargetedConfig
-from empirical.threat import Attack, check_norm
-from empirical.transfer import TransferConfig
+from empirical import constructions as registry
+from empirical.settings import EvalConfig, TransferConfig
 from foundation import checks as C
+from foundation import config as grammar
 from foundation.paper import PAPER_NUMBERS
 from foundation.records import atomic_write_json, file_sha256, utc_now
 
@@ -79,7 +79,7 @@ class Recipe:
         # the four flat fields are checked under their own names; TrainConfig checks the rest
         C.non_negative_int("crop_padding", self.crop_padding)
         C.boolean("flip", self.flip)
-        check_norm(self.adv_norm, "adv_norm")
+        C.norm("adv_norm", self.adv_norm)
         C.optional_positive_float("adv_eps", self.adv_eps, none=" (None = standard training)")
         C.positive_int("adv_steps", self.adv_steps)    # before the step rule divides by it
         self.to_train_config(0)
@@ -105,91 +105,6 @@ class Recipe:
 # Recipe field -> the TrainConfig field it sets (same name unless listed)
 RECIPE_TO_TRAIN_CONFIG: dict[str, str] = {"crop_padding": "augment", "flip": "augment", "adv_norm": "adv",
                                           "adv_eps": "adv"}
-
-
-@dataclass(frozen=True)
-class EvalConfig:
-    """Robust-accuracy evaluation: the paper's PGD-7 (step eps/5, start at x) and a stronger
-    PGD-``strong_steps`` with ``strong_restarts`` random restarts (step 2.5*eps/steps)."""
-
-    norm: str = "l2"
-    eps: float = 0.25
-    paper_steps: int = 7
-    strong_steps: int = 20
-    strong_restarts: int = 5
-    n_robust: int | None = 1000        # test examples attacked (None = all; a stratified sample otherwise)
-    batch_size: int = 512
-    precision: str = "fp32"            # the attacks' forward passes: fp32 | bf16 | auto (bf16 on CUDA)
-    # the AutoAttack-style ensemble (empirical.autoattack) run after the PGD attacks on the same
-    # examples; () = none. Its worst case is reported beside PGD for every Figure 2 row.
-    suite: tuple[str, ...] = ()
-    apgd_steps: int = 100              # APGD-CE and APGD-T iterations (AutoAttack standard: 100)
-    apgd_targets: int = 9              # APGD-T target classes (standard: 9 on CIFAR-10)
-    square_queries: int = 5000         # Square queries (standard: 5000)
-
-    def __post_init__(self) -> None:
-        from empirical.autoattack import ATTACKS, SUITES
-        from empirical.precision import check_precision
-
-        check_norm(self.norm)
-        C.positive_float("eps", self.eps)
-        for name in ("paper_steps", "strong_steps", "strong_restarts", "batch_size"):
-            C.positive_int(name, getattr(self, name))
-        C.optional_positive_int("n_robust", self.n_robust, none=" (None = the whole test set)")
-        check_precision(self.precision, name="eval.precision")
-        if isinstance(self.suite, str) or not isinstance(self.suite, (tuple, list)):
-            raise ValueError(f"eval.suite={self.suite!r} must be a list of attacks or a suite name, e.g. "
-                             f"{', '.join(ATTACKS)} or {', '.join(SUITES)}")
-        suite = tuple(self.suite)
-        if len(suite) == 1 and suite[0] in SUITES:
-            suite = SUITES[suite[0]]
-        bad = [a for a in suite if a not in ATTACKS]
-        if bad:
-            raise ValueError(f"eval.suite={tuple(self.suite)!r} holds {', '.join(map(repr, bad))}; valid attacks: "
-                             f"{', '.join(ATTACKS)}, or a suite name: {', '.join(SUITES)}")
-        if len(set(suite)) != len(suite):
-            raise ValueError(f"eval.suite={tuple(self.suite)!r} names an attack twice")
-        object.__setattr__(self, "suite", suite)
-        for name in ("apgd_steps", "apgd_targets", "square_queries"):
-            C.positive_int(f"eval.{name}", getattr(self, name))
-
-    def pgd_part(self) -> dict[str, Any]:
-        """The fields the PGD evaluations depend on (the suite has its own cache key)."""
-        skip = ("suite", "apgd_steps", "apgd_targets", "square_queries")
-        return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in skip}
-
-    def suite_budgets(self) -> dict[str, dict[str, int]]:
-        b = {"apgd-ce": {"steps": self.apgd_steps}, "apgd-t": {"steps": self.apgd_steps,
-                                                                 "n_target_classes": self.apgd_targets},
-             "square": {"queries": self.square_queries}}
-        return {a: b[a] for a in self.suite}
-
-    def describe_suite(self) -> str:
-        parts = {"apgd-ce": f"APGD-CE-{self.apgd_steps}", "apgd-t": f"APGD-T-{self.apgd_steps} x {self.apgd_targets} targets",
-                 "square": f"Square-{self.square_queries}"}
-        return (f"{self.norm} eps={self.eps:g}, worst case over " + " -> ".join(parts[a] for a in self.suite)
-                + " (each on the examples still robust), and the strong PGD")
-
-    def attack(self, which: str) -> Attack:
-        """``paper``: the paper's PGD-7 with step eps/5 from x; ``strong``: PGD-``strong_steps`` with
-        ``strong_restarts`` random restarts and the step rule (:class:`empirical.threat.Attack`)."""
-        if which == "paper":
-            return Attack(self.norm, self.eps, steps=self.paper_steps, step_size=self.eps / 5)
-        if which == "strong":
-            return Attack(self.norm, self.eps, steps=self.strong_steps, restarts=self.strong_restarts,
-                          random_start=True)
-        raise ValueError(f"which={which!r} is not an evaluation attack; valid: paper, strong")
-
-    @property
-    def paper_step(self) -> float:
-        return self.attack("paper").step
-
-    @property
-    def strong_step(self) -> float:
-        return self.attack("strong").step
-
-    def describe(self, which: str) -> str:
-        return self.attack(which).describe()
 
 
 @dataclass(frozen=True)
@@ -230,9 +145,18 @@ class Targets:
         C.int_at_least("trend_min_archs", self.trend_min_archs, 2)   # a rank correlation needs two points
 
 
+@grammar.tabled
 @dataclass(frozen=True)
 class ExperimentConfig:
-    """Everything the Figure 2 / Table 1 / Figure 3 chain depends on (a preset is one of these)."""
+    """Everything the chain of constructions, trainings and evaluations depends on (a preset is one).
+
+    The settings of the constructions live in the ``sections`` table, one entry per section the
+    construction registry (:mod:`empirical.constructions`) declares: ``rep``
+    (:class:`RepresentationConfig`, D_R / D_NR) and ``targeted`` (:class:`TargetedConfig`, D_rand /
+    D_det) for the paper's four, and whatever a registered construction adds. They read and write
+    like fields: ``cfg.rep``, ``ExperimentConfig(..., rep=...)``, ``--set rep.steps=1000``, and in
+    the JSON form they sit beside the fields. ``constructions`` names registered constructions
+    beyond the paper's four that the chain builds, trains a model on, evaluates and reports."""
 
     name: str
     data: str
@@ -243,8 +167,6 @@ class ExperimentConfig:
     on_dnr: Recipe
     on_drand: Recipe
     on_ddet: Recipe
-    rep: RepresentationConfig
-    targeted: TargetedConfig
     eval: EvalConfig
     transfer: TransferConfig
     fig3_archs: tuple[str, ...]
@@ -256,9 +178,23 @@ class ExperimentConfig:
     targets: Targets = field(default_factory=lambda: Targets())
     notes: str = ""
     expected_runtime: str = ""
+    constructions: tuple[str, ...] = ()   # registered constructions beyond the paper's four (empirical.constructions)
+    sections: grammar.Table = grammar.table(registry.sections, "the constructions' settings (empirical.constructions)")
 
     def __post_init__(self) -> None:
         validate_config(self)
+
+    def settings(self, kind: str) -> Any:
+        """The settings of construction ``kind`` (its row's section of this config)."""
+        return self.sections[registry.get(kind).section]
+
+    def recipe(self, name: str) -> Recipe:
+        """The recipe field ``name`` (``std``, ``adv``, ``on_dr``, ...), checked to be one."""
+        value = getattr(self, name, None)
+        if not isinstance(value, Recipe):
+            recipes = [f.name for f in fields(self) if isinstance(getattr(self, f.name), Recipe)]
+            raise ValueError(f"recipe {name!r} is not a recipe of the config; valid: {', '.join(recipes)}")
+        return value
 
 
 _NAME_RE = r"[A-Za-z0-9][A-Za-z0-9._-]*"
@@ -282,6 +218,16 @@ def validate_config(cfg: ExperimentConfig) -> None:
     for key, cls in _NESTED.items():
         if not isinstance(getattr(cfg, key), cls):
             raise ValueError(f"{key}={getattr(cfg, key)!r} must be a {cls.__name__} (set its fields as {key}.KEY)")
+    cfg.sections.check()
+    registry.check_kinds("constructions", cfg.constructions)
+    for kind in (*registry.PAPER_KINDS, *cfg.constructions):
+        row = registry.get(kind)
+        for name in (row.recipe, *(registry.SOURCE_MODELS[s] for s in row.sources if s in registry.SOURCE_MODELS)):
+            cfg.recipe(name)
+        unknown = [s for s in row.sources if s not in registry.SOURCE_MODELS]
+        if unknown:
+            raise ValueError(f"construction {kind!r} names source models {unknown}; valid: "
+                             f"{', '.join(registry.SOURCE_MODELS)}")
     try:
         parse_arch(cfg.arch)
     except ValueError as exc:
@@ -309,8 +255,7 @@ def validate_config(cfg: ExperimentConfig) -> None:
 
 
 _NESTED = {"std": Recipe, "adv": Recipe, "on_dr": Recipe, "on_dnr": Recipe, "on_drand": Recipe,
-           "on_ddet": Recipe, "rep": RepresentationConfig, "targeted": TargetedConfig,
-           "eval": EvalConfig, "transfer": TransferConfig, "targets": Targets}
+           "on_ddet": Recipe, "eval": EvalConfig, "transfer": TransferConfig, "targets": Targets}
 
 
 def valid_keys(cfg: ExperimentConfig) -> list[str]:
@@ -321,11 +266,9 @@ def valid_keys(cfg: ExperimentConfig) -> list[str]:
 
 
 def _field_type(cls: type, name: str) -> tuple[Any, bool]:
-    """The declared type of ``cls.name`` without ``None``, and whether ``None`` is allowed
-    (:func:`foundation.config.field_type`)."""
-    from foundation import config as grammar
-
-    return grammar.field_type(cls, name)
+    """The declared type of setting ``name`` of ``cls`` (a field or a table entry) without ``None``,
+    and whether ``None`` is allowed (:func:`foundation.config.setting_type`)."""
+    return grammar.setting_type(cls, name)
 
 
 def with_overrides(cfg: ExperimentConfig, overrides: Mapping[str, Any]) -> ExperimentConfig:
@@ -372,29 +315,86 @@ def fig2_gap_fractions(masks: Mapping[str, Mapping[str, Any]]) -> dict[str, dict
     return out
 
 
+def run_construct(ws: Any, kind: str, *, started_at: str, start_time: float) -> dict[str, Any] | None:
+    """``robust-features construct KIND``: build (or resume) one construction's dataset and write
+    ``construct_<kind>.json`` (its sanity metrics, label histogram, build speed, content hash).
+    Under ``torchrun`` rank 0 trains the missing source models in one process while the other
+    ranks wait, every rank builds its shards, and rank 0 writes the record (None elsewhere)."""
+    row = registry.get(kind)
+    info = ws.dist_info
+    if info is not None and info.is_distributed:
+        from empirical.distributed import barrier
+
+        if info.is_main:     # trained in one process (exactly the single-process model) while the others wait
+            for name in row.sources:
+                ws.source_model(name)
+        barrier(info)
+    ds = ws.dataset(kind)
+    if info is not None and not info.is_main:
+        return None
+    m = ds.manifest
+    timing = ws.timings.get(f"construct:{kind}", {})
+    return ws.record(f"construct_{kind}.json", experiment=f"empirical.construct.{kind}",
+                     metrics={**m.get("metrics", {}), "label_histogram": m["label_histogram"],
+                              "num_examples": m["num_examples"], "images_per_second": timing.get("images_per_second")},
+                     extra={"dataset": str(ds.root), "content_sha256": ds.content_sha256, "stages": ws.timings},
+                     started_at=started_at, start_time=start_time)
+
+
+#: the constructed datasets each paper experiment reads (the command line locks and checks them first)
+EXPERIMENT_DATASETS: dict[str, tuple[str, ...]] = {"fig2": ("D_R", "D_NR"), "table1": ("D_rand", "D_det"),
+                                                   "fig3": ("D_det",)}
+
+
+def _worst_case_row(wc: Mapping[str, Any]) -> dict[str, Any]:
+    """A Figure 2 row's worst-case entries (percent) from :meth:`empirical.worst_case.WorstCase.summary`."""
+    acc = wc["robust_accuracy"]
+    return {"robust_worst": _pct(acc["worst_case"]),
+            "worst_case": {"robust_after": {a: _pct(v) for a, v in acc.items() if a != "worst_case"},
+                           "n_attacked": dict(wc["n_attacked"]), "n_broken": dict(wc["n_broken"]),
+                           "seconds": dict(wc["seconds"])}}
+
+
 def run_fig2(ws: Any) -> dict[str, Any]:
-    """Figure 2(b): clean and l2 robust accuracy of std/adv training on D and std training on D_R, D_NR."""
+    """Figure 2(b): clean and l2 robust accuracy of std/adv training on D and std training on D_R, D_NR.
+
+    With an ``eval.suite`` each row also gets its worst case (``robust_worst``: the strong PGD, then
+    the suite, each on what the attacks before it left standing; :func:`empirical.worst_case.worst_case`)
+    and the record names, per row, the options of ``robust-features eval`` that reproduce it exactly."""
     started, t0 = utc_now(), time.perf_counter()
     cfg = ws.cfg
     ws.source_model("standard")
     ws.source_model("robust")
-    ws.model("std_DR", arch=cfg.arch, recipe=cfg.on_dr, train_on="D_R")
-    ws.model("std_DNR", arch=cfg.arch, recipe=cfg.on_dnr, train_on="D_NR")
-    names = {"std_D": "standard", "adv_D": "robust", "std_DR": "std_DR", "std_DNR": "std_DNR"}
+    names = {"std_D": "standard", "adv_D": "robust"}
+    for row, kind in (("std_DR", "D_R"), ("std_DNR", "D_NR")):
+        ws.constructed_model(kind)
+        names[row] = registry.get(kind).model
     metrics: dict[str, Any] = {}
+    worst: dict[str, Any] = {}
     for row, model in names.items():
-        ev = {**ws.evaluate(model), **ws.evaluate_suite(model)}
-        metrics[row] = {k: v if k == "n_robust" or k.startswith("seconds_") else _pct(v) for k, v in ev.items()}
+        ev = ws.evaluate(model)
+        metrics[row] = {k: v if k == "n_robust" else _pct(v) for k, v in ev.items()}
+        wc = ws.evaluate_suite(model)
+        if wc:
+            metrics[row].update(_worst_case_row(wc))
+            worst[row] = {k: wc[k] for k in ("semantics", "description", "order", "seeds", "budgets", "mask_sha256")}
     metrics["gap_fraction"] = fig2_gap_fractions({row: ws.robust_masks(m) for row, m in names.items()})
     sanity = {row: ws.sanity(m) for row, m in names.items() if ws.sanity(m)}
     if sanity:
         metrics["sanity_flags"] = {row: s["flags"] for row, s in sanity.items()}
+    extra: dict[str, Any] = {
+        "attacks": {"paper": cfg.eval.describe("paper"), "strong": cfg.eval.describe("strong"),
+                    **({"suite": cfg.eval.describe_suite()} if cfg.eval.suite else {})},
+        "attack_seeds": {"paper": None, "strong": ws.attack_seed, **({"suite": ws.attack_seed} if cfg.eval.suite else {})},
+        "sanity_explanations": {row: s["explanations"] for row, s in sanity.items()},
+        "units": "percent", "paper": PAPER_NUMBERS["fig2"], "rows": dict(FIG2_ROWS),
+        "models": {row: ws.model_sha256(m) for row, m in names.items()}}
+    if worst:
+        extra["worst_case"] = worst
+        extra["eval_options"] = {row: ws.eval_options(m) for row, m in names.items()}
+        extra["eval_commands"] = {row: ws.eval_command(m) for row, m in names.items()}
     return ws.record("fig2.json", experiment="empirical.fig2", metrics=metrics, started_at=started, start_time=t0,
-                     extra={"attacks": {"paper": cfg.eval.describe("paper"), "strong": cfg.eval.describe("strong"),
-                                        **({"suite": cfg.eval.describe_suite()} if cfg.eval.suite else {})},
-                            "sanity_explanations": {row: s["explanations"] for row, s in sanity.items()},
-                            "units": "percent", "paper": PAPER_NUMBERS["fig2"], "rows": dict(FIG2_ROWS),
-                            "models": {row: ws.model_sha256(m) for row, m in names.items()}})
+                     extra=extra)
 
 
 def run_table1(ws: Any) -> dict[str, Any]:
@@ -402,13 +402,15 @@ def run_table1(ws: Any) -> dict[str, Any]:
     started, t0 = utc_now(), time.perf_counter()
     cfg = ws.cfg
     ws.source_model("standard")
-    ws.model("std_Drand", arch=cfg.arch, recipe=cfg.on_drand, train_on="D_rand")
-    ws.model("std_Ddet", arch=cfg.arch, recipe=cfg.on_ddet, train_on="D_det")
-    rows = {"D": "standard", "D_rand": "std_Drand", "D_det": "std_Ddet"}
+    rows = {"D": "standard"}
+    for kind in ("D_rand", "D_det"):
+        ws.constructed_model(kind)
+        rows[kind] = registry.get(kind).model
     metrics: dict[str, Any] = {}
     for row, model in rows.items():
         # the standard model's row reuses its Figure-2 evaluation; D_rand / D_det get the paper's PGD only
-        ev = ws.evaluate(model, robust=True, strong=(row == "D"), shifted=(row == "D_det"))
+        shifted = row != "D" and registry.get(row).shifted
+        ev = ws.evaluate(model, robust=True, strong=(row == "D"), shifted=shifted)
         metrics[row] = {k: _pct(v) if k != "n_robust" else v for k, v in ev.items()}
     metrics["chance"] = 100.0 / ws.data().num_classes
     constructions = {k: ws.dataset(k).manifest.get("metrics", {}) for k in ("D_rand", "D_det")}
@@ -417,6 +419,38 @@ def run_table1(ws: Any) -> dict[str, Any]:
                                            "construction_sanity": constructions,
                                            "attacks": {"paper": cfg.eval.describe("paper"),
                                                        "strong": cfg.eval.describe("strong")}})
+
+
+def run_more_constructions(ws: Any) -> dict[str, Any] | None:
+    """Every construction of ``cfg.constructions`` (registered ones beyond the paper's four): its
+    dataset, a model of its row's recipe trained on it, that model's accuracy on the original test
+    set (and against ``next_label(y)`` when its labels follow that rule), its paper-PGD robust
+    accuracy, and the manifest metrics the row names. Record ``more_constructions.json``; None when
+    the config names none."""
+    cfg = ws.cfg
+    if not cfg.constructions:
+        return None
+    started, t0 = utc_now(), time.perf_counter()
+    metrics: dict[str, Any] = {}
+    info: dict[str, Any] = {}
+    for kind in cfg.constructions:
+        row = registry.get(kind)
+        ds = ws.dataset(kind)
+        ws.constructed_model(kind)
+        ev = ws.evaluate(row.model, robust=True, strong=False, shifted=row.shifted)
+        m = ds.manifest.get("metrics", {})
+        metrics[kind] = {**{k: _pct(v) if k != "n_robust" else v for k, v in ev.items()},
+                         "construction": {key: m.get(key) for key, _ in row.metrics},
+                         "num_examples": ds.manifest["num_examples"], "label_histogram": ds.manifest["label_histogram"]}
+        info[kind] = {"summary": row.summary, "source": row.source, "section": row.section,
+                      "sources": list(row.sources), "model": row.model, "recipe": row.recipe,
+                      "columns": dict(row.metrics), "settings": ds.manifest["settings"],
+                      "content_sha256": ds.content_sha256}
+    metrics["chance"] = 100.0 / ws.data().num_classes
+    return ws.record("more_constructions.json", experiment="empirical.more_constructions", metrics=metrics,
+                     started_at=started, start_time=t0,
+                     extra={"units": "percent", "constructions": info,
+                            "attacks": {"paper": cfg.eval.describe("paper")}})
 
 
 def _linear_fit(xs: Sequence[float], ys: Sequence[float]) -> dict[str, float]:
@@ -458,11 +492,12 @@ def run_fig3(ws: Any) -> dict[str, Any]:
         # a fresh instance even for the source architecture (different seed), trained on D
         targets[arch] = ws.model(f"fig3_std_{slug}", arch=arch, recipe=cfg.std, seed=cfg.seed + 1000 + i)
         if canonical_arch(arch) == source_arch:
-            name = "std_Ddet"
-            ws.model(name, arch=arch, recipe=cfg.on_ddet, train_on="D_det")
+            name = ws.constructed_model_name("D_det")
+            ws.constructed_model("D_det")
         else:
             name = f"fig3_ddet_{slug}"
-            ws.model(name, arch=arch, recipe=cfg.on_ddet, train_on="D_det", seed=cfg.seed + 2000 + i)
+            ws.model(name, arch=arch, recipe=cfg.recipe(registry.get("D_det").recipe), train_on="D_det",
+                     seed=cfg.seed + 2000 + i)
         ddet_acc[arch] = ws.evaluate(name, robust=False)["clean"]
     ts0 = time.perf_counter()
     tr = transfer_success(source, targets, d.x_test, d.y_test, cfg.transfer, num_classes=d.num_classes,
@@ -481,7 +516,8 @@ def run_fig3(ws: Any) -> dict[str, Any]:
 
 
 def run_constructions(ws: Any, *, samples_per_set: int = 10) -> dict[str, Any]:
-    """Build all four datasets; record their sanity metrics, build speed and a few sample images.
+    """Build the paper's four datasets and the config's further ``constructions``; record their
+    sanity metrics, build speed and a few sample images.
 
     The samples (the first example of each class of D, and the same indices in every
     constructed set) go to ``samples.json`` beside the record, referenced by its sha256.
@@ -490,7 +526,7 @@ def run_constructions(ws: Any, *, samples_per_set: int = 10) -> dict[str, Any]:
 
     started, t0 = utc_now(), time.perf_counter()
     d = ws.data()
-    sets = {k: ws.dataset(k) for k in ("D_R", "D_NR", "D_rand", "D_det")}
+    sets = {k: ws.dataset(k) for k in (*registry.PAPER_KINDS, *ws.cfg.constructions)}
     y = d.y_train.numpy()
     idx = [int(np.flatnonzero(y == c)[0]) for c in range(d.num_classes) if (y == c).any()][:samples_per_set]
     samples = {"indices": idx, "classes": list(d.classes), "D": {"x": d.x_train[idx].numpy().round(4).tolist(),

@@ -150,8 +150,18 @@ def _sizes(cfg: Any) -> dict[str, int]:
     return {"n_train": n_tr, "n_test": n_te, "channels": c, "image_size": s}
 
 
+def _num_classes(cfg: Any) -> int:
+    """The classes of ``cfg``'s data without decoding it (an image folder: its class folders)."""
+    if cfg.data.split(":", 1)[0] == "imagefolder":
+        path = Path(cfg.data.partition(":")[2] or cfg.data_root or "") / "train"
+        return sum(1 for c in path.iterdir() if c.is_dir()) if path.is_dir() else 10
+    return 10
+
+
 def stages(cfg: Any, device: str = "cuda") -> list[Stage]:
     """Every stage of ``run_reproduce(cfg)`` with its image passes, in the order the chain runs them."""
+    from empirical import constructions as registry
+    from empirical import suite
     from empirical.models import canonical_arch
     from empirical.precision import resolve_precision
 
@@ -176,35 +186,36 @@ def stages(cfg: Any, device: str = "cuda") -> list[Stage]:
 
     train("standard", src, cfg.std, n, "standard model on D")
     train("robust", src, cfg.adv, n, "adversarially trained model on D")
-    r, t = cfg.rep, cfg.targeted
-    for kind, source in (("D_R", "robust"), ("D_NR", "standard")):
-        out.append(Stage(f"construct:{kind}", src, f"{r.steps}-step inversion of the {source} model",
-                         p(r.precision), passes=n * r.steps, forward=n * 4, notes={"steps": r.steps, "n": n}))
-    for kind in ("D_rand", "D_det"):
-        out.append(Stage(f"construct:{kind}", src, f"targeted PGD-{t.steps} on the standard model", p(t.precision),
-                         passes=n * t.steps * t.restarts, forward=n * (t.restarts + 1),
-                         notes={"steps": t.steps, "restarts": t.restarts, "n": n}))
-    train("std_DR", src, cfg.on_dr, n, "standard model on D_R")
-    train("std_DNR", src, cfg.on_dnr, n, "standard model on D_NR")
+    kinds = (*registry.PAPER_KINDS, *cfg.constructions)
+    for kind in kinds:                     # each construction's cost, as its registry row states it
+        row, settings = registry.get(kind), cfg.settings(kind)
+        passes, forward = row.cost(settings, n) if row.cost is not None else (0.0, 0.0)
+        out.append(Stage(f"construct:{kind}", src, f"{kind} from the {' + '.join(row.sources)} model: {row.summary}",
+                         p(getattr(settings, "precision", "auto")), passes=passes, forward=forward,
+                         notes={"n": n, **{k: getattr(settings, k) for k in ("steps", "restarts") if hasattr(settings, k)}}))
+    for kind in ("D_R", "D_NR"):
+        row = registry.get(kind)
+        train(row.model, src, cfg.recipe(row.recipe), n, f"standard model on {kind}")
     pe = p(ev.precision)
     strong = nr * ev.strong_restarts * ev.strong_steps
     for name in ("standard", "robust", "std_DR", "std_DNR"):
         out.append(Stage(f"eval:{name}", src, f"clean on {nt}, PGD-{ev.paper_steps} and PGD-{ev.strong_steps} x "
                          f"{ev.strong_restarts} on {nr}", pe, passes=nr * ev.paper_steps + strong,
                          forward=nt + nr * (3 + ev.strong_restarts + 2), notes={"n_test": nt, "n_robust": nr}))
-    if ev.suite:   # an upper bound: every attack of the suite on every attacked example
-        b = ev.suite_budgets()
-        per = {"apgd-ce": b.get("apgd-ce", {}).get("steps", 0),
-               "apgd-t": b.get("apgd-t", {}).get("steps", 0) * b.get("apgd-t", {}).get("n_target_classes", 0)}
-        grad = sum(per.values())
-        queries = b.get("square", {}).get("queries", 0)
+    if ev.suite:   # an upper bound: every attack of the suite on every example the strong PGD attacked
+        classes = _num_classes(cfg)
+        costs = {a: suite.get(a).cost(suite.get(a).budget(ev.budgets, classes), classes) for a in ev.suite
+                 if suite.get(a).cost is not None}
+        grad, fwd = sum(c[0] for c in costs.values()), sum(c[1] for c in costs.values())
         for name in ("standard", "robust", "std_DR", "std_DNR"):
             out.append(Stage(f"eval-suite:{name}", src, f"{' -> '.join(ev.suite)} on {nr} (upper bound: every "
-                             "example reaches every attack)", pe, passes=nr * grad, forward=nr * (queries + 3),
-                             notes={"n_robust": nr, "gradient_steps": grad, "square_queries": queries}))
-    train("std_Drand", src, cfg.on_drand, n, "standard model on D_rand")
-    train("std_Ddet", src, cfg.on_ddet, n, "standard model on D_det")
-    for name, shifted in (("std_Drand", False), ("std_Ddet", True)):
+                             "example reaches every attack)", pe, passes=nr * grad, forward=nr * fwd,
+                             notes={"n_robust": nr, "gradient_steps": grad, "forward_per_image": fwd}))
+    for kind in ("D_rand", "D_det"):
+        row = registry.get(kind)
+        train(row.model, src, cfg.recipe(row.recipe), n, f"standard model on {kind}")
+    for name, shifted in ((registry.get("D_rand").model, registry.get("D_rand").shifted),
+                          (registry.get("D_det").model, registry.get("D_det").shifted)):
         out.append(Stage(f"eval:{name}", src, f"clean on {nt}, PGD-{ev.paper_steps} on {nr}", pe,
                          passes=nr * ev.paper_steps, forward=nt * (2 if shifted else 1) + nr * 3,
                          notes={"n_test": nt, "n_robust": nr}))
@@ -216,6 +227,12 @@ def stages(cfg: Any, device: str = "cuda") -> list[Stage]:
             train(f"fig3_ddet_{arch_slug(arch)}", arch, cfg.on_ddet, n, f"Figure 3 {arch} on D_det")
             out.append(Stage(f"eval:fig3_ddet_{arch_slug(arch)}", canonical_arch(arch), f"clean on {nt}", pe,
                              forward=nt))
+    for kind in cfg.constructions:          # the further constructions: a model on each, clean + paper PGD
+        row = registry.get(kind)
+        train(row.model, src, cfg.recipe(row.recipe), n, f"standard model on {kind}")
+        out.append(Stage(f"eval:{row.model}", src, f"clean on {nt}, PGD-{ev.paper_steps} on {nr}", pe,
+                         passes=nr * ev.paper_steps, forward=nt * (2 if row.shifted else 1) + nr * 3,
+                         notes={"n_test": nt, "n_robust": nr}))
     tr = cfg.transfer
     out.append(Stage("transfer", src, f"PGD-{tr.steps} on the source, replayed on {len(cfg.fig3_archs)} targets",
                      p(tr.precision), passes=ne * tr.steps * tr.restarts, forward=ne * (2 + tr.restarts),
@@ -272,6 +289,32 @@ def compare_with_run(plan_: dict[str, Any], reproduce_record: dict[str, Any]) ->
     return out
 
 
+def run_plan(cfg: Any, root: str | Path) -> dict[str, Any]:
+    """``reproduce --plan``: the plan of ``cfg`` recorded as ``root/plan.json`` (with planned vs
+    measured seconds per stage when ``root`` holds a finished ``reproduce.json``). Returns the
+    record, with the plan itself under ``plan`` (not written)."""
+    import time
+
+    from foundation.records import read_record, utc_now, write_record
+
+    root = Path(root)
+    started, t0 = utc_now(), time.perf_counter()
+    p = plan(cfg)
+    extra: dict[str, Any] = {}
+    if (root / "reproduce.json").is_file():        # a finished run in the folder: planned vs measured
+        extra["measured"] = compare_with_run(p, read_record(root / "reproduce.json"))
+    numeric = ("passes", "forward_passes", "forward_flops_per_image", "model_flops", "estimated_s_cpu",
+               "cpu_rate_images_per_s", "estimated_s_h200")
+    metrics = {"stages": {r["stage"]: {k: r[k] for k in numeric} for r in p["stages"]},
+               "sizes": p["sizes"], **{k: v for k, v in p.items() if k.startswith(("total_", "estimated_total_"))}}
+    info = {r["stage"]: {k: v for k, v in r.items() if k not in numeric and k != "stage"} for r in p["stages"]}
+    rec = write_record(root / "plan.json", experiment="empirical.plan", config=cfg, metrics=metrics,
+                       device="none (plan)", started_at=started, start_time=t0,
+                       extra={"stage_info": info, "h200_anchor": p["h200_anchor"], "cpu_table": p["cpu_table"],
+                              **extra})
+    return {**rec, "plan": p}
+
+
 def format_plan(p: dict[str, Any]) -> str:
     """The plan as a fixed-width table (what ``--plan`` prints)."""
     lines = [f"cost plan: preset {p['preset']} ({p['sizes']['n_train']} train / {p['sizes']['n_test']} test images, "
@@ -290,4 +333,4 @@ def format_plan(p: dict[str, Any]) -> str:
 
 
 __all__ = ["H200_ANCHOR", "Stage", "compare_with_run", "cpu_rate", "cpu_table", "format_plan", "forward_flops",
-           "h200_tflops", "plan", "stages"]
+           "h200_tflops", "plan", "run_plan", "stages"]

@@ -10,14 +10,15 @@
 
 Attacks, inversion, training and evaluation all call :func:`autocast`; losses and attack
 objectives are always taken in fp32 (``logits.float()``), and the iterates stay fp32.
+
+Torch is imported when a forward pass is set up, not with the module, so the settings that name
+a precision (:mod:`empirical.settings`) can check it without torch.
 """
 
 from __future__ import annotations
 
 from contextlib import nullcontext
 from typing import Any
-
-import torch
 
 PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16")
 
@@ -33,12 +34,16 @@ def resolve_precision(precision: str, device: Any) -> str:
     """``"fp32"`` or ``"bf16"``: what ``precision`` means on ``device`` (``auto`` -> bf16 on CUDA only)."""
     check_precision(precision)
     if precision == "auto":
+        import torch
+
         return "bf16" if torch.device(device).type == "cuda" else "fp32"
     return precision
 
 
 def autocast(device: Any, precision: str = "auto"):
     """A context manager running the enclosed forward passes in ``precision`` on ``device``."""
+    import torch
+
     dev = torch.device(device)
     if resolve_precision(precision, dev) == "bf16":
         return torch.autocast(device_type=dev.type, dtype=torch.bfloat16)

@@ -21,28 +21,28 @@ Presets (``PRESETS``; each has a ``<name>-smoke`` variant that runs in seconds o
 from __future__ import annotations
 
 import time
-from dataclasses import replace
+from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
 
 from collections.abc import Callable
 
-from empirical.construct import RepresentationConfig, TargetedConfig
+from empirical import constructions as registry
 from empirical.experiments import (
     FIG2_ROWS,
     PAPER_NUMBERS,
-    EvalConfig,
     ExperimentConfig,
     Recipe,
     Targets,
     run_constructions,
     run_fig2,
     run_fig3,
+    run_more_constructions,
     run_table1,
 )
-from empirical.workspace import Workspace
+from empirical.settings import EvalConfig, RepresentationConfig, TargetedConfig, TransferConfig
 from empirical.stats import gap_fraction_of_accuracies
-from empirical.transfer import TransferConfig
+from empirical.workspace import Workspace
 from foundation.records import atomic_write_text, utc_now, write_record
 
 # ---------------------------------------------------------------------------------------------
@@ -137,7 +137,7 @@ CIFAR10 = ExperimentConfig(
     on_dr=Recipe(epochs=16, batch_size=512, lr=0.2, crop_padding=4, flip=True),
     on_dnr=Recipe(epochs=16, batch_size=512, lr=0.2, crop_padding=4, flip=True),
     on_drand=Recipe(epochs=16, batch_size=512, lr=0.05, crop_padding=4, flip=True),
-    on_ddet=Recipe(epochs=16, batch_size=512, lr=0.2),          # no augmentation for D_det (spec 6.2)
+    on_ddet=Recipe(epochs=16, batch_size=512, lr=0.2),          # no augmentation for D_det (docs/paper-notes.md sec. 6.2)
     rep=RepresentationConfig(steps=100, step_size=0.5, step_schedule="cosine", batch_size=2500, shard_size=5000,
                              storage="float16"),
     targeted=TargetedConfig(eps=0.5, steps=30, step_size=2.5 * 0.5 / 30, batch_size=2500, shard_size=5000,
@@ -214,7 +214,7 @@ PAPER = ExperimentConfig(
     transfer=TransferConfig(eps=0.5, steps=100, step_size=0.1, n_examples=10000, batch_size=500),
     fig3_archs=("vgg16", "inception_small", "resnet18", "densenet121", "resnet50"),
     targets=CIFAR10.targets,
-    notes="the paper's budgets as far as known (spec sec. 6): ResNet-50, 150 epochs, LR 0.1 (0.01 for "
+    notes="the paper's budgets as far as known (docs/paper-notes.md sec. 6): ResNet-50, 150 epochs, LR 0.1 (0.01 for "
           "D_rand) with x0.1 drops, no augmentation for D_det, robust model l2 eps 0.5 PGD-7 step 0.1, "
           "1000-step inversion at step 0.1, PGD-100 step 0.1 at eps 0.5",
     expected_runtime="about a day of one GPU",
@@ -235,13 +235,20 @@ def smoke(cfg: ExperimentConfig) -> ExperimentConfig:
         n_train=96, n_test=48,
         std=r(cfg.std), adv=replace(r(cfg.adv), adv_steps=2), on_dr=r(cfg.on_dr), on_dnr=r(cfg.on_dnr),
         on_drand=r(cfg.on_drand), on_ddet=r(cfg.on_ddet),
-        rep=replace(cfg.rep, steps=3, shard_size=40, batch_size=64),
-        targeted=replace(cfg.targeted, steps=3, shard_size=40, batch_size=64),
         eval=replace(cfg.eval, n_robust=16, paper_steps=2, strong_steps=2, strong_restarts=2, batch_size=64,
                      apgd_steps=3, apgd_targets=2, square_queries=10),
+        sections={**{k: replace(v, **_smoke_settings(v)) for k, v in cfg.sections.items()}},
         transfer=replace(cfg.transfer, steps=2, n_examples=24, batch_size=64),
         expected_runtime="seconds on a CPU",
     )
+
+
+def _smoke_settings(settings: Any) -> dict[str, Any]:
+    """A construction's settings at smoke size: few steps, shards of 40, batches of 64 (each where
+    the settings have that field)."""
+    small = {"steps": 3, "shard_size": 40, "batch_size": 64}
+    names = {f.name for f in fields(settings)}
+    return {k: v for k, v in small.items() if k in names}
 
 
 def get_preset(name: str) -> ExperimentConfig:
@@ -378,9 +385,48 @@ def _f(v: Any, nd: int = 1) -> str:
     return "n/a" if v is None or (isinstance(v, float) and v != v) else f"{v:.{nd}f}"
 
 
+def _cell(key: str, v: Any) -> str:
+    if v is None:
+        return "-"
+    return _f(100 * v) if key.endswith("_rate") else _f(v, 3)
+
+
+def _constructions_table(cm: dict) -> list[str]:
+    """One row per construction of ``constructions.json``: images/s and the sanity metrics its
+    registry row names (:attr:`empirical.constructions.Construction.metrics`), one column per title."""
+    cols: dict[str, None] = {}
+    rows = {k: dict(registry.get(k).metrics) if k in registry.kinds() else {} for k in cm}
+    for metrics in rows.values():
+        cols.update({title: None for title in metrics.values()})
+    L = ["## Constructions (sanity, measured on the stored images)", "",
+         "| set | images/s | " + " | ".join(cols) + " |", "|---|---|" + "---|" * len(cols)]
+    for k, m in cm.items():
+        by_title = {title: key for key, title in rows[k].items()}
+        L.append(f"| {k} | {_f(m.get('images_per_second'))} | "
+                 + " | ".join(_cell(by_title[t], m.get(by_title[t])) if t in by_title else "-" for t in cols) + " |")
+    return L
+
+
+def _more_constructions_section(more: dict) -> list[str]:
+    """The report's section on the constructions beyond the paper's four (``more_constructions.json``)."""
+    m, info = more["metrics"], more["constructions"]
+    L = ["", "## Further constructions (registered beyond the paper's four)", "",
+         f"Attack: {more['attacks']['paper']}; chance {_f(m['chance'])}%.", "",
+         "| set | what | from | model (recipe) | acc. on (X, Y) | acc. on (X, next label) | robust (paper PGD) | "
+         "construction |", "|---|---|---|---|---|---|---|---|"]
+    for kind, i in info.items():
+        r = m[kind]
+        built = "; ".join(f"{title} {_cell(key, r['construction'].get(key))}" for key, title in i["columns"].items())
+        L.append(f"| {kind} | {i['summary']} | {', '.join(i['sources'])} | {i['model']} ({i['recipe']}) | "
+                 f"{_f(r['clean'])} | {_f(r.get('shifted'))} | {_f(r.get('robust_paper'))} | {built or '-'} |")
+    return L
+
+
 def write_report(root: Path, cfg: ExperimentConfig, fig2: dict, table1: dict, fig3: dict, constructions: dict,
-                 claims: dict | None, timings: dict, ground_truth: dict | None = None) -> Path:
-    """``report.md``: our numbers next to the paper's, attacks, claims, timings."""
+                 claims: dict | None, timings: dict, ground_truth: dict | None = None,
+                 more: dict | None = None) -> Path:
+    """``report.md``: our numbers next to the paper's, attacks, claims, timings; ``more`` is the
+    ``more_constructions.json`` record (the constructions beyond the paper's four)."""
     P = PAPER_NUMBERS
     f2, t1, f3, cm = fig2["metrics"], table1["metrics"], fig3["metrics"], constructions["metrics"]
     L: list[str] = [f"# Reproduction report: preset `{cfg.name}`", ""]
@@ -431,15 +477,9 @@ def write_report(root: Path, cfg: ExperimentConfig, fig2: dict, table1: dict, fi
     L += ["", f"Trend: slope {_f(tr['slope'], 2)}, Pearson r {_f(tr['pearson_r'], 2)}, Spearman rho "
           f"{_f(tr['spearman_rho'], 2)}. Paper: " + ", ".join(f"{a} ({x}, {y})" for a, (x, y) in P["fig3"].items())
           + " (rising).", ""]
-    L += ["## Constructions (sanity, measured on the stored images)", "",
-          "| set | images/s | source success | l2 (mean) | linf (mean) | rep. loss (rel., mean) |",
-          "|---|---|---|---|---|---|"]
-    for k in ("D_R", "D_NR", "D_rand", "D_det"):
-        m = cm[k]
-        l2 = m.get("l2_mean", m.get("l2_to_target_mean"))
-        linf = m.get("linf_mean", m.get("linf_to_target_mean"))
-        L.append(f"| {k} | {_f(m.get('images_per_second'))} | {_f(100 * m['target_success_rate']) if 'target_success_rate' in m else '-'} "
-                 f"| {_f(l2, 3)} | {_f(linf, 3)} | {_f(m.get('rep_loss_rel_mean'), 3) if 'rep_loss_rel_mean' in m else '-'} |")
+    L += _constructions_table(cm)
+    if more:
+        L += _more_constructions_section(more)
     if claims:
         L += ["", "## Claims (targets)", "", "| claim | value | target | met |", "|---|---|---|---|"]
         for name, c in claims.items():
@@ -471,7 +511,7 @@ def run_reproduce(cfg: ExperimentConfig, *, out_dir: str | Path, device: str = "
     """
     ws = Workspace(cfg=cfg, root=Path(out_dir) / cfg.name, device=str(device), progress=progress,
                    overwrite=overwrite)
-    with ws.writing(("D_R", "D_NR", "D_rand", "D_det")):
+    with ws.writing((*registry.PAPER_KINDS, *cfg.constructions)):
         return _run_chain(ws, render=render)
 
 
@@ -485,6 +525,7 @@ def _run_chain(ws: Workspace, *, render: Callable[[Path], Any] | None) -> dict[s
     fig2 = run_fig2(ws)
     table1 = run_table1(ws)
     fig3 = run_fig3(ws)
+    more = run_more_constructions(ws)
     claims = check_claims(fig2, table1, fig3, cfg.targets)
     ground = synthetic_ground_truth(ws) if cfg.data == "synthetic" else None
     written: list[str] = []
@@ -492,7 +533,9 @@ def _run_chain(ws: Workspace, *, render: Callable[[Path], Any] | None) -> dict[s
         fs = time.perf_counter()
         written = [str(p) for p in render(root)]
         ws.note_time("figures", time.perf_counter() - fs, False)
-    report = write_report(root, cfg, fig2, table1, fig3, constructions, claims, ws.timings, ground)
+    report = write_report(root, cfg, fig2, table1, fig3, constructions, claims, ws.timings, ground,
+                          more=({"metrics": more["metrics"], **{k: more[k] for k in ("constructions", "attacks")}}
+                                if more else None))
     metrics = {
         "stages": {k: {kk: vv for kk, vv in v.items() if isinstance(vv, (int, float, bool)) or vv is None}
                    for k, v in ws.timings.items()},
@@ -503,7 +546,7 @@ def _run_chain(ws: Workspace, *, render: Callable[[Path], Any] | None) -> dict[s
         "total_wall_seconds": time.perf_counter() - t0,
     }
     return write_record(root / "reproduce.json", experiment="empirical.reproduce", config=cfg, metrics=metrics,
-                        seeds={"seed": cfg.seed}, device=str(device), started_at=started, start_time=t0,
+                        seeds=ws.seeds(), device=str(device), started_at=started, start_time=t0,
                         extra={"report": report.name, "figures": [Path(p).name for p in written],
                                "expected_runtime": cfg.expected_runtime,
                                "stage_order": list(ws.timings)})

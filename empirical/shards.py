@@ -46,12 +46,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from empirical.settings import check_storage
 from foundation.records import atomic_write_bytes, atomic_write_json, bytes_sha256, file_sha256, to_jsonable
 
 log = logging.getLogger(__name__)
 
 DATASET_FORMAT = "robust-features/constructed-dataset/v1"
-STORAGE_DTYPES: tuple[str, ...] = ("float32", "float16", "uint8")
 MANIFEST_NAME = "manifest.json"
 _MAGIC = b"RFSHARD1"
 _NP_DTYPES = {"float32": np.float32, "float16": np.float16, "uint8": np.uint8}
@@ -85,12 +85,6 @@ def shard_generator(seed: int, index: int) -> torch.Generator:
     gen = torch.Generator(device="cpu")
     gen.manual_seed(shard_seed(seed, index))
     return gen
-
-
-def check_storage(storage: str) -> str:
-    if storage not in STORAGE_DTYPES:
-        raise ValueError(f"storage={storage!r} is not a storage precision; valid: {', '.join(STORAGE_DTYPES)}")
-    return storage
 
 
 def encode_images(x: torch.Tensor, storage: str) -> np.ndarray:

@@ -6,20 +6,25 @@ experiments' :class:`EvalConfig`), the D_rand / D_det construction (:class:`Targ
 transfer (:class:`TransferConfig`), the worst-case suite (:mod:`empirical.autoattack`) and the
 CLI's ``--threat l2:0.5`` - describes its attack with the names defined here:
 
-* :data:`NORMS` and :func:`check_norm` / :func:`check_budget`: the threat-model norms and the one
-  check of a norm and a budget (pixel units, images in [0, 1]);
+* :data:`NORMS` (the ground's, :data:`foundation.checks.NORMS`, which theory/ and simulate/ check
+  with the same :func:`foundation.checks.norm`) and :func:`check_budget`: the one check of a norm
+  and a budget (pixel units, images in [0, 1]);
 * :class:`ThreatModel`: an lp ball (``l2:0.5``, ``linf:8/255``; fractions parsed by
   :func:`parse_fraction`, never ``eval``-ed);
 * :func:`default_step_size`: the step rule, 2.5 eps / steps for PGD (Madry et al. 2018) and
   1.25 eps for FGSM with a random start (Wong et al. 2020);
 * :class:`Attack`: a threat model plus method, steps, step size (``None`` = the rule), restarts,
   random start and targeting, validated on construction, with one :meth:`Attack.describe` in the
-  conventions' format ("l2 eps=0.25, PGD-20 (step 0.03125), 1 restart").
+  format of docs/conventions.md sec. 1 ("l2 eps=0.25, PGD-20 (step 0.03125), 1 restart").
 
 The configs keep their flat fields (``targeted.eps``, ``eval.strong_steps``: the config grammar
 users write) and hand out the :class:`Attack` they mean, so the validation, the step rule and
-the description exist once. This module imports no torch; the kernels live in
-:mod:`empirical.attacks`.
+the description exist once: an :class:`Attack` is checked when it is built and the kernels take
+it whole (``pgd(model, x, y, attack)``, ``robust_mask(model, x, y, attack)``), never re-checking
+or taking it apart. This module imports no torch; the kernels live in :mod:`empirical.attacks`.
+
+The one target rule of the targeted attacks (D_det, the transfer attack, ``robust-features
+attack --targeted next``, Table 1's shifted labels) is :func:`next_label`: t = (y + 1) mod C.
 """
 
 from __future__ import annotations
@@ -30,7 +35,10 @@ from typing import Any
 
 from foundation import checks as C
 
-NORMS: tuple[str, ...] = ("l2", "linf")
+NORMS: tuple[str, ...] = C.NORMS
+#: decays of a step size over the iterations (the representation inversion's ``step_schedule``;
+#: :func:`empirical.attacks.step_factor` gives the multipliers)
+STEP_SCHEDULES: tuple[str, ...] = ("constant", "linear", "cosine")
 METHODS: tuple[str, ...] = ("pgd", "fgsm")
 
 
@@ -44,17 +52,10 @@ def parse_fraction(text: str | float | int, name: str = "eps") -> float:
     return value
 
 
-def check_norm(norm: Any, name: str = "norm") -> str:
-    """``norm`` if it is a threat-model norm, else one ``ValueError`` line naming it and the valid ones."""
-    C.one_of(name, norm, NORMS, what="a threat model")
-    return norm
-
-
 def check_budget(norm: Any, eps: Any, *, name: str = "eps") -> None:
     """Raise ``ValueError`` for an unknown norm or a negative / non-finite budget (pixel units)."""
-    check_norm(norm)
-    if isinstance(eps, bool) or not (isinstance(eps, (int, float)) and math.isfinite(eps) and eps >= 0):
-        raise ValueError(f"{name}={eps!r} must be a finite number >= 0 (pixel units, images in [0, 1])")
+    C.norm("norm", norm)
+    C.non_negative_float(name, eps)
 
 
 def default_step_size(eps: float, steps: int = 1, method: str = "pgd") -> float:
@@ -114,9 +115,8 @@ class Attack:
         C.one_of("method", self.method, METHODS, what="an attack method")
         C.positive_int("steps", self.steps)
         C.positive_int("restarts", self.restarts)
-        if self.step_size is not None and (isinstance(self.step_size, bool) or not (
-                isinstance(self.step_size, (int, float)) and math.isfinite(self.step_size) and self.step_size > 0)):
-            raise ValueError(f"step_size={self.step_size!r} must be positive (None = 2.5*eps/steps)")
+        C.optional_positive_float("step_size", self.step_size, none=" (None = the step rule: 2.5*eps/steps, "
+                                                                   "1.25*eps for FGSM)")
         C.boolean("random_start", self.random_start)
         C.boolean("targeted", self.targeted)
         if self.method == "fgsm" and (self.steps != 1 or not self.random_start):
@@ -140,7 +140,7 @@ class Attack:
         return default_step_size(self.eps, self.steps, self.method)
 
     def describe(self) -> str:
-        """``l2 eps=0.25, PGD-20 (step 0.03125), random start, 5 restarts`` (conventions sec. 1)."""
+        """``l2 eps=0.25, PGD-20 (step 0.03125), random start, 5 restarts`` (docs/conventions.md sec. 1)."""
         head = "FGSM" if self.method == "fgsm" else f"PGD-{self.steps}"
         parts = [f"{self.norm} eps={self.eps:g}", f"{head} (step {self.step:.4g})"]
         if self.targeted:
@@ -154,11 +154,14 @@ class Attack:
         """A short file-safe name (``l2_eps0.5_pgd20_r1``)."""
         return f"{self.threat.key()}_{self.method}{self.steps}_r{self.restarts}"
 
-    def pgd_kwargs(self) -> dict[str, Any]:
-        """The keyword arguments of :func:`empirical.attacks.pgd` that this attack fixes."""
-        return {"norm": self.norm, "eps": self.eps, "steps": self.steps, "step_size": self.step,
-                "targeted": self.targeted, "random_start": self.random_start, "restarts": self.restarts}
 
 
-__all__ = ["Attack", "METHODS", "NORMS", "ThreatModel", "check_budget", "check_norm", "default_step_size",
+def next_label(y: Any, num_classes: int) -> Any:
+    """The deterministic target rule t = (y + 1) mod C (D_det, the transfer attack, the shifted
+    labels of Table 1); works on ints, NumPy arrays and tensors alike."""
+    C.int_at_least("num_classes", num_classes, 2)
+    return (y + 1) % num_classes
+
+
+__all__ = ["Attack", "METHODS", "NORMS", "STEP_SCHEDULES", "ThreatModel", "check_budget", "default_step_size", "next_label",
            "parse_fraction"]

@@ -53,7 +53,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from empirical.attacks import fgsm_rs, pgd
+from empirical.attacks import pgd
 from empirical.data import Augment, Loader, _mix_seed, check_images
 from empirical.distributed import DistInfo, barrier, init_distributed, reduce_sums, shard_range
 from empirical.precision import autocast, check_precision
@@ -197,10 +197,7 @@ def _adv_batch(model: nn.Module, xb: torch.Tensor, yb: torch.Tensor, cfg: TrainC
     was = model.training
     model.eval()
     try:
-        if attack.method == "fgsm":
-            return fgsm_rs(model, xb, yb, norm=attack.norm, eps=attack.eps, step_size=attack.step,
-                           generator=gen, precision=cfg.precision)
-        return pgd(model, xb, yb, **attack.pgd_kwargs(), use_best=False, generator=gen, precision=cfg.precision)
+        return pgd(model, xb, yb, attack, use_best=False, generator=gen, precision=cfg.precision)  # FGSM-RS too
     finally:
         model.train(was)
 
@@ -213,7 +210,7 @@ def _probe_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: Tra
     gen.manual_seed(_mix_seed(cfg.seed, 99))
     model.eval()
     probe = Attack(cfg.adv.norm, cfg.adv.eps, steps=cfg.co_probe_steps, random_start=True)
-    xa = pgd(model, x, y, **probe.pgd_kwargs(), generator=gen, precision=cfg.precision, batch_size=512)
+    xa = pgd(model, x, y, probe, generator=gen, precision=cfg.precision, batch_size=512)
     with torch.no_grad(), autocast(dev, cfg.precision):
         return float((model(xa).argmax(1) == y).float().mean())
 

@@ -3,7 +3,7 @@
 Figure 3 plots, per target architecture, (x) the accuracy on the original test set of that
 architecture trained on D_det (built from the source model) against (y) the success rate of the
 source model's adversarial examples transferred to that architecture trained normally on D.
-The paper does not state the transfer attack (spec sec. 8.6); the default here is the attack used
+The paper does not state the transfer attack (docs/paper-notes.md sec. 8.6); the default here is the attack used
 to build D_det (l2, the construction eps, 100 steps, targeted toward (y+1) mod C), made on the
 source model and replayed unchanged on every target, which ties the two axes to the same
 non-robust features. An untargeted variant is available (``targeted=False``). Success is
@@ -15,52 +15,12 @@ the source's target label; untargeted success = the target's prediction changes 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from empirical.threat import Attack
-
-
-@dataclass(frozen=True)
-class TransferConfig:
-    """The attack made on the source model and replayed on the targets."""
-
-    norm: str = "l2"
-    eps: float = 0.5
-    steps: int = 100
-    step_size: float = 0.1
-    targeted: bool = True              # toward (y + 1) mod C, as in D_det
-    random_start: bool = False
-    restarts: int = 1
-    n_examples: int = 1000             # a seeded class-stratified sample of the test set (all if larger)
-    batch_size: int = 512
-    seed: int = 0
-    precision: str = "fp32"            # the attack's forward passes: fp32 | bf16 | auto (bf16 on CUDA)
-
-    def __post_init__(self) -> None:
-        from empirical.precision import check_precision
-        from foundation import checks as C
-
-        check_precision(self.precision, name="transfer.precision")
-        for name in ("eps", "step_size"):                # stricter than a threat model's eps >= 0
-            C.positive_float(name, getattr(self, name))
-        self.attack  # noqa: B018 - the attack's own checks: norm, steps, restarts, targeted, random_start
-        for name in ("n_examples", "batch_size"):
-            C.positive_int(name, getattr(self, name))
-        C.seed("seed", self.seed)
-
-    @property
-    def attack(self) -> Attack:
-        """The attack made on the source model (:class:`empirical.threat.Attack`; targeted toward
-        (y + 1) mod C when ``targeted``)."""
-        return Attack(self.norm, self.eps, steps=self.steps, step_size=self.step_size, restarts=self.restarts,
-                      random_start=self.random_start, targeted=self.targeted)
-
-    def describe(self) -> str:
-        target = ", targets (y+1) mod C" if self.targeted else ""
-        return f"{self.attack.describe()}, made on the source model{target}"
+from empirical.settings import TransferConfig
+from empirical.threat import next_label
 
 
 def transfer_success(
@@ -91,13 +51,13 @@ def transfer_success(
     sub = stratified_subset(x, y, cfg.n_examples, seed=subset_seed, name="transfer.n_examples")
     x, y = x[sub.indices].cpu(), y[sub.indices].cpu().to(torch.int64)
     dev = torch.device(device)
-    t = (y + 1) % num_classes if cfg.targeted else y
+    t = next_label(y, num_classes) if cfg.targeted else y
     gen = None
     if cfg.random_start or cfg.restarts > 1:
         gen = torch.Generator(device=dev)
         gen.manual_seed(cfg.seed)
     source.eval()
-    x_adv = pgd(source, x.to(dev), t.to(dev), **cfg.attack.pgd_kwargs(), use_best=True, generator=gen,
+    x_adv = pgd(source, x.to(dev), t.to(dev), cfg.attack, use_best=True, generator=gen,
                 batch_size=cfg.batch_size, precision=cfg.precision).cpu()
     src_clean = predict(source, x, device=dev, batch_size=cfg.batch_size, precision="fp32") == y
     out: dict[str, dict[str, Any]] = {"__subset__": sub.describe()}

@@ -24,10 +24,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from empirical.construct import KINDS
+from empirical import constructions as registry
 from empirical.experiments import ExperimentConfig, Recipe
 from empirical.stages import StageStore
+from empirical.threat import next_label
 from foundation.records import atomic_write_json, json_sha256, to_jsonable, write_record
+
+#: the seed of the evaluation attacks (the strong PGD and the worst-case suite) is the config's seed
+#: plus this offset, so they draw other numbers than the training of the same seed
+ATTACK_SEED_OFFSET = 12345
 
 if TYPE_CHECKING:   # annotations only
     from torch import nn
@@ -40,11 +45,9 @@ if TYPE_CHECKING:   # annotations only
 def _memory_format(model: Any, recipe: Recipe, device: str) -> Any:
     """The model in the memory format its recipe trains in (channels_last where the recipe asks for
     it), whether it was just trained or loaded, so every later stage runs the same kernels."""
-    import torch
+    from empirical.models import in_memory_format
 
-    if recipe.channels_last or (recipe.channels_last is None and torch.device(device).type == "cuda"):
-        return model.to(memory_format=torch.channels_last)
-    return model.to(memory_format=torch.contiguous_format)
+    return in_memory_format(model, recipe.channels_last, device)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -84,6 +87,7 @@ class Workspace:
     data_sha256: str = field(init=False, default="")
     _data: ImageData | None = field(default=None, init=False, repr=False)
     _models: dict[str, nn.Module] = field(default_factory=dict, init=False, repr=False)
+    _recipes: dict[str, Recipe] = field(default_factory=dict, init=False, repr=False)
     _model_hash: dict[str, str] = field(default_factory=dict, init=False, repr=False)
     _datasets: dict[str, ConstructedDataset] = field(default_factory=dict, init=False, repr=False)
     _eval_subset: Subset | None = field(default=None, init=False, repr=False)
@@ -181,6 +185,7 @@ class Workspace:
             model = _memory_format(load_model(folder / ckpt_name, device=self.device), recipe, self.device)
             model.eval()
             self._models[name], self._model_hash[name] = model, status.artifacts[ckpt_name]
+            self._recipes[name] = recipe
             timer.done(f"train:{name}", True)
             self.log(f"model {name}: valid checkpoint, skipped")
             return model
@@ -217,6 +222,7 @@ class Workspace:
                                             "recipe": recipe, "seed": seed, "history": result.history},
                                artifacts=("model.pt",), wall_seconds=result.wall_seconds)
         self._models[name], self._model_hash[name] = model, info["artifacts"]["model.pt"]
+        self._recipes[name] = recipe
         timer.done(f"train:{name}", False, epochs=recipe.epochs,
                    images_per_second=recipe.epochs * int(x.shape[0]) / max(timer.seconds, 1e-9))
         return model
@@ -229,39 +235,49 @@ class Workspace:
         return self._model_hash[name]
 
     # ---- reuse checks and the workspace lock
-    def _construction(self, kind: str) -> tuple[str, Any, dict[str, Any]]:
-        """(source model name, its recipe, the base dataset's identity) of dataset ``kind``."""
-        if kind not in KINDS:
-            raise ValueError(f"kind={kind!r} is not a construction; valid: {', '.join(KINDS)}")
+    def _base(self) -> dict[str, Any]:
+        """The identity of the base dataset a construction starts from."""
         d = self.data()
-        source_name = "robust" if kind == "D_R" else "standard"
-        recipe = self.cfg.adv if kind == "D_R" else self.cfg.std
-        base = {"dataset": d.name, "sha256": self.data_sha256, "n": int(d.y_train.shape[0])}
-        return source_name, recipe, base
+        return {"dataset": d.name, "sha256": self.data_sha256, "n": int(d.y_train.shape[0])}
+
+    def _source_identity(self, kind: str, hashes: Mapping[str, str] | None = None) -> dict[str, Any]:
+        """The source model(s) of ``kind`` as its manifest records them (one model: ``model``,
+        ``arch``, ``checkpoint_sha256``; several: ``models``, a list of those). ``hashes`` gives the
+        checkpoints' sha256 once the models are trained."""
+        row = registry.get(kind)
+        ids = [{"model": name, "arch": self.cfg.arch,
+                **({"checkpoint_sha256": hashes[name]} if hashes is not None else {})} for name in row.sources]
+        return ids[0] if len(ids) == 1 else {"models": ids}
 
     def dataset_differences(self, kind: str, manifest: Mapping[str, Any], *,
-                            source_sha256: str | None = None) -> list[str]:
+                            source_sha256: Mapping[str, str] | None = None) -> list[str]:
         """How the dataset in ``manifest`` differs from what this config builds for ``kind``:
-        ``["targeted.eps 1.0 -> 0.9", ...]`` ([] = the same). The source model's checkpoint is
-        compared when ``source_sha256`` is given (it is known once the model is trained)."""
-        source_name, _, base = self._construction(kind)
-        prefix, rc = ("rep", self.cfg.rep) if kind in ("D_R", "D_NR") else ("targeted", self.cfg.targeted)
+        ``["targeted.eps 1.0 -> 0.9", ...]`` ([] = the same). The source models' checkpoints are
+        compared when ``source_sha256`` (source name -> sha256) is given (known once they are trained)."""
+        row = registry.get(kind)
+        base = self._base()
         settings = manifest.get("settings", {}) or {}
-        out = [f"{prefix}.{k} {settings.get(k)!r} -> {v!r}" for k, v in to_jsonable(asdict(rc)).items()
-               if settings.get(k) != v]
+        out = [f"{row.section}.{k} {settings.get(k)!r} -> {v!r}"
+               for k, v in to_jsonable(asdict(self.cfg.settings(kind))).items() if settings.get(k) != v]
         old_base = settings.get("base", {}) or {}
         labels = {"dataset": "base dataset", "sha256": "base dataset sha256", "n": "base dataset size"}
         short = lambda v: f"{v[:12]}..." if isinstance(v, str) and len(v) > 16 else repr(v)  # noqa: E731
         out += [f"{labels.get(k, 'base ' + k)} {short(old_base.get(k))} -> {short(v)}"
                 for k, v in to_jsonable(base).items() if old_base.get(k) != v]
         src = manifest.get("source", {}) or {}
-        if src.get("model", source_name) != source_name:
-            out.append(f"source model {src.get('model')!r} -> {source_name!r}")
-        if src.get("arch") != self.cfg.arch:
-            out.append(f"arch (the source model's) {src.get('arch')!r} -> {self.cfg.arch!r}")
-        if source_sha256 is not None and src.get("checkpoint_sha256") != source_sha256:
-            out.append(f"source model checkpoint sha256 {str(src.get('checkpoint_sha256'))[:12]}... -> "
-                       f"{source_sha256[:12]}... (models/{source_name} was retrained)")
+        old_ids = src.get("models", [src]) if isinstance(src.get("models", [src]), list) else [src]
+        for i, name in enumerate(row.sources):
+            old = old_ids[i] if i < len(old_ids) and isinstance(old_ids[i], Mapping) else {}
+            if old.get("model", name) != name:
+                out.append(f"source model {old.get('model')!r} -> {name!r}")
+            if old.get("arch") != self.cfg.arch:
+                out.append(f"arch (the source model's) {old.get('arch')!r} -> {self.cfg.arch!r}")
+            new_sha = (source_sha256 or {}).get(name)
+            if new_sha is not None and old.get("checkpoint_sha256") != new_sha:
+                out.append(f"source model checkpoint sha256 {str(old.get('checkpoint_sha256'))[:12]}... -> "
+                           f"{new_sha[:12]}... (models/{name} was retrained)")
+        if len(old_ids) != len(row.sources):
+            out.append(f"source models {len(old_ids)} -> {len(row.sources)}")
         return out
 
     def _refuse_dataset(self, kind: str, folder: Path, diffs: Sequence[str]) -> ValueError:
@@ -270,8 +286,8 @@ class Workspace:
 
     def check_reuse(self, kinds: Sequence[str]) -> None:
         """Before a command writes anything: refuse (``ValueError`` naming the differing fields) if a
-        dataset folder of ``kinds`` holds a construction this config would not build, or if its
-        source model would be retrained under another recipe (which would replace it later).
+        dataset folder of ``kinds`` holds a construction this config would not build, or if one of
+        its source models would be retrained under another recipe (which would replace it later).
         Nothing to refuse with ``overwrite``, or when no such folder exists yet."""
         if self.overwrite:
             return
@@ -286,26 +302,32 @@ class Workspace:
             except ValueError as exc:
                 raise ValueError(f"{exc}; it is kept: use another --out-dir, or --overwrite to delete and "
                                  "rebuild it") from None
-            source_name, recipe, _ = self._construction(kind)
             diffs = self.dataset_differences(kind, manifest)
-            key = self._model_key(arch=self.cfg.arch, recipe=recipe, seed=self.cfg.seed, train_on="D",
-                                  upstream=self.data_sha256)
-            status = self.store.check(self.store.model_record(source_name), key)
-            info = status.record or {}
-            if not diffs and status.state != "missing":
+            src = manifest.get("source", {}) or {}
+            built_from = {i.get("model"): i.get("checkpoint_sha256") for i in src.get("models", [src])
+                          if isinstance(i, Mapping)}
+            for source_name in registry.get(kind).sources:
+                if diffs:
+                    break
+                field_ = registry.SOURCE_MODELS[source_name]
+                recipe = self.cfg.recipe(field_)
+                key = self._model_key(arch=self.cfg.arch, recipe=recipe, seed=self.cfg.seed, train_on="D",
+                                      upstream=self.data_sha256)
+                status = self.store.check(self.store.model_record(source_name), key)
+                info = status.record or {}
+                if status.state == "missing":
+                    continue
                 if status.state == "stale" and info.get("key") != key:
-                    field_ = "adv" if source_name == "robust" else "std"
                     old = info.get("recipe") or {}
-                    diffs = [f"{field_}.{k} {old.get(k)!r} -> {v!r}" for k, v in to_jsonable(recipe).items()
-                             if k in old and old.get(k) != v]
+                    why = [f"{field_}.{k} {old.get(k)!r} -> {v!r}" for k, v in to_jsonable(recipe).items()
+                           if k in old and old.get(k) != v]
                     if info.get("seed") != self.cfg.seed:
-                        diffs.append(f"seed {info.get('seed')!r} -> {self.cfg.seed!r}")
+                        why.append(f"seed {info.get('seed')!r} -> {self.cfg.seed!r}")
                     if info.get("arch") != self.cfg.arch:
-                        diffs.append(f"arch {info.get('arch')!r} -> {self.cfg.arch!r}")
+                        why.append(f"arch {info.get('arch')!r} -> {self.cfg.arch!r}")
                     diffs = [f"its source model models/{source_name} would be retrained: "
-                             + (", ".join(diffs) or "its training inputs changed")]
-                elif status.artifacts.get(info.get("checkpoint", "model.pt")) != \
-                        manifest.get("source", {}).get("checkpoint_sha256"):
+                             + (", ".join(why) or "its training inputs changed")]
+                elif status.artifacts.get(info.get("checkpoint", "model.pt")) != built_from.get(source_name):
                     diffs = [f"it was built from another checkpoint of models/{source_name}"]
             if diffs:
                 raise self._refuse_dataset(kind, folder, diffs)
@@ -325,16 +347,19 @@ class Workspace:
 
     # ---- constructed datasets
     def dataset(self, kind: str) -> Any:
-        """Build (or load, hash-checked) D_R / D_NR (from the robust / standard model) or D_rand / D_det."""
+        """Build (or load, hash-checked) the dataset of construction ``kind`` (a row of
+        :mod:`empirical.constructions`: D_R / D_NR from the robust / standard model, D_rand / D_det,
+        or a registered one), from its source models, with its section of the config."""
         if kind in self._datasets:
             return self._datasets[kind]
-        from empirical.construct import build_representation_dataset, build_targeted_dataset
+        from empirical.construct import BuildRequest
         from empirical.shards import load_constructed, read_manifest, verify_constructed
 
-        cfg, d = self.cfg, self.data()
-        source_name, _, base = self._construction(kind)
-        source_model = self.source_model(source_name)
-        source = {"model": source_name, "arch": cfg.arch, "checkpoint_sha256": self.model_sha256(source_name)}
+        row = registry.get(kind)
+        d, base = self.data(), self._base()
+        sources = {name: self.source_model(name) for name in row.sources}
+        hashes = {name: self.model_sha256(name) for name in row.sources}
+        source = self._source_identity(kind, hashes)
         stage = self.store.dataset_record(kind)
         folder = stage.parent
         key = self._dataset_key(kind, source, base)
@@ -349,7 +374,7 @@ class Workspace:
             # whose record was lost, or whose manifest a resumed build rewrote) with the same settings
             # is checked shard by shard below and recorded; an unfinished one is resumed
             m = read_manifest(folder)
-            diffs = self.dataset_differences(kind, m, source_sha256=source["checkpoint_sha256"])
+            diffs = self.dataset_differences(kind, m, source_sha256=hashes)
             record_missing = not diffs and bool(m.get("complete"))
         if valid or record_missing:
             try:
@@ -378,15 +403,9 @@ class Workspace:
         if distributed:
             barrier(self.dist_info)
         self.log(f"dataset {kind}: constructing {int(d.y_train.shape[0])} images")
-        common = dict(kind=kind, model=source_model, x=d.x_train, y=d.y_train, num_classes=d.num_classes,
-                      device=self.device, source=source, base=base, progress=self.progress,
-                      dist_info=self.dist_info)
-        if kind in ("D_R", "D_NR"):
-            res = build_representation_dataset(folder, cfg=cfg.rep, **common)
-        elif kind in ("D_rand", "D_det"):
-            res = build_targeted_dataset(folder, cfg=cfg.targeted, **common)
-        else:
-            raise ValueError(f"kind={kind!r} is not a construction; valid: D_R, D_NR, D_rand, D_det")
+        res = row.build(BuildRequest(folder=folder, kind=kind, settings=self.cfg.settings(kind), sources=sources,
+                                     x=d.x_train, y=d.y_train, num_classes=d.num_classes, device=self.device,
+                                     source=source, base=base, progress=self.progress, dist_info=self.dist_info))
         ds = load_constructed(folder)
         if main:
             self.store.save(stage, key, {"kind": kind}, artifacts=("manifest.json",), wall_seconds=res.wall_seconds)
@@ -396,16 +415,23 @@ class Workspace:
         return ds
 
     def _dataset_key(self, kind: str, source: Mapping[str, Any], base: Mapping[str, Any]) -> str:
-        settings = self.cfg.rep if kind in ("D_R", "D_NR") else self.cfg.targeted
-        return json_sha256({"kind": kind, "settings": asdict(settings), "base": dict(base), "source": dict(source)})
+        return json_sha256({"kind": kind, "settings": asdict(self.cfg.settings(kind)), "base": dict(base),
+                            "source": dict(source)})
 
     def source_model(self, which: str) -> Any:
-        cfg = self.cfg
-        if which == "standard":
-            return self.model("standard", arch=cfg.arch, recipe=cfg.std)
-        if which == "robust":
-            return self.model("robust", arch=cfg.arch, recipe=cfg.adv)
-        raise ValueError(f"source model {which!r} unknown; valid: standard, robust")
+        """A model trained on D that constructions start from, by name (:data:`empirical.constructions.
+        SOURCE_MODELS`: ``standard`` with the ``std`` recipe, ``robust`` with ``adv``)."""
+        if which not in registry.SOURCE_MODELS:
+            raise ValueError(f"source model {which!r} unknown; valid: {', '.join(registry.SOURCE_MODELS)}")
+        return self.model(which, arch=self.cfg.arch, recipe=self.cfg.recipe(registry.SOURCE_MODELS[which]))
+
+    def constructed_model(self, kind: str) -> Any:
+        """The model trained on construction ``kind`` (its row's ``model`` name and ``recipe``)."""
+        row = registry.get(kind)
+        return self.model(row.model, arch=self.cfg.arch, recipe=self.cfg.recipe(row.recipe), train_on=kind)
+
+    def constructed_model_name(self, kind: str) -> str:
+        return registry.get(kind).model
 
     # ---- evaluation
     def evaluate(self, name: str, *, robust: bool = True, strong: bool = True, shifted: bool = False) -> dict[str, float]:
@@ -437,7 +463,7 @@ class Workspace:
         out: dict[str, float] = {"clean": accuracy(model, d.x_test, d.y_test, batch_size=ev.batch_size,
                                                    device=self.device, precision=ev.precision)}
         if shifted:
-            out["shifted"] = accuracy(model, d.x_test, (d.y_test + 1) % d.num_classes,
+            out["shifted"] = accuracy(model, d.x_test, next_label(d.y_test, d.num_classes),
                                       batch_size=ev.batch_size, device=self.device, precision=ev.precision)
         masks: dict[str, Any] = {}
         if robust:
@@ -446,12 +472,11 @@ class Workspace:
             attacks = {"robust_paper": (ev.attack("paper"), None)}
             if strong:
                 gen = torch.Generator(device=torch.device(self.device))
-                gen.manual_seed(self.cfg.seed + 12345)
+                gen.manual_seed(self.attack_seed)
                 attacks["robust_strong"] = (ev.attack("strong"), gen)
             for k, (a, gen) in attacks.items():
-                masks[k] = robust_mask(model, xr, yr, threat=a.threat, steps=a.steps, step_size=a.step,
-                                       restarts=a.restarts, random_start=a.random_start, batch_size=ev.batch_size,
-                                       device=self.device, generator=gen, precision=ev.precision)
+                masks[k] = robust_mask(model, xr, yr, a, batch_size=ev.batch_size, device=self.device, generator=gen,
+                                       precision=ev.precision)
             for k, m in masks.items():
                 out[k] = float(m.float().mean())
             out["n_robust"] = int(sub.n)
@@ -463,20 +488,24 @@ class Workspace:
         timer.done(f"eval:{name}", False)
         return out
 
+    @property
+    def attack_seed(self) -> int:
+        """The seed of the evaluation attacks: the strong PGD's one generator and the worst-case suite."""
+        return self.cfg.seed + ATTACK_SEED_OFFSET
+
     def evaluate_suite(self, name: str) -> dict[str, Any]:
-        """The ``eval.suite`` ensemble (:func:`empirical.autoattack.ensemble`) on the
-        :meth:`eval_subset`, after :meth:`evaluate`: its worst case (``robust_suite``), the worst
-        case over it and the strong PGD (``robust_worst``, the column beside PGD in Figure 2), the
-        robust accuracy after each attack, and the sanity flags. Cached in
-        ``evals/<name>-suite.json`` by model, suite and subset, so adding a suite to a finished
-        run attacks nothing else again. Returns {} when the preset has no suite."""
+        """The worst case of model ``name`` on the :meth:`eval_subset`, after :meth:`evaluate`: the
+        strong PGD, then the ``eval.suite`` attacks, each only on what the attacks before it left
+        standing (:func:`empirical.worst_case.worst_case`; the strong PGD's masks of
+        :meth:`evaluate` are its first stage, not recomputed). Returns the
+        :meth:`~empirical.worst_case.WorstCase.summary` (fractions), or {} when the preset has no
+        suite. Cached in ``evals/<name>-suite.json`` by model, evaluation settings, semantics,
+        subset and seed, so adding a suite to a finished run attacks nothing else again."""
         ev = self.cfg.eval
         if not ev.suite:
             return {}
-        import numpy as np
-        import torch
-
-        from empirical.autoattack import ensemble, sanity_flags
+        from empirical.threat import ThreatModel
+        from empirical.worst_case import SEMANTICS, worst_case
         from foundation.records import pack_bits, unpack_bits
 
         d, model, sub = self.data(), self._models[name], self.eval_subset()
@@ -484,7 +513,7 @@ class Workspace:
         if strong is None:
             raise ValueError(f"evaluate({name!r}) with the strong PGD must run before evaluate_suite")
         key = json_sha256({"model": self._model_hash[name], "eval": ev, "subset": sub.indices_sha256,
-                           "seed": self.cfg.seed, "test": self.data_sha256})
+                           "seed": self.attack_seed, "test": self.data_sha256, "semantics": SEMANTICS})
         path = self.store.eval_record(f"{name}-suite")
         timer = self.store.timer()
         status = self.store.check(path, key)
@@ -493,27 +522,44 @@ class Workspace:
             self._masks.setdefault(name, {}).update({k: unpack_bits(v, sub.n) for k, v in old.get("masks", {}).items()})
             self._sanity[name] = old.get("sanity", {})
             timer.done(f"eval-suite:{name}", True)
-            return old["metrics"]
-        xr, yr = d.x_test[sub.indices].to(self.device), d.y_test[sub.indices].to(self.device)
-        res = ensemble(model, xr, yr, norm=ev.norm, eps=ev.eps, attacks=ev.suite, budgets=ev.suite_budgets(),
-                       seed=self.cfg.seed + 54321, precision=ev.precision, batch_size=ev.batch_size)
-        suite_mask = res["robust"].cpu().numpy()
-        worst = suite_mask & np.asarray(strong, dtype=bool)
-        pgd_acc = float(np.mean(strong))
-        flags = sanity_flags(pgd_robust_accuracy=pgd_acc, result=res, model=model, x=xr[:512], y=yr[:512],
-                             precision=ev.precision)
-        out: dict[str, float] = {"robust_suite": float(suite_mask.mean()), "robust_worst": float(worst.mean()),
-                                 **{f"after_{a}": float(v) for a, v in res["robust_accuracy"].items()},
-                                 **{f"seconds_{a}": float(v) for a, v in res["seconds"].items()}}
-        masks = {"robust_suite": suite_mask, "robust_worst": worst}
-        self._masks.setdefault(name, {}).update(masks)
-        self._sanity[name] = {"flags": flags["flags"], "explanations": flags["explanations"]}
-        self.store.save(path, key, {"metrics": out, "masks": {k: pack_bits(m) for k, m in masks.items()},
-                                    "sanity": self._sanity[name], "budgets": res["budgets"], "subset": sub.describe()},
+            return old["summary"]
+        wc = worst_case(model, d.x_test[sub.indices], d.y_test[sub.indices], ThreatModel(ev.norm, ev.eps),
+                        pgd=ev.attack("strong"), attacks=ev.suite, options=ev.budgets, seed=self.attack_seed,
+                        precision=ev.precision, batch_size=ev.batch_size, device=self.device, pgd_mask=strong)
+        summary = wc.summary()
+        self._masks.setdefault(name, {})["robust_worst"] = wc.robust
+        self._sanity[name] = dict(wc.sanity)
+        self.store.save(path, key, {"summary": summary, "masks": {"robust_worst": pack_bits(wc.robust)},
+                                    "sanity": self._sanity[name], "subset": sub.describe()},
                         wall_seconds=timer.seconds)
         timer.done(f"eval-suite:{name}", False)
-        del torch
-        return out
+        return summary
+
+    def eval_options(self, name: str) -> dict[str, Any]:
+        """The options of ``robust-features eval`` (its ``--config`` keys, with the checkpoint path
+        relative to this workspace) that reproduce model ``name``'s worst case exactly: the same
+        examples (the ``n_test`` sample, then ``eval.n_robust`` of it), threat, PGD, suite, budgets,
+        seed, batch size and precision."""
+        cfg, ev = self.cfg, self.cfg.eval
+        opts: dict[str, Any] = {"checkpoint": f"models/{name}/model.pt", "data": cfg.data, "data_root": cfg.data_root,
+                                "data_seed": cfg.seed, "split": "test", "n_test": cfg.n_test, "n": ev.n_robust,
+                                "subset_seed": cfg.subset_seed, "threat": [f"{ev.norm}:{ev.eps!r}"],
+                                "steps": ev.strong_steps, "restarts": ev.strong_restarts, "random_start": True,
+                                "attack": list(ev.suite), "seed": self.attack_seed, "batch_size": ev.batch_size,
+                                "precision": ev.precision, "channels_last": self._recipes[name].channels_last}
+        opts.update({k: v for k, v in ev.budgets.items()})
+        return {k: v for k, v in opts.items() if v is not None}
+
+    def eval_command(self, name: str) -> str:
+        """:meth:`eval_options` as the command line to type in this workspace's folder."""
+        opts = self.eval_options(name)
+        sets = []
+        for k, v in opts.items():
+            if k == "checkpoint":
+                continue
+            text = ",".join(map(str, v)) if isinstance(v, (list, tuple)) else str(v).lower() if isinstance(v, bool) else str(v)
+            sets.append(f"--set {k}={text}")
+        return f"robust-features eval --checkpoint {opts['checkpoint']} " + " ".join(sets)
 
     def sanity(self, name: str) -> dict[str, Any]:
         """The suite's sanity flags and explanations for model ``name`` ({} before :meth:`evaluate_suite`)."""
@@ -524,12 +570,17 @@ class Workspace:
         last :meth:`evaluate`: ``robust_paper`` and, when run, ``robust_strong``."""
         return dict(self._masks.get(name, {}))
 
+    def seeds(self) -> dict[str, int]:
+        """Every seed of the chain: the base seed (models, data split), each construction section's,
+        the transfer attack's, the subsets', and the evaluation attacks' (strong PGD and suite)."""
+        return {"seed": self.cfg.seed, **{f"construction_seed_{k}": v.seed for k, v in self.cfg.sections.items()},
+                "transfer_seed": self.cfg.transfer.seed, "subset_seed": self.cfg.subset_seed,
+                "attack_seed": self.attack_seed}
+
     def record(self, filename: str, *, experiment: str, metrics: Any, extra: Mapping[str, Any] | None = None,
                started_at: str, start_time: float) -> dict[str, Any]:
         return write_record(self.root / filename, experiment=experiment, config=self.cfg, metrics=metrics,
-                            seeds={"seed": self.cfg.seed, "construction_seed_rep": self.cfg.rep.seed,
-                                   "construction_seed_targeted": self.cfg.targeted.seed,
-                                   "transfer_seed": self.cfg.transfer.seed, "subset_seed": self.cfg.subset_seed},
+                            seeds=self.seeds(),
                             device=str(self.device), started_at=started_at, start_time=start_time,
                             extra={**dict(extra or {}), "subsets": self.subsets})
 

@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import argparse
 import math
+import numbers
 from collections.abc import Iterable
 from typing import Any
 
 SEED_MAX = 2**32 - 1  # the widest range every consumer takes (scikit-learn's random_state included)
+NORMS: tuple[str, ...] = ("l2", "linf")   # the threat models: the adversary's lp ball (theory, simulate, empirical)
 
 
 def is_int(v: Any) -> bool:
@@ -25,7 +27,8 @@ def is_int(v: Any) -> bool:
 
 
 def is_number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
+    """A real number (Python's or NumPy's; a bool is not one)."""
+    return isinstance(v, numbers.Real) and not isinstance(v, bool)
 
 
 def positive_int(name: str, v: Any) -> int:
@@ -48,7 +51,7 @@ def optional_positive_int(name: str, v: Any, *, none: str = "") -> int | None:
 
 
 def int_at_least(name: str, v: Any, lo: int) -> int:
-    if not is_int(v) or v < lo:
+    if not (is_int(v) or (isinstance(v, numbers.Integral) and not isinstance(v, bool))) or v < lo:
         raise ValueError(f"{name}={v!r} must be an integer >= {lo}")
     return v
 
@@ -59,9 +62,10 @@ def seed(name: str, v: Any) -> int:
     return v
 
 
-def positive_float(name: str, v: Any) -> float:
-    if not is_number(v) or not math.isfinite(v) or v <= 0:
-        raise ValueError(f"{name}={v!r} must be a positive finite number")
+def positive_float(name: str, v: Any, *, allow_inf: bool = False) -> float:
+    """A number > 0, finite unless ``allow_inf`` (a Lagrange multiplier may be inf: no adversary)."""
+    if not is_number(v) or math.isnan(v) or v <= 0 or (math.isinf(v) and not allow_inf):
+        raise ValueError(f"{name}={v!r} must be a positive " + ("number (inf allowed)" if allow_inf else "finite number"))
     return float(v)
 
 
@@ -113,6 +117,11 @@ def optional_boolean(name: str, v: Any, *, none: str = "") -> bool | None:
     if v is not None and not isinstance(v, bool):
         raise ValueError(f"{name}={v!r} must be true, false or None{none}")
     return v
+
+
+def norm(name: str, v: Any) -> str:
+    """A threat-model norm (:data:`NORMS`): the one check every floor uses."""
+    return one_of(name, v, NORMS, what="a threat model")
 
 
 def one_of(name: str, v: Any, valid: Iterable[Any], *, what: str = "a valid value") -> Any:

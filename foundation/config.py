@@ -16,6 +16,13 @@ for all of them:
   Explicit flags are already typed by argparse and are never re-parsed.
 * **checks** are the dataclass's own (``__post_init__``), run once on the resolved config; an error
   raised inside a nested dataclass names its dotted key (``std.epochs=0 must be a positive integer``).
+* **tables** are how a registry adds settings to a config without editing its class: a field made
+  with :func:`table` holds one entry per registered :class:`Option` (a scalar such as
+  ``square_queries``, or a whole settings dataclass such as a construction's ``rep``). Its entries
+  read and write exactly like fields: keys ``square_queries`` / ``rep.steps``, keyword arguments
+  ``EvalConfig(square_queries=10)``, ``replace(cfg, rep=...)``, attributes ``cfg.rep``, flags
+  ``--square-queries``, and in the JSON form they sit beside the fields (no extra level). A class
+  with a table field is decorated with :func:`tabled`.
 
 Every error is a ``ValueError`` (a missing file a ``FileNotFoundError``) of one line, which the
 console script prints as ``robust-features <cmd>: error: ...`` with exit status 2.
@@ -34,7 +41,7 @@ import dataclasses
 import functools
 import types
 import typing
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
@@ -100,6 +107,160 @@ def command_layers(*, config: str | Path | None = None, sets: Iterable[str] = ()
     return layers
 
 
+
+# ---------------------------------------------------------------------------------------------
+# tables: settings a registry adds to a config
+# ---------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Option:
+    """One entry of a config table: ``name`` (the key users write), ``default`` and ``help``.
+
+    A dataclass ``default`` makes the entry a settings section (keys ``name.FIELD``, checked by that
+    dataclass); any other default makes it a scalar of ``kind`` (the default's type unless given;
+    a ``None`` default allows None), checked by ``check(key, value)``, which raises one
+    ``ValueError`` line naming ``key=value`` and what is valid."""
+
+    name: str
+    default: Any
+    help: str = ""
+    check: Callable[[str, Any], Any] | None = None
+    kind: type | None = None
+
+    @property
+    def is_section(self) -> bool:
+        return dataclasses.is_dataclass(self.default) and not isinstance(self.default, type)
+
+    @property
+    def type(self) -> type:
+        return self.kind if self.kind is not None else type(self.default)
+
+
+Provider = Callable[[], Sequence[Option]]
+
+
+class Table(Mapping[str, Any]):
+    """The value of a :func:`table` field: one value per option its provider (a registry) lists now,
+    the default unless given. Immutable; equal when every value is; :meth:`replace` makes a new one."""
+
+    __slots__ = ("_given", "_provider")
+
+    def __init__(self, provider: Provider, given: Mapping[str, Any] | None = None) -> None:
+        object.__setattr__(self, "_provider", provider)
+        object.__setattr__(self, "_given", dict(given or {}))
+
+    def options(self) -> dict[str, Option]:
+        return {o.name: o for o in self._provider()}
+
+    def __getitem__(self, name: str) -> Any:
+        if name in self._given:
+            return self._given[name]
+        return self.options()[name].default
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.options())
+
+    def __len__(self) -> int:
+        return len(self.options())
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise dataclasses.FrozenInstanceError(f"cannot assign to field {name!r}")
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Table) and dict(self.items()) == dict(other.items())
+
+    def __hash__(self) -> int:
+        return hash(tuple(self.items()))
+
+    def __repr__(self) -> str:
+        return f"Table({dict(self.items())!r})"
+
+    def replace(self, **changes: Any) -> Table:
+        """A new table with ``changes``; an entry no option names raises ``TypeError`` (as an unknown
+        keyword argument of a dataclass does)."""
+        known = self.options()
+        for name in changes:
+            if name not in known:
+                raise TypeError(f"unexpected keyword argument {name!r}; valid: {', '.join(known)}")
+        return Table(self._provider, {**self._given, **changes})
+
+    def check(self, prefix: str = "") -> None:
+        """Run every entry's check (sections: the value must be of the default's class), naming the
+        key as ``prefix + name``."""
+        for name, opt in self.options().items():
+            v = self[name]
+            if opt.is_section:
+                if not isinstance(v, type(opt.default)):
+                    raise ValueError(f"{prefix}{name}={v!r} must be a {type(opt.default).__name__} (set its fields "
+                                     f"as {prefix}{name}.KEY)")
+            elif opt.check is not None:
+                opt.check(f"{prefix}{name}", v)
+
+
+def table(provider: Provider, help: str = "") -> Any:
+    """A dataclass field holding a :class:`Table` of the options ``provider()`` lists (decorate the
+    class with :func:`tabled`; run ``self.<field>.check(prefix)`` in its ``__post_init__``)."""
+    return dataclasses.field(default_factory=lambda: Table(provider), metadata={"table": provider, "help": help})
+
+
+def table_field(cls: Any) -> str | None:
+    """The name of ``cls``'s :func:`table` field, or None."""
+    cls = cls if isinstance(cls, type) else type(cls)
+    if not dataclasses.is_dataclass(cls):
+        return None
+    names = [f.name for f in fields(cls) if "table" in f.metadata]
+    return names[0] if names else None
+
+
+def table_options(cls: Any) -> dict[str, Option]:
+    """The options ``cls``'s table lists now ({} without a table)."""
+    cls = cls if isinstance(cls, type) else type(cls)
+    name = table_field(cls)
+    if name is None:
+        return {}
+    return {o.name: o for o in next(f for f in fields(cls) if f.name == name).metadata["table"]()}
+
+
+def tabled(cls: type) -> type:
+    """Let a dataclass with a :func:`table` field take its entries as keyword arguments (so
+    ``replace(cfg, square_queries=3)`` and ``EvalConfig(square_queries=0)`` work) and read them as
+    attributes (``cfg.rep``)."""
+    name = table_field(cls)
+    if name is None:
+        raise TypeError(f"{cls.__name__} has no table field")
+    init_names = {f.name for f in fields(cls) if f.init}
+    generated = cls.__init__
+
+    @functools.wraps(generated)
+    def __init__(self, *args: Any, **kw: Any) -> None:
+        clash = init_names & set(table_options(cls))
+        if clash:
+            raise TypeError(f"{cls.__name__}: table entries {sorted(clash)} have the names of its fields")
+        entries = {k: kw.pop(k) for k in list(kw) if k not in init_names}
+        if entries:
+            provider = next(f for f in fields(cls) if f.name == name).metadata["table"]
+            base = kw.get(name)
+            base = base if isinstance(base, Table) else Table(provider, base)
+            try:
+                kw[name] = base.replace(**entries)
+            except TypeError as exc:
+                raise TypeError(f"{cls.__name__}.__init__() got an {exc}") from None
+        elif name in kw and not isinstance(kw[name], Table):      # a plain mapping of entries
+            provider = next(f for f in fields(cls) if f.name == name).metadata["table"]
+            kw[name] = Table(provider).replace(**dict(kw[name]))
+        generated(self, *args, **kw)
+
+    def __getattr__(self: Any, attr: str) -> Any:
+        if not attr.startswith("__"):
+            tbl = self.__dict__.get(name)
+            if tbl is not None and attr in tbl.options():
+                return tbl[attr]
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {attr!r}")
+
+    cls.__init__ = __init__
+    cls.__getattr__ = __getattr__
+    return cls
+
+
 # ---------------------------------------------------------------------------------------------
 # keys and types
 # ---------------------------------------------------------------------------------------------
@@ -130,24 +291,55 @@ def nested_fields(cls: type) -> dict[str, type]:
 
 
 def keys(cls: Any) -> list[str]:
-    """Every key of ``cls`` (a dataclass or an instance), in field order, nested ones dotted."""
+    """Every key of ``cls`` (a dataclass or an instance), in field order, nested ones dotted; a
+    table's entries stand in the table field's place (sections dotted, scalars plain)."""
     cls = cls if isinstance(cls, type) else type(cls)
     sub = nested_fields(cls)
+    tname = table_field(cls)
     out: list[str] = []
     for f in fields(cls):
         if f.name in sub:
             out.extend(f"{f.name}.{k}" for k in keys(sub[f.name]))
+        elif f.name == tname:
+            for name, opt in table_options(cls).items():
+                out.extend(f"{name}.{k}" for k in keys(type(opt.default))) if opt.is_section else out.append(name)
         else:
             out.append(f.name)
     return out
 
 
-def _owner(cls: type, key: str) -> tuple[type, str]:
-    """The dataclass holding the field a dotted ``key`` names, and the field's name."""
+def sections(cls: Any) -> dict[str, type]:
+    """The settings dataclasses set as ``name.KEY``: the nested fields and the table's sections."""
+    cls = cls if isinstance(cls, type) else type(cls)
+    out = dict(nested_fields(cls))
+    out.update({name: type(o.default) for name, o in table_options(cls).items() if o.is_section})
+    return out
+
+
+def owner(cls: type, key: str) -> tuple[type, str]:
+    """The dataclass holding the setting a dotted ``key`` names, and the setting's name."""
     *path, name = key.split(".")
     for part in path:
-        cls = nested_fields(cls)[part]
+        cls = sections(cls)[part]
     return cls, name
+
+
+def setting_names(cls: type) -> tuple[str, ...]:
+    """The settings of ``cls`` set by a plain key: its fields, with its table's entries in the table field's place."""
+    tname = table_field(cls)
+    out: list[str] = []
+    for f in fields(cls):
+        out.extend(table_options(cls)) if f.name == tname else out.append(f.name)
+    return tuple(out)
+
+
+def setting_type(cls: type, name: str) -> tuple[Any, bool]:
+    """The declared type of setting ``name`` of ``cls`` (a field, or a scalar table entry) without
+    ``None``, and whether ``None`` is allowed."""
+    if name in {f.name for f in fields(cls)}:
+        return field_type(cls, name)
+    opt = table_options(cls)[name]
+    return opt.type, opt.default is None
 
 
 def flatten(mapping: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -190,8 +382,8 @@ def parse_number(text: str, key: str, *, integer: bool = False) -> int | float:
 def coerce(value: Any, cls: type, name: str, key: str, *, parse: bool = True) -> Any:
     """A value for field ``name`` of ``cls`` (named ``key`` in errors), typed by the field's declared
     type; a string is parsed when ``parse`` is set. The result is checked by the dataclass."""
-    base, optional = field_type(cls, name)
-    is_tuple = typing.get_origin(base) is tuple
+    base, optional = setting_type(cls, name)
+    is_tuple = typing.get_origin(base) is tuple or base is tuple
     if isinstance(value, str):
         if not parse:
             return value
@@ -230,8 +422,8 @@ def typed(cls: Any, overrides: Mapping[str, Any], *, source: str = "", parse: bo
         raise ValueError(f"unknown config key(s) {', '.join(unknown)}{where}; valid keys: {', '.join(valid)}")
     out = {}
     for k, v in flat.items():
-        owner, name = _owner(cls, k)
-        out[k] = coerce(v, owner, name, k, parse=parse)
+        holder, name = owner(cls, k)
+        out[k] = coerce(v, holder, name, k, parse=parse)
     return out
 
 
@@ -243,7 +435,7 @@ def prefixed(key: str, cls: type, exc: ValueError) -> ValueError:
     msg = str(exc)
     head = msg.split("=", 1)[0].split(" ", 1)[0]
     first = head.split(".", 1)[0]
-    if head in {f.name for f in fields(cls)} or ("." in head and first in nested_fields(cls)):
+    if head in {f.name for f in fields(cls)} | set(table_options(cls)) or ("." in head and first in sections(cls)):
         return ValueError(f"{key}.{msg}")
     return exc
 
@@ -268,7 +460,7 @@ def apply(cfg: Any, values: Mapping[str, Any]) -> Any:
             inner.setdefault(outer, {})[rest] = v
         else:
             top[k] = v
-    sub = nested_fields(type(cfg))
+    sub = sections(type(cfg))
     for outer, changes in inner.items():
         top[outer] = nested(outer, sub[outer], lambda o=outer, c=changes: apply(getattr(cfg, o), c))
     return replace(cfg, **top)
@@ -290,14 +482,14 @@ def resolve(cfg: Any, layers: Sequence[Layer]) -> Any:
 
 def from_dict(cls: type, d: Mapping[str, Any]) -> Any:
     """Rebuild a config of class ``cls`` from its JSON form (``to_jsonable(cfg)``): lists become
-    tuples, tables nested configs. Top-level keys ``cls`` does not have are ignored; a nested table
-    with an unknown key raises, naming it."""
-    names = {f.name for f in fields(cls)}
+    tuples, tables nested configs, table entries go back into the table. Top-level keys ``cls``
+    does not have are ignored; a nested table with an unknown key raises, naming it."""
+    names = {f.name for f in fields(cls) if f.name != table_field(cls)} | set(table_options(cls))
     return cls(**_from_json(cls, {k: v for k, v in d.items() if k in names}))
 
 
 def _from_json(cls: type, d: Mapping[str, Any]) -> dict[str, Any]:
-    sub = nested_fields(cls)
+    sub = sections(cls)
     kw: dict[str, Any] = {}
     for k, v in d.items():
         if k in sub:
@@ -329,14 +521,27 @@ def _shown(default: Any) -> str:
     return str(default)
 
 
-def add_flags(parser: argparse.ArgumentParser, cls: type) -> None:
-    """One flag per field of ``cls``, typed by the field (bool: ``--x/--no-x``; float: a finite
-    number, fractions such as 8/255 included); given flags only reach the namespace (no defaults)."""
+def _flag_specs(cls: type) -> list[tuple[str, Any, Any, Mapping[str, Any]]]:
+    """(name, type, default, metadata) of every flag of ``cls``: its fields, and in the table field's
+    place the table's scalar entries."""
+    tname = table_field(cls)
+    out = []
     for f in fields(cls):
-        meta = f.metadata
-        base, _ = field_type(cls, f.name)
-        default = f"(default: {meta.get('default_help', _shown(f.default))})"
-        kw: dict[str, Any] = {"dest": f.name, "default": argparse.SUPPRESS, "help": f"{meta.get('help', '')} {default}"}
+        if f.name == tname:
+            out += [(o.name, o.type, o.default, {"help": o.help}) for o in table_options(cls).values()
+                    if not o.is_section]
+        else:
+            out.append((f.name, field_type(cls, f.name)[0], f.default, f.metadata))
+    return out
+
+
+def add_flags(parser: argparse.ArgumentParser, cls: type) -> None:
+    """One flag per field of ``cls`` (and per scalar entry of its table), typed by the field (bool:
+    ``--x/--no-x``; float: a finite number, fractions such as 8/255 included); given flags only
+    reach the namespace (no defaults)."""
+    for name, base, default_value, meta in _flag_specs(cls):
+        default = f"(default: {meta.get('default_help', _shown(default_value))})"
+        kw: dict[str, Any] = {"dest": name, "default": argparse.SUPPRESS, "help": f"{meta.get('help', '')} {default}"}
         if meta.get("metavar"):
             kw["metavar"] = meta["metavar"]
         if meta.get("choices"):
@@ -350,13 +555,13 @@ def add_flags(parser: argparse.ArgumentParser, cls: type) -> None:
             else:
                 item = base
             kw["type"] = meta.get("arg_type") or (C.number_arg if item is float else item)
-        parser.add_argument(meta.get("flag") or flag_name(f.name), **kw)
+        parser.add_argument(meta.get("flag") or flag_name(name), **kw)
 
 
 def given_flags(args: argparse.Namespace, cls: type) -> dict[str, Any]:
     """The flags of :func:`add_flags` the command line gave (the others are absent from ``args``)."""
     ns = vars(args)
-    return {f.name: ns[f.name] for f in fields(cls) if f.name in ns}
+    return {name: ns[name] for name, *_ in _flag_specs(cls) if name in ns}
 
 
 def add_config_options(parser: argparse.ArgumentParser, *, example: str, what: str = "options") -> None:
@@ -370,6 +575,8 @@ def add_config_options(parser: argparse.ArgumentParser, *, example: str, what: s
 __all__ = [
     "SET_EXAMPLE",
     "Layer",
+    "Option",
+    "Table",
     "add_config_options",
     "add_flags",
     "apply",
@@ -389,6 +596,14 @@ __all__ = [
     "parse_sets",
     "prefixed",
     "resolve",
+    "owner",
+    "sections",
+    "setting_names",
+    "setting_type",
+    "table",
+    "table_field",
+    "table_options",
+    "tabled",
     "typed",
     "with_overrides",
 ]

@@ -9,7 +9,8 @@ For every preset folder ``results_root/<preset>/`` holding the records of
 * ``table1.md``, ``table1.tex``  Table 1 with the paper's column;
 * ``fig3_transfer.png`` scatter of D_det accuracy vs transfer success per architecture, a
   least-squares trend line, and the paper's five points with their trend line;
-* ``samples.png``     one row per set (D, D_R, D_NR, D_rand, D_det), same source images, labels shown;
+* ``samples.png``     one row per set (D, D_R, D_NR, D_rand, D_det, and any further construction the
+  record holds), same source images, labels shown;
 * ``sources.json``    the records (and their sha256) each figure was drawn from.
 
 A *seed study* folder ``results_root/<name>/`` (or ``results_root/<preset>/seeds/``) holding ``seed<K>/`` sub-folders (each the records
@@ -144,7 +145,8 @@ def fig3_scatter(rec: dict, out: Path) -> Path:
 
 def samples_grid(rec: dict, samples: dict, out: Path) -> Path:
     plt = _plt()
-    sets = [k for k in ("D", "D_R", "D_NR", "D_rand", "D_det") if k in samples]
+    # D first, then every constructed set the record holds, in its order (the paper's four, then further ones)
+    sets = ["D", *(k for k, v in samples.items() if k != "D" and isinstance(v, dict) and "x" in v)]
     classes = samples.get("classes") or []
     ncol = len(samples["indices"])
     fig, axes = plt.subplots(len(sets), ncol, figsize=(1.1 * ncol, 1.25 * len(sets)), squeeze=False)

@@ -26,9 +26,6 @@ from typing import Any
 
 from foundation.runtime import CACHE_DIR_HELP
 
-KINDS = ("D_R", "D_NR", "D_rand", "D_det")
-
-
 def _common(p: argparse.ArgumentParser, default_preset: str = "digits") -> None:
     from foundation import checks as C
     from foundation import config as grammar
@@ -114,7 +111,7 @@ def _distributed_workspace(args: argparse.Namespace) -> Any:
     ws = Workspace(cfg=cfg, root=root, device=device, progress=not args.quiet and info.is_main, dist_info=info,
                    overwrite=args.overwrite)
     # fail on every rank before any training when there are fewer shards than ranks
-    shard_size = (cfg.rep if args.kind in ("D_R", "D_NR") else cfg.targeted).shard_size
+    shard_size = cfg.settings(args.kind).shard_size
     owned_shards(num_shards(ws.data().y_train.shape[0], shard_size), info)
     return ws
 
@@ -122,7 +119,8 @@ def _distributed_workspace(args: argparse.Namespace) -> Any:
 def _cmd_construct(args: argparse.Namespace) -> int:
     import time
 
-    from empirical.distributed import barrier, launched_by_torchrun, shutdown
+    from empirical.distributed import launched_by_torchrun, shutdown
+    from empirical.experiments import run_construct
     from foundation.records import utc_now
 
     started, t0 = utc_now(), time.perf_counter()
@@ -131,29 +129,15 @@ def _cmd_construct(args: argparse.Namespace) -> int:
         ws = _distributed_workspace(args) if distributed else _workspace(args)
         # the workspace's lock (rank 0), the reuse check, then resolved_config.json
         with ws.writing((args.kind,)):
-            if distributed:
-                if ws.dist_info.is_main:
-                    # trained in one process (exactly the single-process model) while the other ranks wait
-                    ws.source_model("robust" if args.kind == "D_R" else "standard")
-                barrier(ws.dist_info)
-            ds = ws.dataset(args.kind)
-            if ws.dist_info is not None and not ws.dist_info.is_main:
+            rec = run_construct(ws, args.kind, started_at=started, start_time=t0)
+            if rec is None:       # a rank other than 0 of a torchrun
                 return 0
-            m = ds.manifest
-            timing = ws.timings.get(f"construct:{args.kind}", {})
-            ws.record(f"construct_{args.kind}.json", experiment=f"empirical.construct.{args.kind}",
-                      metrics={**m.get("metrics", {}), "label_histogram": m["label_histogram"],
-                               "images_per_second": timing.get("images_per_second")},
-                      extra={"dataset": str(ds.root), "content_sha256": ds.content_sha256, "stages": ws.timings},
-                      started_at=started, start_time=t0)
     finally:
         if distributed:
             shutdown()
-    print(f"{args.kind}: {len(ds)} examples in {ds.root} (sha256 {ds.content_sha256[:16]}...)")
+    print(f"{args.kind}: {rec['metrics']['num_examples']} examples in {rec['dataset']} "
+          f"(sha256 {rec['content_sha256'][:16]}...)")
     return 0
-
-
-_EXPERIMENT_DATASETS = {"fig2": ("D_R", "D_NR"), "table1": ("D_rand", "D_det"), "fig3": ("D_det",)}
 
 
 def _cmd_experiment(which: str):
@@ -162,7 +146,7 @@ def _cmd_experiment(which: str):
 
         _single_process_only(which)
         ws = _workspace(args)
-        with ws.writing(_EXPERIMENT_DATASETS[which]):
+        with ws.writing(E.EXPERIMENT_DATASETS[which]):
             rec = {"fig2": E.run_fig2, "table1": E.run_table1, "fig3": E.run_fig3}[which](ws)
         print(f"{which}: record {ws.root / (which + '.json')}")
         print({k: v for k, v in rec["metrics"].items()})
@@ -199,26 +183,12 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
 
 def _plan(cfg: Any, root: Any) -> int:
     """``reproduce --plan``: the cost plan (no training), printed and written to ``plan.json``."""
-    import time
+    from empirical.plan import format_plan, run_plan
 
-    from empirical.plan import compare_with_run, format_plan, plan
-    from foundation.records import read_record, utc_now, write_record
-
-    started, t0 = utc_now(), time.perf_counter()
-    p = plan(cfg)
-    extra: dict[str, Any] = {}
-    if (root / "reproduce.json").is_file():        # a finished run in the folder: planned vs measured
-        extra["measured"] = compare_with_run(p, read_record(root / "reproduce.json"))
-    numeric = ("passes", "forward_passes", "forward_flops_per_image", "model_flops", "estimated_s_cpu",
-               "cpu_rate_images_per_s", "estimated_s_h200")
-    metrics = {"stages": {r["stage"]: {k: r[k] for k in numeric} for r in p["stages"]},
-               "sizes": p["sizes"], **{k: v for k, v in p.items() if k.startswith(("total_", "estimated_total_"))}}
-    info = {r["stage"]: {k: v for k, v in r.items() if k not in numeric and k != "stage"} for r in p["stages"]}
-    write_record(root / "plan.json", experiment="empirical.plan", config=cfg, metrics=metrics, device="none (plan)",
-                 started_at=started, start_time=t0,
-                 extra={"stage_info": info, "h200_anchor": p["h200_anchor"], "cpu_table": p["cpu_table"], **extra})
+    rec = run_plan(cfg, root)
+    p = rec["plan"]
     print(format_plan(p))
-    for row in extra.get("measured", []):
+    for row in rec.get("measured", []):
         print(f"measured {row['stage']:<34} {row['measured_s']:>8.1f} s, planned {row['planned_s']:>8.1f} s "
               f"(ratio {row['ratio']:.2f})")
     print(f"plan {root / 'plan.json'}: estimated {p['estimated_total_s_cpu']:.0f} s on this CPU, "
@@ -240,8 +210,14 @@ def _positive_seconds(text: str) -> float:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the construction / experiment / reproduce subcommands to the top-level parser."""
-    p = subparsers.add_parser("construct", help="build one of D_R, D_NR, D_rand, D_det (sharded, resumable)")
-    p.add_argument("kind", choices=KINDS)
+    from empirical import constructions
+
+    kinds = constructions.kinds()
+    p = subparsers.add_parser("construct", help=f"build one of {', '.join(kinds)} (sharded, resumable)",
+                              description="Build a constructed dataset (a row of the registry "
+                                          "empirical.constructions): " + "; ".join(
+                                              f"{k}: {constructions.get(k).summary}" for k in kinds))
+    p.add_argument("kind", choices=kinds)
     _common(p)
     p.add_argument("--dist-timeout", type=_positive_seconds, default=86400.0, metavar="SECONDS",
                    help="under torchrun: how long ranks wait for each other, e.g. while rank 0 trains a "

@@ -244,7 +244,7 @@ NEVER_SET = {"download", "compile", "lr"}       # network, minutes on a CPU, a p
 def _config_keys(command: str) -> list[str]:
     """The keys ``--set`` takes in ``command`` (the one grammar's key list of its config class)."""
     if command not in _KEYS:
-        from robust_features.options import AttackOptions, EvalOptions, TrainOptions
+        from empirical.options import AttackOptions, EvalOptions, TrainOptions
         from empirical.experiments import ExperimentConfig
         from foundation.config import keys
 

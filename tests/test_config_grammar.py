@@ -18,7 +18,7 @@ from robust_features.cli_core import (
     resolve_train_options,
 )
 from robust_features.cli_construct import resolve_config
-from robust_features.options import (
+from empirical.options import (
     TRAIN_PRESETS,
     AttackOptions,
     EvalOptions,

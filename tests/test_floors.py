@@ -19,8 +19,6 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-import pytest
-
 ROOT = Path(__file__).resolve().parent.parent
 FLOORS: tuple[str, ...] = ("foundation", "theory", "simulate", "empirical", "paper_figures", "robust_features")
 RANK = {folder: i for i, folder in enumerate(FLOORS)}
@@ -58,22 +56,6 @@ def imports_of(path: Path, root: Path) -> list[tuple[int, str]]:
             if name in ("import_module", "__import__"):
                 found.append((node.lineno, node.args[0].value))
     return found
-
-
-def _matches(module: str, forbidden: str) -> bool:
-    if forbidden == "CLI":
-        return is_cli(module)
-    return module == forbidden or module.startswith(forbidden + ".")
-
-
-def violations(root: Path, package: str, forbidden: tuple[str, ...]) -> list[str]:
-    """Every import in ``root/package`` of something in ``forbidden``, as 'file:line imports x'."""
-    out = []
-    for path in sorted((root / package).rglob("*.py")):
-        for line, mod in imports_of(path, root):
-            if any(_matches(mod, f) for f in forbidden):
-                out.append(f"{path.relative_to(root)}:{line} imports {mod}")
-    return sorted(set(out))
 
 
 def floor_of(module: str) -> str | None:

@@ -122,6 +122,17 @@ def build_model(arch: str, *, num_classes: int, in_channels: int, image_size: in
     return model
 
 
-__all__ = ["ARCHS", "Act", "ImageClassifier", "Normalize", "arch_options", "build_model", "canonical_arch",
+def in_memory_format(model: nn.Module, channels_last: bool | None, device: Any) -> nn.Module:
+    """``model`` in ``channels_last`` memory format when asked (None: on CUDA only, the training
+    default), else contiguous: the one rule every stage that runs a model follows, so training,
+    a reproduction's evaluation and ``robust-features eval`` run the same kernels."""
+    import torch
+
+    if channels_last or (channels_last is None and torch.device(device).type == "cuda"):
+        return model.to(memory_format=torch.channels_last)
+    return model.to(memory_format=torch.contiguous_format)
+
+
+__all__ = ["ARCHS", "Act", "ImageClassifier", "Normalize", "arch_options", "build_model", "canonical_arch", "in_memory_format",
            "default_arch", "parse_arch", "cnn_small", "densenet121",
            "fastnet", "inception_small", "mlp", "resnet18", "resnet50", "vgg16"]

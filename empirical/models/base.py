@@ -10,7 +10,7 @@ from torch import nn
 
 
 class Normalize(nn.Module):
-    """(x - mean) / std per channel, as the first layer of every model (conventions sec. 1)."""
+    """(x - mean) / std per channel, as the first layer of every model (docs/conventions.md sec. 1)."""
 
     def __init__(self, mean: Sequence[float], std: Sequence[float]) -> None:
         super().__init__()
@@ -31,7 +31,7 @@ class Act(nn.Module):
     With ``straight_through`` set (and autograd recording) the forward value is unchanged but the
     backward pass treats the nonlinearity as the identity: y = x + (f(x) - x).detach(). The
     ``robustness`` library inverts representations this way through the last ReLU, so that the
-    gradient of ||g(x') - g(x)|| reaches units that are switched off at x' (spec sec. 2.2).
+    gradient of ||g(x') - g(x)|| reaches units that are switched off at x' (docs/paper-notes.md sec. 2.2).
     """
 
     def __init__(self, kind: str = "relu") -> None:

@@ -157,7 +157,7 @@ def resnet18(*, num_classes: int, in_channels: int, image_size: int, mean: Seque
 
 def resnet50(*, num_classes: int, in_channels: int, image_size: int, mean: Sequence[float], std: Sequence[float],
              width: int = 64) -> ImageClassifier:
-    """CIFAR-style ResNet-50, the paper's architecture; 2048-d features (spec sec. 2.1).
+    """CIFAR-style ResNet-50, the paper's architecture; 2048-d features (docs/paper-notes.md sec. 2.1).
     Option ``width`` as for resnet18 (32 x width features)."""
     return _resnet(Bottleneck, (3, 4, 6, 3), num_classes=num_classes, in_channels=in_channels,
                    image_size=image_size, mean=mean, std=std, width=width)

@@ -11,7 +11,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from empirical.autoattack import (SUITES, apgd, apgd_checkpoints, dlr_targeted_loss, ensemble, sanity_flags, square,
+from empirical.suite import SUITES
+from empirical.threat import ThreatModel
+from empirical.worst_case import ensemble, sanity_flags
+from empirical.autoattack import (apgd, apgd_checkpoints, dlr_targeted_loss, square,
                                   square_p, square_pattern, torchattacks_reference)
 from empirical.data import load_dataset
 from empirical.models import build_model
@@ -280,7 +283,7 @@ SMALL = {"apgd-ce": {"steps": 20}, "apgd-t": {"steps": 10, "n_target_classes": 3
 def test_ensemble_bookkeeping_is_the_worst_case_over_its_attacks(digits):
     model, x, y = digits
     x, y = x[:120], y[:120]
-    res = ensemble(model, x, y, norm="linf", eps=LINF, attacks="standard", budgets=SMALL)
+    res = ensemble(model, x, y, ThreatModel("linf", LINF), attacks="standard", budgets=SMALL)
     names = SUITES["standard"]
     assert res["attacks"] == names
     correct = res["clean_correct"]
@@ -328,7 +331,7 @@ def test_sanity_flags_fire_on_a_gradient_masked_model(digits):
             return self.net(torch.round(v * 16) / 16)
 
     masked = Rounded(model)
-    res = ensemble(masked, x, y, norm="linf", eps=0.1, attacks=("apgd-ce", "square"),
+    res = ensemble(masked, x, y, ThreatModel("linf", 0.1), attacks=("apgd-ce", "square"),
                    budgets={"apgd-ce": {"steps": 10}, "square": {"queries": 200}})
     out = sanity_flags(result=res, model=masked, x=x, y=y)
     assert out["flags"]["zero_gradients"], out["explanations"]["zero_gradients"]
@@ -367,15 +370,15 @@ def test_bad_arguments_raise_errors_naming_them():
         apgd(model, x, y, norm="l2", eps=0.1, loss="dlr")
     with pytest.raises(ValueError, match=r"n_target_classes=0 must be a positive integer"):
         apgd(model, x, y, norm="l2", eps=0.1, loss="dlr-targeted", n_target_classes=0)
-    with pytest.raises(ValueError, match=r"rho=1.5 must lie in \(0, 1\]"):
+    with pytest.raises(ValueError, match=r"rho=1.5 must be a number in \(0, 1\]"):
         apgd(model, x, y, norm="l2", eps=0.1, rho=1.5)
     with pytest.raises(ValueError, match=r"precision='fp16' is not a precision; valid: auto, fp32, bf16"):
         apgd(model, x, y, norm="l2", eps=0.1, precision="fp16")
     with pytest.raises(ValueError, match=r"queries=0 must be a positive integer"):
         square(model, x, y, norm="l2", eps=0.1, queries=0)
-    with pytest.raises(ValueError, match=r"p_init=0 must lie in \(0, 1\]"):
+    with pytest.raises(ValueError, match=r"p_init=0 must be a number in \(0, 1\]"):
         square(model, x, y, norm="l2", eps=0.1, p_init=0)
-    with pytest.raises(ValueError, match=r"seed=-1 must be an integer >= 0"):
+    with pytest.raises(ValueError, match=r"seed=-1 must be an integer seed in \[0, "):
         square(model, x, y, norm="l2", eps=0.1, seed=-1)
     with pytest.raises(ValueError, match=r"x has values in \[0, 2\]; images must lie in \[0, 1\]"):
         apgd(model, x * 0 + torch.tensor([0.0, 2.0]).view(2, 1, 1, 1), y, norm="l2", eps=0.1)
@@ -388,16 +391,16 @@ def test_bad_arguments_raise_errors_naming_them():
     with pytest.raises(ValueError, match=r"loss='dlr-targeted' needs at least 4 classes; the model has 3"):
         apgd(nn.Sequential(nn.Flatten(), nn.Linear(50, 3)), x, y, norm="l2", eps=0.1, loss="dlr-targeted")
     with pytest.raises(ValueError, match=r"attack 'fab-t' is not an attack; valid: apgd-ce, apgd-t, square"):
-        ensemble(model, x, y, norm="l2", eps=0.1, attacks=("apgd-ce", "fab-t"))
+        ensemble(model, x, y, ThreatModel("l2", 0.1), attacks=("apgd-ce", "fab-t"))
     with pytest.raises(ValueError, match=r"attacks='plus' is not a suite; valid: standard"):
-        ensemble(model, x, y, norm="l2", eps=0.1, attacks="plus")
+        ensemble(model, x, y, ThreatModel("l2", 0.1), attacks="plus")
     with pytest.raises(ValueError, match=r"budgets\['square'\] has no setting 'steps'; valid: queries, p_init"):
-        ensemble(model, x, y, norm="l2", eps=0.1, budgets={"square": {"steps": 3}})
+        ensemble(model, x, y, ThreatModel("l2", 0.1), budgets={"square": {"steps": 3}})
     with pytest.raises(ValueError, match=r"budgets names 'square', which is not among the attacks run: apgd-ce"):
-        ensemble(model, x, y, norm="l2", eps=0.1, attacks=("apgd-ce",), budgets={"square": {"queries": 3}})
+        ensemble(model, x, y, ThreatModel("l2", 0.1), attacks=("apgd-ce",), budgets={"square": {"queries": 3}})
     with pytest.raises(ValueError, match=r"steps=0 must be a positive integer"):
-        ensemble(model, x, y, norm="l2", eps=0.1, budgets={"apgd-t": {"steps": 0}})
-    with pytest.raises(ValueError, match=r"pgd_gap=5 must lie in \[0, 1\)"):
+        ensemble(model, x, y, ThreatModel("l2", 0.1), budgets={"apgd-t": {"steps": 0}})
+    with pytest.raises(ValueError, match=r"pgd_gap=5 must be a number in \[0, 1\)"):
         sanity_flags(pgd_gap=5)
 
 

@@ -118,16 +118,14 @@ def _bad_values(cls, name):
 
 
 def test_every_config_field_rejects_bad_values_with_one_line_naming_the_dotted_key():
-    from dataclasses import fields as dc_fields
-
-    from empirical.experiments import _NESTED, ExperimentConfig
+    from empirical.experiments import ExperimentConfig
+    from foundation import config as grammar
 
     cfg = get_preset("digits-smoke")
     checked = 0
     for key in valid_keys(cfg):
-        outer, _, inner = key.rpartition(".")
-        cls = _NESTED[outer] if outer else ExperimentConfig
-        assert inner in {f.name for f in dc_fields(cls)}
+        cls, inner = grammar.owner(ExperimentConfig, key)       # a field, or a table entry (rep.*, eval.apgd_steps)
+        assert inner in grammar.setting_names(cls)
         for bad in _bad_values(cls, inner):
             with pytest.raises(ValueError) as exc:
                 with_overrides(cfg, {key: bad})

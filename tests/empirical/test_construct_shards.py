@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from empirical import shards as S
 from empirical.construct import ShardOutput, construct_sharded, start_points, targets_for
+from empirical.settings import STORAGES
 
 
 def _toy_data(n=37, shape=(1, 4, 4), seed=0):
@@ -49,7 +50,7 @@ def test_shard_seeds_depend_only_on_seed_and_index_and_differ_between_shards():
 
 
 @settings(max_examples=25)
-@given(n=st.integers(1, 6), storage=st.sampled_from(S.STORAGE_DTYPES), seed=st.integers(0, 2**16))
+@given(n=st.integers(1, 6), storage=st.sampled_from(STORAGES), seed=st.integers(0, 2**16))
 def test_encode_decode_round_trip_error_is_bounded_by_the_storage_precision(n, storage, seed):
     x = torch.rand((n, 3, 5, 5), generator=torch.Generator().manual_seed(seed))
     arrays = {"x": S.encode_images(x, storage), "y": np.arange(n, dtype=np.int64)}

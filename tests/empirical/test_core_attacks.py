@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 from empirical.attacks import fgsm_rs, match_representation, pgd, project
+from empirical.threat import Attack
 from empirical.data import load_dataset
 from empirical.models import build_model
 from empirical.train import TrainConfig, fit
@@ -50,8 +51,8 @@ def test_pgd_on_a_linear_model_reaches_the_analytic_optimum(seed, norm, eps, tar
     # untargeted: raise CE of class 1 <=> lower its margin; targeted at class 0: the same optimum
     label = torch.zeros(4, dtype=torch.long) if targeted else y
     steps = 8 if norm == "l2" else 3
-    x_adv = pgd(model, x, label, norm=norm, eps=eps, steps=steps, step_size=eps / 4 if norm == "l2" else eps,
-                targeted=targeted)
+    x_adv = pgd(model, x, label, Attack(norm, eps, steps=steps, step_size=eps / 4 if norm == "l2" else eps,
+                                        targeted=targeted))
     drop = (model.margin(x) - model.margin(x_adv)).detach()
     expected = eps * dual_norm(w.numpy(), norm)
     np.testing.assert_allclose(drop.numpy(), expected, rtol=1e-9)
@@ -70,8 +71,8 @@ def test_pgd_iterates_stay_in_the_ball_and_the_box(seed, norm, eps, restarts, ra
     x[1] = 1.0                                              # points on the box boundary
     y = torch.randint(0, 3, (5,))
     gen = torch.Generator().manual_seed(seed)
-    x_adv = pgd(model, x, y, norm=norm, eps=eps, steps=5, step_size=max(eps, 0.01) / 2, restarts=restarts,
-                random_start=random_start, generator=gen)
+    x_adv = pgd(model, x, y, Attack(norm, eps, steps=5, step_size=max(eps, 0.01) / 2, restarts=restarts,
+                                    random_start=random_start), generator=gen)
     assert x_adv.shape == x.shape and float(x_adv.min()) >= 0 and float(x_adv.max()) <= 1
     delta = (x_adv - x).flatten(1)
     size = delta.norm(dim=1) if norm == "l2" else delta.abs().amax(1)
@@ -109,12 +110,12 @@ def test_targeted_pgd_reaches_the_target_class_on_a_trained_model(digits_model):
         clean_acc = float((model(x).argmax(1) == y).float().mean())
     assert clean_acc > 0.9
     t = (y + 1) % 10
-    x_adv = pgd(model, x, t, norm="l2", eps=4.0, steps=50, step_size=0.2, targeted=True)
+    x_adv = pgd(model, x, t, Attack("l2", 4.0, steps=50, step_size=0.2, targeted=True))
     with torch.no_grad():
         success = float((model(x_adv).argmax(1) == t).float().mean())
     assert success > 0.95
     assert float(_ce(model, x_adv, t).mean()) < float(_ce(model, x, t).mean())
-    x_small = pgd(model, x, t, norm="l2", eps=0.05, steps=10, step_size=0.01, targeted=True)
+    x_small = pgd(model, x, t, Attack("l2", 0.05, steps=10, step_size=0.01, targeted=True))
     with torch.no_grad():
         assert float((model(x_small).argmax(1) == t).float().mean()) < 0.1      # tiny budget: little success
 
@@ -123,8 +124,8 @@ def test_targeted_pgd_reaches_the_target_class_on_a_trained_model(digits_model):
 def test_restarts_are_never_weaker_than_one_start(digits_model, norm, eps):
     model, x, y = digits_model
     kw = dict(norm=norm, eps=eps, steps=10, step_size=2.5 * eps / 10, random_start=True)
-    one = pgd(model, x, y, generator=torch.Generator().manual_seed(11), **kw)
-    many = pgd(model, x, y, restarts=4, generator=torch.Generator().manual_seed(11), **kw)
+    one = pgd(model, x, y, Attack(**kw), generator=torch.Generator().manual_seed(11))
+    many = pgd(model, x, y, Attack(**kw, restarts=4), generator=torch.Generator().manual_seed(11))
     with torch.no_grad():
         wrong1, wrongR = model(one).argmax(1) != y, model(many).argmax(1) != y
     assert bool((wrongR | ~wrong1).all())                      # every success of 1 start is kept
@@ -137,8 +138,8 @@ def test_restarts_are_never_weaker_than_one_start(digits_model, norm, eps):
 def test_best_iterate_is_never_worse_than_the_last_iterate(digits_model):
     model, x, y = digits_model
     kw = dict(norm="linf", eps=0.1, steps=10, step_size=0.08)          # big steps: the last iterate oscillates
-    last = pgd(model, x, y, use_best=False, **kw)
-    best = pgd(model, x, y, use_best=True, **kw)
+    last = pgd(model, x, y, Attack(**kw), use_best=False)
+    best = pgd(model, x, y, Attack(**kw), use_best=True)
     with torch.no_grad():
         w_last, w_best = model(last).argmax(1) != y, model(best).argmax(1) != y
     assert bool((w_best | ~w_last).all())
@@ -148,8 +149,8 @@ def test_best_iterate_is_never_worse_than_the_last_iterate(digits_model):
 
 def test_batch_size_chunks_give_the_same_attack(digits_model):
     model, x, y = digits_model
-    a = pgd(model, x, y, norm="l2", eps=0.5, steps=5, step_size=0.2)
-    b = pgd(model, x, y, norm="l2", eps=0.5, steps=5, step_size=0.2, batch_size=64)
+    a = pgd(model, x, y, Attack("l2", 0.5, steps=5, step_size=0.2))
+    b = pgd(model, x, y, Attack("l2", 0.5, steps=5, step_size=0.2), batch_size=64)
     torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
 
 
@@ -160,7 +161,7 @@ def test_our_pgd_is_at_least_as_strong_as_torchattacks_at_equal_budget(digits_mo
         steps, alpha = 10, 2.5 * eps / 10
         ta = cls(model, eps=eps, alpha=alpha, steps=steps, random_start=False)
         x_ta = ta(x, y)
-        x_ours = pgd(model, x, y, norm=norm, eps=eps, steps=steps, step_size=alpha)
+        x_ours = pgd(model, x, y, Attack(norm, eps, steps=steps, step_size=alpha))
         with torch.no_grad():
             acc_ta = float((model(x_ta).argmax(1) == y).float().mean())
             acc_ours = float((model(x_ours).argmax(1) == y).float().mean())
@@ -208,35 +209,34 @@ def test_bad_attack_parameters_raise_errors_naming_them():
     model = nn.Sequential(nn.Flatten(), nn.Linear(4, 2))
     x, y = torch.rand(2, 1, 2, 2), torch.zeros(2, dtype=torch.long)
     with pytest.raises(ValueError, match=r"eps=-0.1 must be a finite number >= 0"):
-        pgd(model, x, y, norm="l2", eps=-0.1, steps=3, step_size=0.1)
+        pgd(model, x, y, Attack("l2", -0.1, steps=3, step_size=0.1))
     with pytest.raises(ValueError, match=r"norm='l3' is not a threat model; valid: l2, linf"):
-        pgd(model, x, y, norm="l3", eps=0.1, steps=3, step_size=0.1)
+        pgd(model, x, y, Attack("l3", 0.1, steps=3, step_size=0.1))
     with pytest.raises(ValueError, match=r"x has values in \[0, 2\]; images must lie in \[0, 1\]"):
-        pgd(model, x * 0 + torch.tensor([0.0, 2.0]).view(2, 1, 1, 1), y, norm="l2", eps=0.1, steps=3,
-            step_size=0.1)
+        pgd(model, x * 0 + torch.tensor([0.0, 2.0]).view(2, 1, 1, 1), y, Attack("l2", 0.1, steps=3, step_size=0.1))
     with pytest.raises(ValueError, match=r"restarts=0 must be a positive integer"):
-        pgd(model, x, y, norm="l2", eps=0.1, steps=3, step_size=0.1, restarts=0)
+        pgd(model, x, y, Attack("l2", 0.1, steps=3, step_size=0.1, restarts=0))
     with pytest.raises(ValueError, match=r"step_size=0 must be a positive finite number"):
         match_representation(model, x, x, steps=3, step_size=0)
-    with pytest.raises(ValueError, match=r"step_size=-0.5 must be a positive finite number"):
-        fgsm_rs(model, x, y, norm="linf", eps=0.1, step_size=-0.5)
+    with pytest.raises(ValueError, match=r"step_size=-0.5 must be None or a positive finite number"):
+        fgsm_rs(model, x, y, Attack.fgsm("linf", 0.1, step_size=-0.5))
     x_bad = x.clone()
     x_bad[0, 0, 0, 0] = -1.0
     with pytest.raises(ValueError, match=r"x has values in \[-1, .*\]; images must lie in \[0, 1\]"):
-        fgsm_rs(model, x_bad, y, norm="l2", eps=0.1)
+        fgsm_rs(model, x_bad, y, Attack.fgsm("l2", 0.1))
     with pytest.raises(ValueError, match=r"labels must have shape \(2,\); got \(3,\)"):
-        fgsm_rs(model, x, torch.zeros(3, dtype=torch.long), norm="l2", eps=0.1)
-    assert math.isfinite(float(pgd(model, x, y, norm="l2", eps=0.0, steps=3, step_size=0.1).sum()))
+        fgsm_rs(model, x, torch.zeros(3, dtype=torch.long), Attack.fgsm("l2", 0.1))
+    assert math.isfinite(float(pgd(model, x, y, Attack("l2", 0.0, steps=3, step_size=0.1)).sum()))
 
 
 @pytest.mark.gpu
 def test_bf16_pgd_on_cuda_is_as_strong_as_fp32_on_cpu(digits_model):
     model, x, y = digits_model
-    cpu = pgd(model, x, y, norm="l2", eps=0.5, steps=10, step_size=0.125)
+    cpu = pgd(model, x, y, Attack("l2", 0.5, steps=10, step_size=0.125))
     gpu_model = build_model("mlp", num_classes=10, in_channels=1, image_size=8, mean=model.arch_config["mean"],
                             std=model.arch_config["std"]).cuda().eval()
     gpu_model.load_state_dict(model.state_dict())
-    gpu = pgd(gpu_model, x.cuda(), y.cuda(), norm="l2", eps=0.5, steps=10, step_size=0.125).cpu()
+    gpu = pgd(gpu_model, x.cuda(), y.cuda(), Attack("l2", 0.5, steps=10, step_size=0.125)).cpu()
     assert float((gpu - x).flatten(1).norm(dim=1).max()) <= 0.5 + 1e-4
     with torch.no_grad():
         acc_cpu = float((model(cpu).argmax(1) == y).float().mean())

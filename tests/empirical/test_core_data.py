@@ -106,7 +106,7 @@ def test_synthetic_nonrobust_feature_is_swapped_by_a_small_l2_perturbation_robus
 
 
 def test_synthetic_rejects_bad_parameters():
-    with pytest.raises(ValueError, match=r"robust_agreement=1.5 must lie in \[0, 1\]"):
+    with pytest.raises(ValueError, match=r"robust_agreement=1.5 must be a number in \[0, 1\]"):
         make_synthetic(robust_agreement=1.5)
     with pytest.raises(ValueError, match=r"n_train=0 must be a positive integer"):
         make_synthetic(n_train=0)

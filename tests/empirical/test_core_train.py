@@ -14,7 +14,7 @@ from foundation.records import file_sha256, to_jsonable
 from empirical.data import Augment, load_dataset, make_synthetic
 from empirical.evaluate import AttackSpec, accuracy, evaluate, predict, robust_accuracy
 from empirical.models import ARCHS, build_model, default_arch
-from empirical.threat import ThreatModel
+from empirical.threat import Attack, ThreatModel
 from empirical.train import BOOKKEEPING_FIELDS, NonFiniteLossError, TrainConfig, fit, lr_factor
 
 
@@ -85,9 +85,9 @@ def test_standard_model_uses_the_nonrobust_feature_adversarial_model_the_robust_
     p_std, p_adv = predict(std, swapped), predict(adv, swapped)
     assert float((p_std == y2).float().mean()) > 0.9
     assert float((p_adv == y).float().mean()) > 0.6 and float((p_adv == y2).float().mean()) < 0.15
-    threat = ThreatModel("l2", 0.5)
-    rob_std = robust_accuracy(std, d.x_test, y, threat=threat, steps=10, step_size=0.125)
-    rob_adv = robust_accuracy(adv, d.x_test, y, threat=threat, steps=10, step_size=0.125)
+    attack = Attack("l2", 0.5, steps=10, step_size=0.125)
+    rob_std = robust_accuracy(std, d.x_test, y, attack)
+    rob_adv = robust_accuracy(adv, d.x_test, y, attack)
     assert accuracy(std, d.x_test, y) > 0.97 and rob_std < 0.1 and rob_adv > 0.6
     # clean accuracy of the robust model is capped by the robust feature's agreement (0.8)
     assert accuracy(adv, d.x_test, y) < d.meta["robust_agreement"] + 0.08
@@ -126,7 +126,7 @@ def test_resume_after_an_interruption_gives_the_uninterrupted_weights(digits, tm
 def test_an_interrupted_run_resumes_with_other_bookkeeping_but_not_with_another_config(digits, tmp_path):
     # precision / channels_last / compile only change how the run computes (BOOKKEEPING_FIELDS):
     # latest.pt written without them resumes with them; a changed defining field is refused
-    from robust_features.cli_core import check_rerun
+    from empirical.runs import check_rerun
 
     assert set(BOOKKEEPING_FIELDS) == {"precision", "channels_last", "compile"}
     x, y = digits.x_train[:200], digits.y_train[:200]

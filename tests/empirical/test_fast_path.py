@@ -21,7 +21,7 @@ from empirical.construct import TargetedConfig, build_targeted_dataset
 from empirical.data import load_dataset
 from empirical.evaluate import robust_accuracy
 from empirical.models import build_model
-from empirical.threat import ThreatModel
+from empirical.threat import Attack
 from empirical.train import TrainConfig, fit
 
 FAST = {"precision": "bf16", "channels_last": True}
@@ -72,10 +72,10 @@ def test_fast_training_reaches_the_fp32_accuracy(digits, compile_):
 
 def test_bf16_channels_last_pgd_is_as_strong_as_fp32(digits, trained):
     x, y = digits.x_test.to(DEV), digits.y_test.to(DEV)
-    kw = dict(norm="l2", eps=0.75, steps=10, step_size=0.2)
-    ref = pgd(trained, x, y, precision="fp32", **kw)
+    attack = Attack("l2", 0.75, steps=10, step_size=0.2)
+    ref = pgd(trained, x, y, attack, precision="fp32")
     cl = trained.to(memory_format=torch.channels_last)
-    fast = pgd(cl, x.contiguous(memory_format=torch.channels_last), y, precision="bf16", **kw)
+    fast = pgd(cl, x.contiguous(memory_format=torch.channels_last), y, attack, precision="bf16")
     trained.to(memory_format=torch.contiguous_format)
     s_ref = 1 - _acc(trained, ref, digits.y_test)
     s_fast = 1 - _acc(trained, fast, digits.y_test)
@@ -86,10 +86,9 @@ def test_bf16_channels_last_pgd_is_as_strong_as_fp32(digits, trained):
 
 
 def test_bf16_evaluation_matches_fp32_robust_accuracy(digits, trained):
-    t = ThreatModel("l2", 0.75)
-    kw = dict(threat=t, steps=10, step_size=2.5 * 0.75 / 10, device=DEV)
-    r32 = robust_accuracy(trained, digits.x_test, digits.y_test, precision="fp32", **kw)
-    r16 = robust_accuracy(trained, digits.x_test, digits.y_test, precision="bf16", **kw)
+    attack = Attack("l2", 0.75, steps=10, step_size=2.5 * 0.75 / 10)
+    r32 = robust_accuracy(trained, digits.x_test, digits.y_test, attack, precision="fp32", device=DEV)
+    r16 = robust_accuracy(trained, digits.x_test, digits.y_test, attack, precision="bf16", device=DEV)
     print(f"fast path: robust accuracy fp32 {r32:.4f}, bf16 {r16:.4f}")
     assert 0.05 < r32 < 0.95
     assert abs(r16 - r32) <= 0.03, (r16, r32)

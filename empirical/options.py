@@ -1,5 +1,9 @@
 """The options of ``train``, ``eval`` and ``attack`` as frozen dataclasses, and ``train``'s per-dataset presets.
 
+They are the configs of the runs in :mod:`empirical.runs` (as :class:`empirical.experiments.
+ExperimentConfig` is the config of ``reproduce``); the command line (:mod:`robust_features.cli_core`)
+makes its flags from their fields.
+
 Each field is one option: its command-line flag (``--n-train``), its ``--set`` / TOML key
 (``n_train``; ``n-train`` reads the same) and its type, all from the one config grammar of
 :mod:`foundation.config`: defaults < ``--config FILE.toml`` < ``--set KEY=VALUE`` < explicit
@@ -19,7 +23,9 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any
 
+from empirical import suite as attacks
 from foundation import checks as C
+from foundation import config as grammar
 from foundation.config import option
 
 PRESET = "the dataset preset"    # how the help shows a default that TRAIN_PRESETS fills
@@ -96,13 +102,12 @@ def check_train_options(o: TrainOptions) -> None:
     """The `train` options that TrainConfig, AttackSpec and the data loaders do not check
     themselves (or check under another name); run before anything is loaded or written."""
     from empirical.data import check_dataset_spec
-    from empirical.threat import check_norm
 
     check_dataset_spec(o.data)
     for k in ("data_root", "arch", "adv", "eval_eps"):
         C.optional_str(k, getattr(o, k))
     if o.eval_norm is not None:
-        check_norm(o.eval_norm, "eval_norm")
+        C.norm("eval_norm", o.eval_norm)
     C.non_empty_str("device", o.device)
     for k in ("data_seed", "subset_seed", "seed"):
         C.seed(k, getattr(o, k))
@@ -148,6 +153,8 @@ class CheckpointOptions:
     restarts: int = option(1, "random restarts, batched; per-example worst case kept")
     random_start: bool = option(False, "start the first restart at a random point too")
     batch_size: int = option(512, "batch size")
+    channels_last: bool | None = option(None, "run the model in channels_last memory format",
+                                        default_help="on CUDA only, as training")
     seed: int = option(0, "attack seed")
     device: str = option("auto", "cpu, cuda, cuda:1, ... (auto = cuda when available)", arg_type=C.nonempty_arg)
 
@@ -165,6 +172,7 @@ class CheckpointOptions:
             C.optional_str(k, getattr(self, k))
         C.one_of("split", self.split, ("test", "train"), what="a split")
         C.boolean("random_start", self.random_start)
+        C.optional_boolean("channels_last", self.channels_last, none=" (None = on CUDA only)")
         C.non_empty_str("device", self.device)
 
 
@@ -173,30 +181,36 @@ def _names(name: str, v: Any, *, example: str, empty: bool = True) -> None:
         raise ValueError(f"{name}={v!r} must be a list of {'one or more ' if not empty else ''}names, e.g. {example}")
 
 
+@grammar.tabled
 @dataclass(frozen=True)
 class EvalOptions(CheckpointOptions):
-    """The options of ``robust-features eval``."""
+    """The options of ``robust-features eval``. The worst-case attacks' budget options
+    (``apgd_steps``, ``apgd_targets``, ``square_queries``, and those of any attack registered in
+    :mod:`empirical.suite`) are the entries of the ``budgets`` table: flags and keys like fields."""
 
     threat: tuple[str, ...] = option(("l2:0.25",), "threat model NORM:EPS, repeatable, e.g. --threat linf:8/255",
                                      repeat=True, metavar="NORM:EPS")
     attack: tuple[str, ...] = option((), "add an attack to the worst-case evaluation, repeatable: pgd (the "
-                                     "--steps/--restarts PGD), apgd-ce, apgd-t, square; run cheap first, each on "
-                                     "the examples still robust", repeat=True, metavar="NAME")
+                                     "--steps/--restarts PGD, always first) or a registered attack (apgd-ce, "
+                                     "apgd-t, square, ...); each runs on the examples every attack before it left "
+                                     "standing", repeat=True, metavar="NAME")
     suite: tuple[str, ...] = option((), "a named attack list: standard = apgd-ce, apgd-t, square (with PGD first)",
                                     repeat=True, metavar="NAME")
-    apgd_steps: int = option(100, "APGD-CE / APGD-T iterations")
-    apgd_targets: int = option(9, "APGD-T target classes")
-    square_queries: int = option(5000, "Square queries")
+    n_test: int | None = option(None, "draw the --n sample from a seeded class-stratified sample of N_TEST images "
+                                      "of the split (how reproduce nests eval.n_robust in n_test)",
+                                default_help="the whole split")
     precision: str = option("fp32", "forward passes of the worst-case attacks", choices=("fp32", "bf16", "auto"))
+    budgets: grammar.Table = grammar.table(attacks.options, "the worst-case attacks' budget options")
 
     def __post_init__(self) -> None:
         super().__post_init__()
         _names("threat", self.threat, example="l2:0.5,linf:8/255", empty=False)
         _names("attack", self.attack, example="pgd,apgd-ce")
         _names("suite", self.suite, example="standard")
-        for k in ("apgd_steps", "apgd_targets", "square_queries"):
-            C.positive_int(k, getattr(self, k))
+        if self.n_test is not None:
+            C.positive_int("n_test", self.n_test)
         C.one_of("precision", self.precision, ("fp32", "bf16", "auto"), what="a precision")
+        self.budgets.check()
 
 
 @dataclass(frozen=True)
