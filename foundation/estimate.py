@@ -9,13 +9,15 @@ disagreement of the estimate with ``value`` in standard errors, positive when th
 above ``value``. Cross-check lines of ``simulate`` record it as ``z = (simulated - closed_form) /
 stderr``; theory's report records ``max |z|``.
 
-This module is on the lowest floor (with records and checks): it imports nothing of the toolkit.
+This module is on the lowest floor: it imports only the ground's checks.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+
+from foundation import checks as C
 
 
 @dataclass(frozen=True)
@@ -41,8 +43,7 @@ class Estimate:
     def ci(self, level: float = 0.95) -> tuple[float, float]:
         """Normal-approximation confidence interval at ``level`` (two-sided):
         mean -+ z stderr with z the (1 + level)/2 normal quantile (1.96 at 0.95)."""
-        if not 0.0 < level < 1.0:
-            raise ValueError(f"level={level!r} must lie in (0, 1)")
+        C.in_range("level", level, 0.0, 1.0, lo_open=True, hi_open=True)
         from statistics import NormalDist
 
         z = NormalDist().inv_cdf(0.5 + level / 2)

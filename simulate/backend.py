@@ -4,7 +4,7 @@ Every function in :mod:`simulate` takes its arrays from one *array module* ``xp`
 ``cupy``). The module is either named explicitly (``xp="numpy"`` / ``xp="cupy"``, the CLI's
 ``--backend``) or inferred from the input arrays with :func:`backend_of`.
 
-Rules (conventions.md section 4):
+Rules (docs/conventions.md sec. 4):
 
 * CuPy is an optional extra (``pip install robust-features[gpu]``). It is imported lazily, only
   when asked for; asking for it without CuPy or without a GPU raises a :class:`ValueError` that
@@ -18,11 +18,12 @@ Rules (conventions.md section 4):
 from __future__ import annotations
 
 import importlib
-import math
 import types
 from typing import Any
 
 import numpy as np
+
+from foundation import checks as C
 
 BACKENDS: tuple[str, ...] = ("numpy", "cupy")
 
@@ -142,10 +143,9 @@ def make_rng(seed: int, xp: str | XP = "numpy") -> Any:
     Both expose ``standard_normal(size, dtype=...)`` and ``random(size)``, the only two draws the
     simulate package uses, so samplers are backend-agnostic.
     """
-    if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or seed < 0:
-        raise ValueError(f"seed={seed!r} must be a non-negative integer")
+    C.non_negative_int("seed", seed)
     mod = get_xp(xp)
-    return mod.random.default_rng(int(seed))
+    return mod.random.default_rng(seed)
 
 
 def rng_xp(rng: Any) -> XP:
@@ -153,40 +153,16 @@ def rng_xp(rng: Any) -> XP:
     return get_xp("cupy") if type(rng).__module__.split(".")[0] == "cupy" else np
 
 
-# ---- validation helpers shared by the package ------------------------------------------------
+# ---- validation: scalars go through the ground's one family (foundation.checks) ---------------
 
 
 def check_finite(name: str, value: Any) -> None:
-    """Raise ValueError naming ``name`` if ``value`` (scalar or array) has a NaN or an infinity."""
-    if isinstance(value, (int, float)):
-        if not math.isfinite(value):
-            raise ValueError(f"{name}={value!r} must be finite")
+    """Raise ValueError naming ``name`` if the array ``value`` (either backend) has a NaN or an
+    infinity; a scalar is checked by :func:`foundation.checks.finite`."""
+    if C.is_number(value):
+        C.finite(name, value)
         return
     xp = backend_of(value)
     arr = xp.asarray(value)
     if not bool(xp.all(xp.isfinite(arr))):
         raise ValueError(f"{name} must be finite; it contains NaN or infinite entries")
-
-
-def check_nonneg(name: str, value: float) -> None:
-    check_finite(name, value)
-    if value < 0:
-        raise ValueError(f"{name}={value!r} must be >= 0")
-
-
-def check_positive(name: str, value: float) -> None:
-    check_finite(name, value)
-    if value <= 0:
-        raise ValueError(f"{name}={value!r} must be > 0")
-
-
-def check_sample_size(name: str, n: int, minimum: int = 2) -> None:
-    if not isinstance(n, (int, np.integer)) or isinstance(n, bool) or n < minimum:
-        raise ValueError(f"sample size {name}={n!r} must be an integer >= {minimum}")
-
-
-def check_probability(name: str, p: float, *, open_low: bool = False) -> None:
-    check_finite(name, p)
-    if not (0.0 < p <= 1.0 if open_low else 0.0 <= p <= 1.0):
-        rng_txt = "(0, 1]" if open_low else "[0, 1]"
-        raise ValueError(f"{name}={p!r} must lie in {rng_txt}")

@@ -1,8 +1,8 @@
 """The section-4 closed forms the simulations are checked against: theory/'s, under simulate's names.
 
-theory/ is the one implementation of every formula (paper-spec 5.1-5.4, no-1/2 convention unless
-stated); this module only adapts it to the (sigma_star, ...) array signatures the experiments and
-figures use, on host NumPy arrays. Nothing here is a second copy of a formula:
+theory/ is the one implementation of every formula (docs/paper-notes.md sec. 5.1-5.4, no-1/2
+convention unless stated); this module only adapts it to the (sigma_star, ...) array signatures
+the experiments and figures use, on host NumPy arrays. Nothing here is a second copy of a formula:
 
 * :func:`vulnerability_closed_form` = :func:`theory.vulnerability` (``convention="paper"``);
 * :func:`robust_eigenvalues` / :func:`robust_covariance` = :func:`theory.robust_eigenvalues` /

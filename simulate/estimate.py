@@ -10,8 +10,9 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from foundation import checks as C
 from foundation.estimate import Estimate
-from simulate.backend import backend_of, check_sample_size, to_float
+from simulate.backend import backend_of, to_float
 
 __all__ = ["Estimate", "estimate", "estimate_proportion"]
 
@@ -20,7 +21,7 @@ def estimate(samples: Any, seed: int | None = None) -> Estimate:
     """Estimate the mean of i.i.d. ``samples`` (1-D array on either backend, n >= 2)."""
     xp = backend_of(samples)
     s = xp.asarray(samples, dtype=xp.float64).ravel()
-    check_sample_size("samples", int(s.shape[0]))
+    C.int_at_least("samples", int(s.shape[0]), 2)
     n = int(s.shape[0])
     return Estimate.from_moments(to_float(s.mean()), to_float(s.std(ddof=1)), n, seed)
 
@@ -34,7 +35,7 @@ def estimate_proportion(successes: Any, seed: int | None = None) -> Estimate:
     xp = backend_of(successes)
     s = xp.asarray(successes, dtype=xp.float64).ravel()
     n = int(s.shape[0])
-    check_sample_size("successes", n)
+    C.int_at_least("successes", n, 2)
     p = to_float(s.mean())
     q = (p * n + 1.0) / (n + 2.0)
     return Estimate(mean=p, stderr=math.sqrt(q * (1 - q) / n), n=n, seed=seed)

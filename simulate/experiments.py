@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 import theory
+from foundation import checks as C
 from simulate import closed_forms as cf
 from simulate.backend import XP, device_name, get_xp, make_rng, to_float, to_numpy
 from simulate.estimate import Estimate, estimate
@@ -95,8 +96,8 @@ def attacks_vs_theory(v: np.ndarray, sig: np.ndarray, cs: list[float], eps: floa
 
 
 def spec_model(xp: XP) -> tuple[Any, Any, np.ndarray, np.ndarray]:
-    """The d = 4 model of paper-spec Appendix A: eigenvalues (0.05, 0.3, 2, 9), a random rotation
-    (seed 0), and mu* = (1, 0.5, -0.3, 2) in the original coordinates."""
+    """The d = 4 model of docs/paper-notes.md sec. A: eigenvalues (0.05, 0.3, 2, 9), a random
+    rotation (seed 0), and mu* = (1, 0.5, -0.3, 2) in the original coordinates."""
     s = np.array([0.05, 0.3, 2.0, 9.0])
     q, _ = np.linalg.qr(np.random.default_rng(0).normal(size=(4, 4)))
     sigma = q @ np.diag(s) @ q.T
@@ -448,8 +449,8 @@ def run_and_record(
 
     if name not in RUNNERS:
         raise ValueError(f"unknown experiment {name!r}; valid: {', '.join(EXPERIMENTS)}")
-    if n is not None and n < 2:
-        raise ValueError(f"sample size --n={n!r} must be >= 2")
+    if n is not None:
+        C.int_at_least("--n", n, 2)
     xp = get_xp(backend)
     started, t0 = utc_now(), time.perf_counter()
     kwargs: dict[str, Any] = {"seed": seed}

@@ -1,8 +1,8 @@
 """The Gaussian robust-features model (paper section 4) simulated: sampling, MLE, a real
 adversary on the Gaussian negative log-likelihood, and adversarial training of (mu, Sigma).
 
-Model (paper-spec 5.1): y ~ Uniform{-1, +1}, x | y ~ N(y mu*, Sigma*). The learner fits
-Theta = (mu, Sigma) by minimising the Gaussian NLL (the 1/2 convention)
+Model (docs/paper-notes.md sec. 5.1): y ~ Uniform{-1, +1}, x | y ~ N(y mu*, Sigma*). The learner
+fits Theta = (mu, Sigma) by minimising the Gaussian NLL (the 1/2 convention)
 
     l(x; y mu, Sigma) = 1/2 (x - y mu)^T Sigma^-1 (x - y mu) + 1/2 log det Sigma + d/2 log 2 pi,
 
@@ -15,7 +15,7 @@ residual v = x - y mu, so every attack here takes ``v`` and ``sigma_inv``:
 * :func:`pgd_l2_attack`      - projected normalised-gradient ascent in the l2 ball ||d|| <= eps
   (the robustness-library L2 step: x <- x + alpha g/||g||, then renorm to the ball);
 * :func:`trust_region_attack` - the exact maximiser over the ball, delta = (nu I - A)^-1 A v with a
-  per-sample root-find for nu > lambda_max(A) (paper-spec 5.5).
+  per-sample root-find for nu > lambda_max(A) (docs/paper-notes.md sec. 5.5).
 
 :func:`adversarial_training` learns (mu, Sigma = L L^T, L lower triangular) by minibatch gradient
 descent where each minibatch is first attacked by one of these adversaries (Danskin: the gradient of
@@ -30,14 +30,12 @@ from typing import Any
 
 import numpy as np
 
+from foundation import checks as C
 from simulate.backend import (
     Array,
     XP,
     backend_of,
     check_finite,
-    check_nonneg,
-    check_positive,
-    check_sample_size,
     rng_xp,
     to_float,
 )
@@ -73,13 +71,14 @@ def validate_model(mu: Array, sigma: Array, xp: XP | None = None) -> tuple[Array
 def sample_gaussian_model(
     mu: Array, sigma: Array, n: int, rng: Any, *, dtype: Any = None
 ) -> tuple[Array, Array]:
-    """Draw n pairs (x, y): y uniform on {-1, +1}, x | y ~ N(y mu, Sigma) (paper-spec 5.1).
+    """Draw n pairs (x, y): y uniform on {-1, +1}, x | y ~ N(y mu, Sigma)
+    (docs/paper-notes.md sec. 5.1).
 
     Works for any d (thousands included): x = y mu + z L^T with Sigma = L L^T (Cholesky).
     ``rng`` is a generator from :func:`simulate.backend.make_rng`; it fixes the backend.
     Returns x of shape (n, d) and y of shape (n,) with values +-1 (floats).
     """
-    check_sample_size("n", n)
+    C.int_at_least("n", n, 2)
     xp = rng_xp(rng)
     mu, sigma = validate_model(mu, sigma, xp=xp)
     dtype = dtype or xp.float64
@@ -96,8 +95,8 @@ def mle_fit(x: Array, y: Array) -> tuple[Array, Array]:
 
     mu_hat = mean(y x); Sigma_hat = mean((x - y mu_hat)(x - y mu_hat)^T) (the MLE, divisor n).
     """
-    xp = backend_of(x, y)
-    check_sample_size("n", int(x.shape[0]))
+    backend_of(x, y)  # mixing NumPy and CuPy is an error
+    C.int_at_least("n", int(x.shape[0]), 2)
     mu = (y[:, None] * x).mean(axis=0)
     r = x - y[:, None] * mu[None, :]
     return mu, (r.T @ r) / x.shape[0]
@@ -144,11 +143,11 @@ def lagrangian_attack(
 
     The objective is strictly concave iff C > lambda_max(A) = 1/sigma_min(Sigma); ascent uses the
     optimal fixed step 1/(2C - a_min - a_max) and stops when the largest update is below ``tol``
-    (relative). The optimum it converges to is delta* = (C Sigma - I)^-1 v (paper-spec 5.1), which
-    the tests check, but the closed form is never used here.
+    (relative). The optimum it converges to is delta* = (C Sigma - I)^-1 v (docs/paper-notes.md
+    sec. 5.1), which the tests check, but the closed form is never used here.
     """
     xp = backend_of(v, sigma_inv)
-    check_finite("penalty", float(penalty))
+    C.finite("penalty", penalty)
     eig = xp.linalg.eigvalsh(sigma_inv)
     a_min, a_max = to_float(eig[0]), to_float(eig[-1])
     if not penalty > a_max:
@@ -187,13 +186,11 @@ def pgd_l2_attack(
     PGD from d = 0 can stop there on rare samples, which is what a real attacker does.
     """
     xp = backend_of(v, sigma_inv)
-    check_nonneg("eps", float(eps))
-    if steps < 1:
-        raise ValueError(f"steps={steps!r} must be >= 1")
+    C.non_negative_float("eps", eps)
+    C.positive_int("steps", steps)
     if eps == 0:
         return xp.zeros_like(v)
-    alpha0 = eps / 2 if step_size is None else float(step_size)
-    check_positive("step_size", alpha0)
+    alpha0 = eps / 2 if step_size is None else C.positive_float("step_size", step_size)
     half = steps // 2
     tail = max(steps - half - 1, 1)
     delta = xp.zeros_like(v)
@@ -209,7 +206,8 @@ def pgd_l2_attack(
 def trust_region_attack(
     v: Array, sigma_inv: Array, eps: float, *, iters: int = 100, return_nu: bool = False
 ) -> Array | tuple[Array, Array]:
-    """Exact maximiser of (v+d)^T A (v+d) over ||d||_2 <= eps for each row of v (paper-spec 5.5).
+    """Exact maximiser of (v+d)^T A (v+d) over ||d||_2 <= eps for each row of v
+    (docs/paper-notes.md sec. 5.5).
 
     In the eigenbasis A = Q diag(a) Q^T with c = Q^T v, the maximiser is d_i = a_i c_i / (nu - a_i)
     with nu > a_max solving sum_i a_i^2 c_i^2 / (nu - a_i)^2 = eps^2 (a decreasing function of nu on
@@ -219,7 +217,7 @@ def trust_region_attack(
     penalty that this sample's ball constraint corresponds to).
     """
     xp = backend_of(v, sigma_inv)
-    check_nonneg("eps", float(eps))
+    C.non_negative_float("eps", eps)
     a, q = xp.linalg.eigh(sigma_inv)
     a_max = a[-1]
     if eps == 0:
@@ -320,13 +318,12 @@ def adversarial_training(
     if attack_kind not in ATTACKS:
         raise ValueError(f"unknown attack {attack_kind!r}; valid: {', '.join(ATTACKS)}")
     n, d = x.shape
-    check_sample_size("n", int(n))
-    check_nonneg("eps", float(eps))
-    check_positive("lr", float(lr))
-    if steps < 2:
-        raise ValueError(f"steps={steps!r} must be >= 2")
+    C.int_at_least("n", int(n), 2)
+    C.non_negative_float("eps", eps)
+    C.positive_float("lr", lr)
+    C.int_at_least("steps", steps, 2)
     batch = int(min(batch, n))
-    check_sample_size("batch", batch)
+    C.int_at_least("batch", batch, 2)
     eye = xp.eye(d, dtype=x.dtype)
     if init is not None:
         mu, sigma = init

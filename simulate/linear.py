@@ -2,11 +2,11 @@
 usefulness (gamma), l2/linf attacks on linear scores, logistic-loss training (standard and
 adversarial), and closed-form accuracies.
 
-Conventions (paper-spec section 1): a linear feature f(x) = w^T x / sqrt(w^T M w) with
+Conventions (docs/paper-notes.md sec. 1): a linear feature f(x) = w^T x / sqrt(w^T M w) with
 M = E[x x^T] = Sigma + mu mu^T in the model y ~ U{-1,1}, x | y ~ N(y mu, Sigma) (so E f = 0,
 E f^2 = 1). rho(f) = E[y f(x)] = w^T mu / ||w||_M and gamma(f) = E[inf_{||d|| <= eps} y f(x + d)]
 = rho - eps ||w||_* / ||w||_M with ||.||_* the dual norm (l2 -> l2, linf -> l1); Goh, Distill
-response 3 (paper-spec 1).
+response 3 (docs/paper-notes.md sec. 1).
 """
 
 from __future__ import annotations
@@ -14,13 +14,11 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from foundation import checks as C
 from simulate.backend import (
     Array,
     XP,
     backend_of,
-    check_nonneg,
-    check_positive,
-    check_sample_size,
     to_float,
     to_numpy,
 )
@@ -28,17 +26,9 @@ from simulate.estimate import Estimate, estimate, estimate_proportion
 from theory.features import linear_robust_accuracy, robust_usefulness, usefulness
 from theory.model import GaussianModel
 
-NORMS: tuple[str, ...] = ("l2", "linf")
-
-
-def check_norm(norm: str) -> None:
-    if norm not in NORMS:
-        raise ValueError(f"unknown norm {norm!r}; valid: {', '.join(NORMS)}")
-
-
 def dual_norm(w: Array, norm: str) -> float:
     """||w||_* for the threat model ``norm``: l2 -> ||w||_2, linf -> ||w||_1."""
-    check_norm(norm)
+    C.norm("norm", norm)
     xp = backend_of(w)
     return to_float(xp.sqrt((w * w).sum()) if norm == "l2" else xp.abs(w).sum())
 
@@ -46,7 +36,7 @@ def dual_norm(w: Array, norm: str) -> float:
 def worst_case_linear(x: Array, y: Array, w: Array, eps: float, norm: str) -> Array:
     """The analytic minimiser of y w^T (x + d) over ||d||_norm <= eps: d = -eps y w/||w||_2 (l2)
     or -eps y sign(w) (linf). Used only to check :func:`pgd_linear`."""
-    check_norm(norm)
+    C.norm("norm", norm)
     xp = backend_of(x, y, w)
     direction = w / max(dual_norm(w, "l2"), 1e-300) if norm == "l2" else xp.sign(w)
     return -eps * y[:, None] * direction[None, :]
@@ -61,8 +51,8 @@ def pgd_linear(
     clipping to [-eps, eps]. Default step 2.5 eps / steps (Madry et al.).
     Returns the perturbations d (same shape as x).
     """
-    check_norm(norm)
-    check_nonneg("eps", float(eps))
+    C.norm("norm", norm)
+    C.non_negative_float("eps", eps)
     xp = backend_of(x, y, w)
     if eps == 0:
         return xp.zeros_like(x)
@@ -97,17 +87,18 @@ def _theory_model(mu: Array, sigma: Array) -> GaussianModel:
 
 
 def rho_closed_form(w: Array, mu: Array, sigma: Array) -> float:
-    """rho(f_w) = w^T mu / sqrt(w^T (Sigma + mu mu^T) w) (paper-spec 1): theory's
+    """rho(f_w) = w^T mu / sqrt(w^T (Sigma + mu mu^T) w) (docs/paper-notes.md sec. 1): theory's
     :func:`theory.usefulness` (the one implementation), on host copies of the arrays."""
     backend_of(w, mu, sigma)  # mixing NumPy and CuPy is an error, as everywhere in simulate
     return usefulness(to_numpy(w), _theory_model(mu, sigma))
 
 
 def gamma_closed_form(w: Array, mu: Array, sigma: Array, eps: float, norm: str) -> float:
-    """gamma(f_w) = rho - eps ||w||_* / sqrt(w^T M w) (Goh, Distill response 3; paper-spec 1):
-    theory's :func:`theory.robust_usefulness`, on host copies of the arrays."""
-    check_nonneg("eps", float(eps))
-    check_norm(norm)
+    """gamma(f_w) = rho - eps ||w||_* / sqrt(w^T M w) (Goh, Distill response 3;
+    docs/paper-notes.md sec. 1): theory's :func:`theory.robust_usefulness`, on host copies of the
+    arrays."""
+    C.non_negative_float("eps", eps)
+    C.norm("norm", norm)
     backend_of(w, mu, sigma)
     return robust_usefulness(to_numpy(w), _theory_model(mu, sigma), eps, norm)
 
@@ -141,8 +132,8 @@ def linear_accuracy_gaussian(
     theory's :func:`theory.linear_robust_accuracy`, on host copies of the arrays. For w = 0 (the
     constant classifier sign(b), which theory rejects) it is 1/2 [1(b > 0) + 1(-b > 0)].
     """
-    check_nonneg("eps", float(eps))
-    check_norm(norm)
+    C.non_negative_float("eps", eps)
+    C.norm("norm", norm)
     backend_of(w, mu, sigma)
     w_np = to_numpy(w)
     if not w_np.any():
@@ -202,14 +193,14 @@ def train_logistic(
     a real PGD attack on the inputs (``attack='pgd'``) or in closed form (``attack='exact'``: the
     margin drops by eps ||w||_*). Gradients at the attacked points (Danskin).
     """
-    check_norm(norm)
-    check_nonneg("eps", float(eps))
-    check_positive("lr", float(lr))
+    C.norm("norm", norm)
+    C.non_negative_float("eps", eps)
+    C.positive_float("lr", lr)
     if attack not in ("pgd", "exact"):
         raise ValueError(f"unknown attack {attack!r}; valid: pgd, exact")
     xp = backend_of(x, y)
     n, d = x.shape
-    check_sample_size("n", int(n))
+    C.int_at_least("n", int(n), 2)
     w = xp.zeros(d, dtype=x.dtype)
     b = 0.0
     vw, vb = xp.zeros_like(w), 0.0

@@ -7,7 +7,8 @@ likelihood (Theorem 2), w_r = Sigma_r(lam)^-1 mu. Learning from a constructed se
 fitting the same maximum-likelihood model to it (mu' = E[t x'], Sigma' = Cov(x' - t mu')) and
 classifying with w' = Sigma'^-1 mu'. Accuracy is measured on the ORIGINAL distribution D.
 
-Constructions (binary analogues of GETNONROBUSTDATASET / GETROBUSTDATASET, paper-spec 3.1, 2.2):
+Constructions (binary analogues of GETNONROBUSTDATASET / GETROBUSTDATASET,
+docs/paper-notes.md sec. 3.1, 2.2):
 
 * D_det: t = -y (the binary "y + 1"); x' = argmin_{||x' - x||_2 <= eps} logistic loss of the
   standard classifier at target t, solved by targeted l2 PGD (:func:`targeted_pgd_linear`); label t.
@@ -39,7 +40,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from simulate.backend import Array, backend_of, check_nonneg, check_sample_size, to_float, to_numpy
+from foundation import checks as C
+from simulate.backend import Array, backend_of, to_float, to_numpy
 from simulate.gaussian import mle_fit
 from theory.features import linear_robust_accuracy
 from theory.model import GaussianModel
@@ -48,7 +50,8 @@ CONSTRUCTIONS: tuple[str, ...] = ("d_det", "d_rand", "d_r", "d_nr")
 
 
 def lda_direction(mu: Array, sigma: Array) -> Array:
-    """w = Sigma^-1 mu: the likelihood classifier of the Gaussian model (paper-spec 5.1)."""
+    """w = Sigma^-1 mu: the likelihood classifier of the Gaussian model
+    (docs/paper-notes.md sec. 5.1)."""
     xp = backend_of(mu, sigma)
     return xp.linalg.solve(sigma, mu)
 
@@ -67,7 +70,7 @@ def targeted_pgd_linear(
     Normalised-gradient descent steps with renorm onto the ball (robustness-library L2Step),
     started at x (random_start=False), default step 2.5 eps / steps.
     """
-    check_nonneg("eps", float(eps))
+    C.non_negative_float("eps", eps)
     xp = backend_of(x, t, w)
     if eps == 0:
         return x.copy()
@@ -112,7 +115,7 @@ def match_representation(
     xp = backend_of(x, y, g)
     g = xp.atleast_2d(g)
     n = x.shape[0]
-    check_sample_size("n", int(n))
+    C.int_at_least("n", int(n), 2)
     perm = xp.argsort(rng.random(n))
     z = x[perm].copy()
     lip = to_float(xp.linalg.norm(g, ord=2)) ** 2

@@ -13,29 +13,24 @@ import math
 from statistics import NormalDist
 from typing import Any
 
+from foundation import checks as C
 from simulate.backend import (
     Array,
     backend_of,
-    check_finite,
-    check_nonneg,
-    check_positive,
-    check_probability,
-    check_sample_size,
     rng_xp,
     to_float,
 )
-from simulate.linear import check_norm, dual_norm
+from simulate.linear import dual_norm
 
 _PHI = NormalDist().cdf
 
 
 def sample_tsipras(n: int, *, p: float, eta: float, d: int, rng: Any) -> tuple[Array, Array]:
     """Draw n pairs: x of shape (n, d+1) (column 0 robust), y of shape (n,) in {-1, +1}."""
-    check_sample_size("n", n)
-    check_probability("p", p)
-    check_positive("eta", eta)
-    if not isinstance(d, int) or d < 1:
-        raise ValueError(f"d={d!r} must be an integer >= 1")
+    C.int_at_least("n", n, 2)
+    C.probability("p", p)
+    C.positive_float("eta", eta)
+    C.positive_int("d", d)
     xp = rng_xp(rng)
     y = xp.where(rng.random(n) < 0.5, -1.0, 1.0)
     x0 = xp.where(rng.random(n) < p, y, -y)
@@ -53,9 +48,9 @@ def tsipras_accuracy(
     acc = 1/2 sum_y [p Phi((w_0 + c + y b)/s) + (1-p) Phi((-w_0 + c + y b)/s)],
     c = eta 1^T w_rest - eps ||w||_*, s = ||w_rest||_2 (a step function when s = 0).
     """
-    check_probability("p", p)
-    check_nonneg("eps", float(eps))
-    check_norm(norm)
+    C.probability("p", p)
+    C.non_negative_float("eps", eps)
+    C.norm("norm", norm)
     xp = backend_of(w)
     w0 = to_float(w[0])
     rest = w[1:]
@@ -77,7 +72,7 @@ def robust_feature_share(w: Array, *, p: float, eta: float) -> float:
 def tsipras_tradeoff_bound(std_accuracy: float, *, p: float) -> float:
     """Tsipras et al. Theorem 2.1: a classifier with standard accuracy 1 - delta has linf robust
     accuracy at most p/(1-p) * delta against eps >= 2 eta (for p >= 1/2)."""
-    check_probability("p", p)
+    C.probability("p", p)
     if p >= 1:
         return 1.0
     return min(1.0, p / (1 - p) * (1 - std_accuracy))
@@ -86,7 +81,7 @@ def tsipras_tradeoff_bound(std_accuracy: float, *, p: float) -> float:
 def bayes_standard_weights(*, p: float, eta: float, d: int) -> tuple[float, float]:
     """The Bayes-optimal (log-likelihood-ratio) weights (w_0, w_j): w_0 = log(p/(1-p)),
     w_j = 2 eta; log p(x|y=1)/p(x|y=-1) = w_0 x_0 + 2 eta sum_j x_j."""
-    check_probability("p", p)
-    check_finite("eta", eta)
+    C.probability("p", p)
+    C.finite("eta", eta)
     w0 = math.log(p / (1 - p)) if 0 < p < 1 else math.inf
     return w0, 2 * eta

@@ -17,7 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from theory._checks import as_vector, check_choice
+from foundation import checks as C
+from theory._checks import as_vector
 from theory.model import Array, CovarianceLike, spectrum_of
 
 GRADIENT_ALIGNMENT_METHODS = ("closed_form", "numeric")
@@ -54,13 +55,13 @@ def gradient_alignment(
 ) -> GradientAlignment:
     """Cosine between the classifier's input gradient Sigma^-1 mu and the mean direction mu.
 
-    Claim (paper Thm. 3; spec 5.4): ``worst_case`` = min_mu cos(mu, Sigma^-1 mu) =
+    Claim (paper Thm. 3; docs/paper-notes.md sec. 5.4): ``worst_case`` = min_mu cos(mu, Sigma^-1 mu) =
     2 sqrt(kappa)/(1+kappa) with kappa = cond(Sigma) (``method="closed_form"``, eigenvalues only;
     ``method="numeric"`` minimises the cosine over mu with scipy instead, for small d). With
     ``mu`` given, ``cosine`` is the actual cos(mu, Sigma^-1 mu) (a Cholesky solve, or the cached
     spectrum). Pass Sigma* for the standard model and Sigma_r for the robust one.
     """
-    check_choice(method, "method", GRADIENT_ALIGNMENT_METHODS)
+    C.one_of("method", method, GRADIENT_ALIGNMENT_METHODS, what="a gradient-alignment method")
     spec = spectrum_of(sigma, "sigma", vectors=method == "numeric")
     kappa = spec.condition_number
     if method == "closed_form":

@@ -19,6 +19,8 @@ from functools import lru_cache
 
 import sympy as sp
 
+from foundation import checks  # not ``as C``: C is the penalty symbol here
+
 s, C, v, delta, r, lam = sp.symbols("s C v delta r lambda", positive=True)
 
 
@@ -66,9 +68,8 @@ def vulnerability_term(convention: str = "paper") -> sp.Expr:
     """
     from sympy.stats import E, Normal
 
-    if convention not in ("paper", "half_nll", "penalized", "half_nll_penalized"):
-        raise ValueError(f"convention={convention!r} is not valid; choose one of 'paper', "
-                         f"'half_nll', 'penalized', 'half_nll_penalized'")
+    checks.one_of("convention", convention, ("paper", "half_nll", "penalized", "half_nll_penalized"),
+                  what="a vulnerability convention")
     V = Normal("V", 0, sp.sqrt(s))
     d = delta_star_scalar().subs(v, V)
     gain = (V + d) ** 2 / s - V**2 / s

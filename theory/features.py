@@ -18,7 +18,8 @@ from typing import Any
 import numpy as np
 from scipy.special import ndtr
 
-from theory._checks import as_vector, check_choice, check_nonnegative, check_norm
+from foundation import checks as C
+from theory._checks import as_vector
 from theory.model import Array, GaussianModel
 
 FEATURE_METHODS = ("closed_form", "monte_carlo")
@@ -26,7 +27,7 @@ FEATURE_METHODS = ("closed_form", "monte_carlo")
 
 def dual_norm(w: Array, norm: str) -> float:
     """||w||_* for the perturbation norm: l2 -> ||w||_2, linf -> ||w||_1."""
-    check_norm(norm)
+    C.norm("norm", norm)
     return float(np.linalg.norm(w, 2 if norm == "l2" else 1))
 
 
@@ -46,7 +47,7 @@ def _feature_scale(w: Array, model: GaussianModel) -> float:
 def usefulness(w: Any, model: GaussianModel, *, method: str = "closed_form",
                n_samples: int = 200_000, seed: int = 0) -> float:
     """rho = E[y f(x)] of the unit-variance linear feature f(x) prop. to w . x (paper sec. 2)."""
-    check_choice(method, "method", FEATURE_METHODS)
+    C.one_of("method", method, FEATURE_METHODS, what="a feature method")
     arr = _w(w, model)
     if method == "monte_carlo":
         from theory.monte_carlo import usefulness_mc
@@ -64,9 +65,9 @@ def robust_usefulness(w: Any, model: GaussianModel, eps: float, norm: str = "l2"
     feature is attained at delta = -eps y (dual-norm direction of w), so robustness costs exactly
     eps ||w||_* / ||w||_Cov(x). ``method="monte_carlo"`` applies that attack to samples.
     """
-    eps = check_nonnegative(eps, "eps")
-    check_norm(norm)
-    check_choice(method, "method", FEATURE_METHODS)
+    eps = C.non_negative_float("eps", eps)
+    C.norm("norm", norm)
+    C.one_of("method", method, FEATURE_METHODS, what="a feature method")
     arr = _w(w, model)
     if method == "monte_carlo":
         from theory.monte_carlo import robust_usefulness_mc
@@ -93,16 +94,11 @@ def linear_robust_accuracy(w: Any, b: float, model: GaussianModel, eps: float,
     1/2 [Phi((m + b - eps ||w||_*)/s) + Phi((m - b - eps ||w||_*)/s)]. ``method="monte_carlo"``
     attacks samples with delta = -eps y (dual direction of w) and counts survivors.
     """
-    eps = check_nonnegative(eps, "eps")
-    check_norm(norm)
-    check_choice(method, "method", FEATURE_METHODS)
+    eps = C.non_negative_float("eps", eps)
+    C.norm("norm", norm)
+    C.one_of("method", method, FEATURE_METHODS, what="a feature method")
     arr = _w(w, model)
-    try:
-        bias = float(b)
-    except (TypeError, ValueError):
-        raise ValueError(f"b={b!r} must be a finite real number") from None
-    if not np.isfinite(bias):
-        raise ValueError(f"b={b!r} must be a finite real number")
+    bias = C.finite("b", b)
     if method == "monte_carlo":
         from theory.monte_carlo import linear_robust_accuracy_mc
 

@@ -7,10 +7,11 @@ from its class mean) and the no-1/2 Mahalanobis loss  l(x) = v^T Sigma^-1 v,
 
 is bounded iff C > lambda_max(Sigma^-1) = 1/sigma_min(Sigma), and is attained at
 
-    delta* = (C Sigma - I)^-1 v                                   (spec 5.1; derivations.py)
+    delta* = (C Sigma - I)^-1 v                 (docs/paper-notes.md sec. 5.1; derivations.py)
 
 The same delta* solves the 1/2-NLL version max 1/2 l(x+delta) + const - (C/2)||delta||^2, so the
-perturbation does not depend on the convention; the vulnerability does (spec 5.2, 8.8).
+perturbation does not depend on the convention; the vulnerability does (docs/paper-notes.md
+sec. 5.2, 8.8).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from theory._checks import check_choice, check_positive
+from foundation import checks as C
 from theory.model import Array, CovarianceLike, GaussianModel, Spectrum, spectrum_of
 
 VULNERABILITY_CONVENTIONS = ("paper", "half_nll", "penalized", "half_nll_penalized")
@@ -28,7 +29,7 @@ VULNERABILITY_METHODS = ("closed_form", "numeric", "monte_carlo")
 
 def check_penalty(penalty: Any, spec: Spectrum, name: str = "Sigma") -> float:
     """C must exceed 1/sigma_min(Sigma) for the penalised inner maximisation to be bounded."""
-    c = check_positive(penalty, "penalty C")
+    c = C.positive_float("penalty C", penalty)
     bound = 1.0 / spec.min
     if not c > bound:
         raise ValueError(
@@ -41,10 +42,11 @@ def check_penalty(penalty: Any, spec: Spectrum, name: str = "Sigma") -> float:
 def worst_case_perturbation(model: GaussianModel, x: Any, y: Any, penalty: float) -> Array:
     """Maximiser delta* = (C Sigma - I)^-1 (x - y mu) of  l(x + delta) - C ||delta||^2.
 
-    Claim (paper Thm. 1 proof; spec 5.1): for the Gaussian NLL of ``model`` and C > 1/sigma_min,
-    the penalised inner problem is a concave quadratic with this unique maximiser, in either
-    convention (no-1/2 loss with C||d||^2, or 1/2-NLL with (C/2)||d||^2). ``x`` is (d,) or (n, d),
-    ``y`` a label or (n,) labels in {-1, +1}. Uses the model's cached eigendecomposition.
+    Claim (paper Thm. 1 proof; docs/paper-notes.md sec. 5.1): for the Gaussian NLL of ``model``
+    and C > 1/sigma_min, the penalised inner problem is a concave quadratic with this unique
+    maximiser, in either convention (no-1/2 loss with C||d||^2, or 1/2-NLL with (C/2)||d||^2).
+    ``x`` is (d,) or (n, d), ``y`` a label or (n,) labels in {-1, +1}. Uses the model's cached
+    eigendecomposition.
     """
     if not isinstance(model, GaussianModel):
         raise ValueError(f"model must be a GaussianModel; got {type(model).__name__}")
@@ -74,7 +76,7 @@ def vulnerability_per_eigenvalue(s: Array, penalty: float, convention: str = "pa
     paper:               (Cs/(Cs-1))^2 - 1       half_nll:            half of it
     penalized:           1/(Cs-1)                half_nll_penalized:  half of it
     """
-    check_choice(convention, "convention", VULNERABILITY_CONVENTIONS)
+    C.one_of("convention", convention, VULNERABILITY_CONVENTIONS, what="a vulnerability convention")
     s = np.asarray(s, dtype=float)
     t = penalty * s - 1.0
     if convention in ("paper", "half_nll"):
@@ -95,7 +97,8 @@ def vulnerability(
 ) -> float:
     """Expected loss increase of the non-robust MLE (mu*, Sigma*) under the Lagrangian adversary.
 
-    Claim (paper Thm. 1; spec 5.2), with A = (C Sigma* - I)^-1 and C > 1/sigma_min(Sigma*):
+    Claim (paper Thm. 1; docs/paper-notes.md sec. 5.2), with A = (C Sigma* - I)^-1 and
+    C > 1/sigma_min(Sigma*):
 
     * ``convention="paper"`` (default): E[l(x+delta*) - l(x)] = tr[(I + A)^2] - d, with the no-1/2
       Mahalanobis loss l and the penalty term excluded (the paper's form);
@@ -110,8 +113,8 @@ def vulnerability(
     E[v_i^2] = s_i used by homogeneity) or ``"monte_carlo"`` (``n_samples`` draws with the closed
     delta*; see :func:`theory.monte_carlo.vulnerability_mc` for the standard error).
     """
-    check_choice(convention, "convention", VULNERABILITY_CONVENTIONS)
-    check_choice(method, "method", VULNERABILITY_METHODS)
+    C.one_of("convention", convention, VULNERABILITY_CONVENTIONS, what="a vulnerability convention")
+    C.one_of("method", method, VULNERABILITY_METHODS, what="a vulnerability method")
     spec = spectrum_of(sigma_star, "sigma_star", vectors=False)
     c = check_penalty(penalty, spec, "Sigma*")
     if method == "closed_form":

@@ -1,6 +1,6 @@
 """The Gaussian robust-features model of the paper's section 4.
 
-Model (paper sec. 4, "Setup"; spec section 5.1): y is uniform on {-1, +1} and
+Model (paper sec. 4, "Setup"; docs/paper-notes.md sec. 5.1): y is uniform on {-1, +1} and
 x | y ~ N(y mu*, Sigma*). The class-conditional likelihood ratio gives the Bayes classifier
 sign(w . x) with w = Sigma*^-1 mu* (linear discriminant analysis).
 
@@ -18,6 +18,7 @@ from typing import Any, Callable, Union
 import numpy as np
 import scipy.linalg
 
+from foundation import checks as C
 from theory._checks import as_vector
 
 Array = np.ndarray
@@ -153,7 +154,7 @@ def spectrum_of(sigma: CovarianceLike, name: str = "sigma", *, vectors: bool = T
 
 
 class GaussianModel:
-    """y ~ Uniform{-1,+1}, x | y ~ N(y mu, sigma) (paper sec. 4; spec 5.1).
+    """y ~ Uniform{-1,+1}, x | y ~ N(y mu, sigma) (paper sec. 4; docs/paper-notes.md sec. 5.1).
 
     ``mu`` (d,) and ``sigma`` (d, d) are validated: finite, matching shapes, sigma symmetric
     positive definite. Arrays are stored read-only; the eigendecomposition is computed once on
@@ -236,8 +237,7 @@ class GaussianModel:
     # -- sampling and classification -----------------------------------------------------------
     def sample(self, n: int, rng: np.random.Generator | int | None = None) -> tuple[Array, Array]:
         """Draw ``n`` pairs: x of shape (n, d) and labels y in {-1, +1} of shape (n,)."""
-        if not isinstance(n, (int, np.integer)) or n < 1:
-            raise ValueError(f"n={n!r} must be a positive integer")
+        C.positive_int("n", n)
         gen = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
         y = np.where(gen.random(n) < 0.5, -1.0, 1.0)
         z = gen.standard_normal((n, self.d))

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from foundation import checks as C
 from foundation.estimate import Estimate
-from theory._checks import check_nonnegative, check_norm
 from theory.model import Array, GaussianModel, Spectrum
 
 
@@ -21,9 +21,7 @@ def _estimate(samples: Array, seed: int) -> Estimate:
 
 
 def _check_n(n_samples: int) -> int:
-    if not isinstance(n_samples, (int, np.integer)) or n_samples < 2:
-        raise ValueError(f"n_samples={n_samples!r} must be an integer >= 2")
-    return int(n_samples)
+    return int(C.int_at_least("n_samples", n_samples, 2))
 
 
 def vulnerability_mc(spec: Spectrum, penalty: float, convention: str = "paper", *,
@@ -67,8 +65,8 @@ def _attack(w: Array, y: Array, eps: float, norm: str) -> Array:
 def robust_usefulness_mc(w: Array, model: GaussianModel, eps: float, norm: str = "l2", *,
                          n_samples: int = 200_000, seed: int = 0) -> Estimate:
     """Mean of y f(x + delta) with the worst-case delta in the eps-ball of ``norm``."""
-    eps = check_nonnegative(eps, "eps")
-    check_norm(norm)
+    eps = C.non_negative_float("eps", eps)
+    C.norm("norm", norm)
     w = np.asarray(w, float)
     x, y = model.sample(_check_n(n_samples), seed)
     return _estimate(y * _scaled_feature(w, model, x + _attack(w, y, eps, norm)), seed)
@@ -78,8 +76,8 @@ def linear_robust_accuracy_mc(w: Array, b: float, model: GaussianModel, eps: flo
                               norm: str = "l2", *, n_samples: int = 200_000,
                               seed: int = 0) -> Estimate:
     """Fraction of samples still classified correctly by sign(w.x + b) after the worst attack."""
-    eps = check_nonnegative(eps, "eps")
-    check_norm(norm)
+    eps = C.non_negative_float("eps", eps)
+    C.norm("norm", norm)
     w = np.asarray(w, float)
     x, y = model.sample(_check_n(n_samples), seed)
     xa = x + _attack(w, y, eps, norm)

@@ -6,7 +6,7 @@ Computes (all on CPU, about half a minute on one core):
   eps = 0, 1, 10, with the closed form Sigma_r(lam) at the effective lam overlaid;
 * a sweep of eps for the 2-D model and for a random d = 8 model: learned eigenvalues, the two
   effective multipliers, the gradient-alignment cosines, accuracies, and the eps <-> lam scaling
-  compared with the paper's stated bounds (paper-spec 5.3);
+  compared with the paper's stated bounds (docs/paper-notes.md sec. 5.3);
 * vulnerability against anisotropy at fixed trace (Theorem 1), closed form vs numeric vs Monte
   Carlo, in every convention;
 * the Theorem 2 eigenvalues against lam (closed form);
@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from foundation import checks as C
 from theory.alignment import gradient_alignment
 from theory.features import linear_accuracy, linear_robust_accuracy, robust_usefulness, usefulness
 from theory.misalignment import VULNERABILITY_CONVENTIONS, vulnerability
@@ -58,15 +59,13 @@ class ReportConfig:
     feature_eps: tuple[float, ...] = (0.0, 0.25, 0.5, 1.0, 2.0)
 
     def __post_init__(self) -> None:
-        if self.n_samples < 100 or self.sweep_nd_samples < 100:
-            raise ValueError(f"n_samples={self.n_samples} and sweep_nd_samples="
-                             f"{self.sweep_nd_samples} must be >= 100")
+        C.int_at_least("n_samples", self.n_samples, 100)
+        C.int_at_least("sweep_nd_samples", self.sweep_nd_samples, 100)
         if len(self.fig4_mu) != 2 or len(self.fig4_sigma_diag) != 2:
             raise ValueError("fig4_mu and fig4_sigma_diag must have length 2 (Figure 4 is 2-D)")
         if any(e < 0 for e in (*self.fig4_eps, *self.sweep_eps, *self.feature_eps)):
             raise ValueError("every eps in the report config must be >= 0")
-        if self.mc_samples < 2:
-            raise ValueError(f"mc_samples={self.mc_samples} must be >= 2")
+        C.int_at_least("mc_samples", self.mc_samples, 2)
 
 
 def fig4_model(cfg: ReportConfig) -> GaussianModel:
@@ -133,7 +132,7 @@ def _sweep(model: GaussianModel, eps_grid: tuple[float, ...], cfg: ReportConfig,
 
 
 def paper_lambda_bounds(eps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The shapes of the paper's stated bounds (paper-spec 5.3), constants set to 1:
+    """The shapes of the paper's stated bounds (docs/paper-notes.md sec. 5.3), constants set to 1:
     lower (1 + eps^1/2) / (eps^1/2 + eps^3/2), upper (1 + eps^1/2) / eps^1/2."""
     r = np.sqrt(eps)
     return (1 + r) / (r + r**3), (1 + r) / r

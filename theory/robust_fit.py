@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import scipy.linalg
 
-from theory._checks import check_choice, check_nonnegative
+from foundation import checks as C
 from theory.model import Array, GaussianModel
 from theory.robust_learning import robust_eigenvalues
 from theory.trust_region import trust_region_eig
@@ -103,13 +103,13 @@ def fit_robust(
 ) -> RobustFit:
     """Solve robust maximum likelihood against the exact l2 adversary of radius ``eps``.
 
-    Claim checked (paper Thm. 2, spec 5.3/5.5): the learned mean stays mu* (up to sampling) and
-    the learned covariance moves from Sigma* toward isotropy as eps grows; the effective multiplier
-    lam relates it to the closed form Sigma_r(lam). The sample is ``n_samples`` draws from
-    ``model`` with ``seed`` (or the given ``x``, ``y``); the same draws are used for every
-    iteration. ``init`` warm-starts from a previous fit (e.g. the neighbouring eps of a sweep).
-    ``memory`` > 0 enables Anderson acceleration of the fixed-point map with that many past
-    iterates (a candidate is used only if it keeps Sigma PD and lowers the objective).
+    Claim checked (paper Thm. 2, docs/paper-notes.md sec. 5.3 / 5.5): the learned mean stays mu*
+    (up to sampling) and the learned covariance moves from Sigma* toward isotropy as eps grows; the
+    effective multiplier lam relates it to the closed form Sigma_r(lam). The sample is
+    ``n_samples`` draws from ``model`` with ``seed`` (or the given ``x``, ``y``); the same draws
+    are used for every iteration. ``init`` warm-starts from a previous fit (e.g. the neighbouring
+    eps of a sweep). ``memory`` > 0 enables Anderson acceleration of the fixed-point map with that
+    many past iterates (a candidate is used only if it keeps Sigma PD and lowers the objective).
     Stops when the fixed-point residual is below ``tol`` or the objective has stopped decreasing
     (relative ``ftol`` over ``patience`` iterations; with n samples the objective has kinks that
     leave a residual of order eps^2/n). Raises ``RuntimeError`` if neither happens in
@@ -117,11 +117,10 @@ def fit_robust(
     """
     if not isinstance(model, GaussianModel):
         raise ValueError(f"model must be a GaussianModel; got {type(model).__name__}")
-    eps = check_nonnegative(eps, "eps")
-    check_choice(lam_method, "lam_method", LAM_METHODS)
+    eps = C.non_negative_float("eps", eps)
+    C.one_of("lam_method", lam_method, LAM_METHODS, what="a lam method")
     if x is None:
-        if not isinstance(n_samples, (int, np.integer)) or n_samples < model.d + 1:
-            raise ValueError(f"n_samples={n_samples!r} must be an integer >= d + 1 = {model.d + 1}")
+        C.int_at_least("n_samples", n_samples, model.d + 1)  # d + 1 samples: a nonsingular Sigma_hat
         xs, ys = model.sample(int(n_samples), seed)
     else:
         xs = np.asarray(x, dtype=float)

@@ -1,7 +1,7 @@
 """Theorem 2 (paper sec. 4): robust learning combines the data metric with the adversary's.
 
-Lagrangian form (spec 5.3). With multiplier lam on ||delta||^2 and the no-1/2 loss, the robust
-population objective over Sigma (mu = mu* is optimal) is
+Lagrangian form (docs/paper-notes.md sec. 5.3). With multiplier lam on ||delta||^2 and the no-1/2
+loss, the robust population objective over Sigma (mu = mu* is optimal) is
 
     R_lam(Sigma) = lam tr[(lam Sigma - I)^-1 Sigma*] + log det Sigma,     lam Sigma > I,
 
@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from theory._checks import check_choice, check_positive
+from foundation import checks as C
 from theory.model import Array, CovarianceLike, spectrum_of
 
 ROBUST_COVARIANCE_METHODS = ("closed_form", "numeric")
@@ -31,7 +31,7 @@ def robust_eigenvalues(s: Any, lam: float) -> Array:
 
     ``lam=inf`` returns ``s`` (the non-robust limit). Written to stay accurate for large lam.
     """
-    lam = check_positive(lam, "lam", allow_inf=True)
+    lam = C.positive_float("lam", lam, allow_inf=True)
     s = np.asarray(s, dtype=float)
     if np.isinf(lam):
         return s.copy()
@@ -60,8 +60,8 @@ def robust_covariance(
     :func:`robust_objective` directly over all SPD Sigma with lam Sigma > I (BFGS on a Cholesky
     parametrisation; for small d, as a cross-check).
     """
-    check_choice(method, "method", ROBUST_COVARIANCE_METHODS)
-    lam = check_positive(lam, "lam", allow_inf=True)
+    C.one_of("method", method, ROBUST_COVARIANCE_METHODS, what="a robust-covariance method")
+    lam = C.positive_float("lam", lam, allow_inf=True)
     spec = spectrum_of(sigma_star, "sigma_star")
     if method == "closed_form":
         return spec.apply(lambda s: robust_eigenvalues(s, lam))
@@ -76,7 +76,7 @@ def robust_objective(sigma: Any, sigma_star: Any, lam: float) -> float:
     The population value (up to the constant -E[l(x)]-free terms) of the Lagrangian robust NLL
     E[max_delta l(x+delta; mu*, Sigma) - lam ||delta||^2]; +inf where lam Sigma - I is not PD.
     """
-    lam = check_positive(lam, "lam")
+    lam = C.positive_float("lam", lam)
     sigma = np.asarray(sigma, dtype=float)
     b = lam * sigma - np.eye(sigma.shape[0])
     try:

@@ -5,9 +5,9 @@ For a precision P = Sigma^-1 and residual v = x - y mu,
     max_{||delta||_2 <= eps}  (v + delta)^T P (v + delta)
 
 is maximised on the sphere ||delta|| = eps at delta = (nu I - P)^-1 P v with nu >= lambda_max(P)
-the root of the secular equation ||(nu I - P)^-1 P v|| = eps (spec 5.5). nu is exactly the
-Lagrange multiplier of the Lagrangian adversary of Theorems 1-2 (penalty nu ||delta||^2): the
-per-sample multiplier that makes the two adversaries agree on that sample.
+the root of the secular equation ||(nu I - P)^-1 P v|| = eps (docs/paper-notes.md sec. 5.5). nu is
+exactly the Lagrange multiplier of the Lagrangian adversary of Theorems 1-2 (penalty
+nu ||delta||^2): the per-sample multiplier that makes the two adversaries agree on that sample.
 
 The root is found by Newton's method on psi(nu) = 1/||delta(nu)|| - 1/eps, which is concave and
 increasing on (lambda_max, inf), started from the lower bound
@@ -22,7 +22,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from theory._checks import check_nonnegative
+from foundation import checks as C
 from theory.model import Array, CovarianceLike, spectrum_of
 
 
@@ -44,7 +44,7 @@ def trust_region_max(sigma_inv: CovarianceLike, v: Any, eps: float, *, rtol: flo
     (delta, nu, value) with ||delta|| = eps to relative accuracy ``rtol``.
     """
     spec = spectrum_of(sigma_inv, "sigma_inv")
-    eps = check_nonnegative(eps, "eps")
+    eps = C.non_negative_float("eps", eps)
     v_arr = np.asarray(v, dtype=float)
     single = v_arr.ndim == 1
     v2 = np.atleast_2d(v_arr)

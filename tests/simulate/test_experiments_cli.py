@@ -41,7 +41,7 @@ def test_cli_writes_record_and_figure(tmp_path, capsys):
     "argv, match",
     [
         (["--backend", "jax"], r"unknown backend \(--backend / xp\) 'jax'"),
-        (["--n", "1"], r"sample size --n=1 must be >= 2"),
+        (["--n", "1"], r"--n=1 must be an integer >= 2"),
         (["--seed", "-3"], r"seed=-3 must be a non-negative integer"),
     ],
 )

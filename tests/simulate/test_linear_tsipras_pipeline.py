@@ -68,9 +68,9 @@ def test_linear_accuracy_closed_form_matches_simulation():
 
 
 def test_bad_norm_and_eps_are_rejected():
-    with pytest.raises(ValueError, match="unknown norm 'l1'; valid: l2, linf"):
+    with pytest.raises(ValueError, match="norm='l1' is not a threat model; valid: l2, linf"):
         dual_norm(np.ones(2), "l1")
-    with pytest.raises(ValueError, match="eps=-0.5 must be >= 0"):
+    with pytest.raises(ValueError, match="eps=-0.5 must be a finite number >= 0"):
         train_logistic(np.ones((4, 2)), np.array([1.0, -1, 1, -1]), eps=-0.5)
 
 
@@ -88,11 +88,11 @@ def test_tsipras_closed_form_accuracy_matches_simulation(seed, p, eps, norm):
 
 
 def test_tsipras_sampler_validates_arguments():
-    with pytest.raises(ValueError, match=r"p=1.5 must lie in \[0, 1\]"):
+    with pytest.raises(ValueError, match=r"p=1.5 must be a number in \[0, 1\]"):
         sample_tsipras(10, p=1.5, eta=0.1, d=3, rng=make_rng(0))
-    with pytest.raises(ValueError, match="eta=-0.1 must be > 0"):
+    with pytest.raises(ValueError, match="eta=-0.1 must be a positive finite number"):
         sample_tsipras(10, p=0.9, eta=-0.1, d=3, rng=make_rng(0))
-    with pytest.raises(ValueError, match="sample size n=0"):
+    with pytest.raises(ValueError, match="n=0 must be an integer >= 2"):
         sample_tsipras(0, p=0.9, eta=0.1, d=3, rng=make_rng(0))
 
 

@@ -49,15 +49,15 @@ def test_penalty_below_the_bound_says_why():
         vulnerability(GOOD, 0.8)
     with pytest.raises(ValueError, match=r"penalty C=20 must exceed 1/sigma_min\(Sigma\)=20"):
         worst_case_perturbation(GaussianModel([1.0, 0.0], GOOD), [0.0, 0.0], 1, 20.0)
-    with pytest.raises(ValueError, match=r"penalty C=-1 must be a finite number > 0"):
+    with pytest.raises(ValueError, match=r"penalty C=-1 must be a positive finite number"):
         vulnerability(GOOD, -1)
 
 
 def test_negative_eps_and_lam():
     m = GaussianModel([1.0, 0.0], GOOD)
-    with pytest.raises(ValueError, match=r"lam=-1.0 must be > 0 \(inf allowed\)"):
+    with pytest.raises(ValueError, match=r"lam=-1.0 must be a positive number \(inf allowed\)"):
         robust_covariance(GOOD, -1.0)
-    with pytest.raises(ValueError, match=r"lam=0 must be > 0"):
+    with pytest.raises(ValueError, match=r"lam=0 must be a positive number"):
         robust_covariance(GOOD, 0)
     with pytest.raises(ValueError, match=r"eps=-0.5 must be a finite number >= 0"):
         fit_robust(m, -0.5)
@@ -87,15 +87,15 @@ def test_mismatched_dimensions():
 
 def test_invalid_choices_list_the_valid_ones():
     m = GaussianModel([1.0, 0.0], GOOD)
-    with pytest.raises(ValueError, match=r"convention='nll' is not valid; choose one of 'paper', 'half_nll'"):
+    with pytest.raises(ValueError, match=r"convention='nll' is not a vulnerability convention; valid: paper, half_nll"):
         vulnerability(GOOD, 100.0, "nll")
-    with pytest.raises(ValueError, match=r"method='exact' is not valid; choose one of 'closed_form', 'numeric'"):
+    with pytest.raises(ValueError, match=r"method='exact' is not a robust-covariance method; valid: closed_form, numeric"):
         robust_covariance(GOOD, 1.0, method="exact")
-    with pytest.raises(ValueError, match=r"norm='l1' is not supported; valid: 'l2', 'linf'"):
+    with pytest.raises(ValueError, match=r"norm='l1' is not a threat model; valid: l2, linf"):
         robust_usefulness([1.0, 0.0], m, 0.1, norm="l1")
     with pytest.raises(ValueError, match=r"w must be nonzero"):
         usefulness([0.0, 0.0], m)
     with pytest.raises(ValueError, match=r"y must hold labels in \{-1, \+1\}"):
         worst_case_perturbation(m, [0.0, 0.0], 0, 100.0)
-    with pytest.raises(ValueError, match=r"n_samples=2 must be an integer >= d \+ 1 = 3"):
+    with pytest.raises(ValueError, match=r"n_samples=2 must be an integer >= 3"):
         fit_robust(m, 1.0, n_samples=2)

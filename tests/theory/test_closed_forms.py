@@ -30,7 +30,7 @@ def _model(d: int = 4, seed: int = 0) -> GaussianModel:
 
 
 def test_spec_appendix_numbers_are_reproduced():
-    # paper-spec appendix A: vul 8.3073; cond 180 -> 85.4; worst-case cosine 0.148 -> 0.214
+    # docs/paper-notes.md sec. A: vul 8.3073; cond 180 -> 85.4; worst-case cosine 0.148 -> 0.214
     m = _model()
     c = 1.5 / 0.05
     assert vulnerability(m, c) == pytest.approx(8.3073, abs=5e-4)
@@ -92,7 +92,8 @@ def test_robust_eigenvalues_limits():
     s = np.array([0.01, 1.0, 100.0])
     np.testing.assert_allclose(robust_eigenvalues(s, 1e12), s, rtol=1e-9)
     np.testing.assert_allclose(robust_eigenvalues(s, np.inf), s)
-    lam = 1e-8  # small lam: r ~ 1/lam + sqrt(s/lam) + s/2 (spec 5.3), blends with the identity
+    # small lam: r ~ 1/lam + sqrt(s/lam) + s/2 (docs/paper-notes.md sec. 5.3), blends with the identity
+    lam = 1e-8
     r = robust_eigenvalues(s, lam)
     np.testing.assert_allclose(r, 1 / lam + np.sqrt(s / lam) + s / 2, rtol=1e-9)
     assert r.max() / r.min() < 1.002
