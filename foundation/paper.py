@@ -1,4 +1,4 @@
-"""The paper's reported numbers, in one table (spec sec. 2.5, 3.2, 4).
+"""The paper's reported numbers, in one table (docs/paper-notes.md sec. 2.5, 3.2, 4).
 
 Ilyas et al. 2019, CIFAR-10 unless named otherwise. Figure 2(b) is read off the figure (+-0.3);
 Table 1 and Figure 3 are as printed. The experiments copy the relevant entry into every record
@@ -12,7 +12,7 @@ from typing import Any
 
 PAPER_NUMBERS: dict[str, Any] = {
     "source": "Ilyas et al. 2019, CIFAR-10; Fig. 2(b) values read off the figure (+-0.3), Table 1 and "
-              "Fig. 3 as in docs/paper-spec.md sec. 2.5, 3.2, 4",
+              "Fig. 3 as in docs/paper-notes.md sec. 2.5, 3.2, 4",
     "fig2": {   # percent: clean accuracy, l2 eps=0.25 PGD-7 robust accuracy
         "std_D": {"clean": 95.2, "robust": 4.6},
         "adv_D": {"clean": 90.8, "robust": 82.5},
