@@ -198,7 +198,8 @@ def stages(cfg: Any, device: str = "cuda") -> list[Stage]:
         train(row.model, src, cfg.recipe(row.recipe), n, f"standard model on {kind}")
     pe = p(ev.precision)
     strong = nr * ev.strong_restarts * ev.strong_steps
-    for name in ("standard", "robust", "std_DR", "std_DNR"):
+    fig2_models = ("standard", "robust", registry.get("D_R").model, registry.get("D_NR").model)
+    for name in fig2_models:
         out.append(Stage(f"eval:{name}", src, f"clean on {nt}, PGD-{ev.paper_steps} and PGD-{ev.strong_steps} x "
                          f"{ev.strong_restarts} on {nr}", pe, passes=nr * ev.paper_steps + strong,
                          forward=nt + nr * (3 + ev.strong_restarts + 2), notes={"n_test": nt, "n_robust": nr}))
@@ -207,7 +208,7 @@ def stages(cfg: Any, device: str = "cuda") -> list[Stage]:
         costs = {a: suite.get(a).cost(suite.get(a).budget(ev.budgets, classes), classes) for a in ev.suite
                  if suite.get(a).cost is not None}
         grad, fwd = sum(c[0] for c in costs.values()), sum(c[1] for c in costs.values())
-        for name in ("standard", "robust", "std_DR", "std_DNR"):
+        for name in fig2_models:
             out.append(Stage(f"eval-suite:{name}", src, f"{' -> '.join(ev.suite)} on {nr} (upper bound: every "
                              "example reaches every attack)", pe, passes=nr * grad, forward=nr * fwd,
                              notes={"n_robust": nr, "gradient_steps": grad, "forward_per_image": fwd}))

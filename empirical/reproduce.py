@@ -7,7 +7,7 @@ transfer (Figure 3) -> figures -> ``report.md`` with the paper's numbers side by
 
 Presets (``PRESETS``; each has a ``<name>-smoke`` variant that runs in seconds on CPU):
 
-* ``digits`` (default): scikit-learn's 8x8 digits, CPU, ~3 minutes on 2 cores.
+* ``digits`` (default): scikit-learn's 8x8 digits, CPU, about 3 minutes on 2 idle cores.
   ``robust-features reproduce --preset digits --out-dir runs``
 * ``synthetic``: planted robust / non-robust features, CPU, about a minute; its ground truth is
   asserted (:func:`synthetic_ground_truth`): D_R drops the non-robust feature's correlation with
@@ -82,7 +82,7 @@ DIGITS = ExperimentConfig(
     transfer=TransferConfig(eps=1.0, steps=50, step_size=0.1, n_examples=1000),
     fig3_archs=("cnn_small", "mlp", "fastnet"),
     notes=_DIGITS_NOTES,
-    expected_runtime="5-9 minutes on a 2-core CPU, about half of it the worst-case suite (`robust-features reproduce --preset digits`)",
+    expected_runtime="about 3 minutes on an idle 2-core CPU, half of it the worst-case suite (`robust-features reproduce --preset digits`)",
 )
 
 SYNTHETIC = ExperimentConfig(
@@ -362,7 +362,7 @@ def synthetic_ground_truth(ws: Workspace) -> dict[str, float]:
     for k in ("D_R", "D_NR", "D_det"):
         ds = ws.dataset(k)
         agree(ds.x, ds.y, k)
-    model = ws.loaded_model("std_Ddet")
+    model = ws.loaded_model(registry.get("D_det").model)
     if model is not None:
         nr = d.meta["nonrobust_pattern"].to(d.x_test.dtype)
         y = d.y_test

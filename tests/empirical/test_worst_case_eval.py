@@ -88,3 +88,17 @@ def test_reproduce_reports_the_worst_case_column_and_a_suite_added_later_reuses_
     run_fig2(again)
     assert all(v["skipped"] for k, v in again.timings.items() if k.startswith("eval-suite:"))
     assert "suite" in f2["attacks"]
+
+
+def test_eval_records_the_budget_that_ran_beside_the_one_asked_for(digits_ckpt, tmp_path):
+    """APGD-T attacks the classes ranked 2nd, 3rd, ...: at most C - 1 = 9 on digits, whatever is asked."""
+    out = tmp_path / "ev.json"
+    assert main(["eval", "--checkpoint", str(digits_ckpt), "--threat", "l2:1.0", "--n", "20", "--steps", "2",
+                 "--attack", "apgd-t", "--apgd-steps", "2", "--apgd-targets", "20", "--seed", "7",
+                 "--out", str(out)]) == 0
+    rec = json.loads(out.read_text())
+    assert rec["config"]["worst_case"]["budgets"]["apgd-t"] == {"steps": 2, "n_target_classes": 20}   # asked
+    ran = rec["budgets_run"]["l2_eps1"]
+    assert ran["apgd-t"]["n_target_classes"] == 9 and ran["apgd-t"]["steps"] == 2                      # ran
+    assert ran["pgd"]["steps"] == 2 and rec["attack_seeds"]["l2_eps1"] == {"pgd": 7, "apgd-t": 7}
+    assert "autoattack" in rec["semantics"] and rec["config"]["worst_case"]["semantics"] == rec["semantics"]
