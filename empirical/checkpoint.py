@@ -107,8 +107,8 @@ def load_torch_file(path: str | os.PathLike, *, what: str = "checkpoint", advice
                          f"{text}){tail}") from None
 
 
-def _state_dict_mismatch(model: nn.Module, state: Mapping[str, Any]) -> str:
-    """What differs between ``model``'s parameters and ``state``: missing, unexpected and reshaped keys."""
+def _mismatch_parts(model: nn.Module, state: Mapping[str, Any]) -> list[str]:
+    """Missing, unexpected and reshaped keys of ``state`` against ``model``'s parameters and buffers."""
     want = model.state_dict()
     missing = [k for k in want if k not in state]
     unexpected = [k for k in state if k not in want]
@@ -118,16 +118,42 @@ def _state_dict_mismatch(model: nn.Module, state: Mapping[str, Any]) -> str:
     for label, items in (("missing", missing), ("unexpected", unexpected), ("of another shape", reshaped)):
         if items:
             parts.append(f"{len(items)} {label} ({', '.join(items[:3])}{', ...' if len(items) > 3 else ''})")
-    return "; ".join(parts) or "the tensors do not fit"
+    return parts
+
+
+def _state_dict_mismatch(model: nn.Module, state: Mapping[str, Any]) -> str:
+    """What differs between ``model``'s parameters and ``state``: missing, unexpected and reshaped keys."""
+    return "; ".join(_mismatch_parts(model, state)) or "the tensors do not fit"
+
+
+def _dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
+
+
+def _retyped(model: nn.Module, state: Mapping[str, torch.Tensor]) -> list[tuple[str, torch.dtype, torch.dtype]]:
+    """``(key, dtype in state, dtype of the model)`` for every entry ``load_state_dict`` would cast silently."""
+    want = model.state_dict()
+    return [(k, v.dtype, want[k].dtype) for k, v in state.items() if k in want and v.dtype != want[k].dtype]
+
+
+def _first_non_finite(state: Mapping[str, torch.Tensor]) -> tuple[str, torch.Tensor] | None:
+    for k, v in state.items():
+        if (v.is_floating_point() or v.is_complex()) and not bool(torch.isfinite(v).all()):
+            return k, v
+    return None
 
 
 def load_model(path: str | os.PathLike, *, device: Any = "cpu", verify: bool = True) -> nn.Module:
     """Rebuild the model of checkpoint ``path`` from the file and its sidecar alone (eval mode).
 
-    ``verify`` checks the state_dict's sha256 against the sidecar (a tampered or truncated file
-    raises ``ValueError``). Weights are loaded with ``weights_only=True`` (:func:`load_torch_file`):
-    a file that cannot be read, or whose weights do not fit the sidecar's architecture, raises
-    ``ValueError`` naming the path and what differs.
+    ``verify`` (the default) checks the state_dict's sha256 against the one its sidecar records:
+    a tampered or truncated file raises ``ValueError``, and so does a sidecar that records no
+    sha256 (nothing to verify against); ``verify=False`` (the command line's ``--no-verify``)
+    skips the hash only. Whatever ``verify`` says, weights are loaded with ``weights_only=True``
+    (:func:`load_torch_file`) and checked before they reach the model: a file that cannot be
+    read, weights that do not fit the sidecar's architecture (keys, shapes), an entry whose dtype
+    differs from the model's (``load_state_dict`` would cast it silently) and a NaN or infinite
+    weight each raise ``ValueError`` naming the path and the first offending tensor.
     """
     from empirical.models import build_model
 
@@ -135,9 +161,18 @@ def load_model(path: str | os.PathLike, *, device: Any = "cpu", verify: bool = T
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} not found")
     meta = read_sidecar(path)
-    if verify and meta.get("sha256") and file_sha256(path) != meta["sha256"]:
-        raise ValueError(f"checkpoint {path} has sha256 {file_sha256(path)[:16]}..., but its sidecar records "
-                         f"{meta['sha256'][:16]}...; the file was changed after saving")
+    if verify:
+        recorded = meta.get("sha256")
+        unverified = "the checkpoint cannot be verified; re-save it, or pass verify=False (--no-verify) to load it unverified"
+        if recorded is None or recorded == "":
+            raise ValueError(f"the sidecar of {path} records no sha256; {unverified}")
+        if not isinstance(recorded, str) or not re.fullmatch(r"[0-9a-f]{64}", recorded):
+            raise ValueError(f"the sidecar of {path} records sha256={recorded!r}, not a 64-digit hex digest; "
+                             f"{unverified}")
+        actual = file_sha256(path)
+        if actual != recorded:
+            raise ValueError(f"checkpoint {path} has sha256 {actual[:16]}..., but its sidecar records "
+                             f"{recorded[:16]}...; the file was changed after saving")
     model = build_model(meta["arch"], num_classes=int(meta["num_classes"]), in_channels=int(meta["in_channels"]),
                         image_size=int(meta["image_size"]), mean=meta["mean"], std=meta["std"])
     state = load_torch_file(path, what="checkpoint",
@@ -145,13 +180,30 @@ def load_model(path: str | os.PathLike, *, device: Any = "cpu", verify: bool = T
     if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ValueError(f"checkpoint {path} holds a {type(state).__name__}, not a state_dict of tensors "
                          "(written by empirical.checkpoint.save_checkpoint)")
+    misfit = (f"checkpoint {path} holds weights that do not fit the architecture {meta['arch']!r} of its sidecar "
+              f"{sidecar_path(path).name} ({{}}); the .pt and the .json come from different models: restore the "
+              "matching pair")
+    if _mismatch_parts(model, state):
+        raise ValueError(misfit.format(_state_dict_mismatch(model, state)))
+    retyped = _retyped(model, state)
+    if retyped:
+        key, got, want = retyped[0]
+        more = f" (and {len(retyped) - 1} more tensors of another dtype)" if len(retyped) > 1 else ""
+        raise ValueError(f"checkpoint {path} holds {key} as {_dtype_name(got)}, but the architecture "
+                         f"{meta['arch']!r} of its sidecar {sidecar_path(path).name} keeps it as {_dtype_name(want)}"
+                         f"{more}; loading would cast it silently, so the file was not written by save_checkpoint "
+                         "for this model or was altered: restore the matching pair")
+    bad = _first_non_finite(state)
+    if bad is not None:
+        key, v = bad
+        nan, inf = int(torch.isnan(v).sum()), int(torch.isinf(v).sum())
+        raise ValueError(f"checkpoint {path} holds non-finite weights: {key} has {nan} NaN and {inf} infinite "
+                         f"values of {v.numel()}; the training that wrote it diverged or the file was altered: "
+                         "re-run the training, or restore the file from a copy")
     try:
         model.load_state_dict(state)
     except RuntimeError:
-        raise ValueError(f"checkpoint {path} holds weights that do not fit the architecture "
-                         f"{meta['arch']!r} of its sidecar {sidecar_path(path).name} "
-                         f"({_state_dict_mismatch(model, state)}); the .pt and the .json come from different "
-                         "models: restore the matching pair") from None
+        raise ValueError(misfit.format(_state_dict_mismatch(model, state))) from None
     return model.to(device).eval()
 
 

@@ -17,6 +17,10 @@ Datasets (``load_dataset(spec)``):
                   sizes and times, in ``cache_dir`` / ``$ROBUST_FEATURES_CACHE``, the data folder,
                   or (read-only data) ``~/.cache/robust-features``.
 
+Every loader checks what it returns (docs/conventions.md sec. 9): :class:`ImageData` refuses
+images that are not finite floats in [0, 1] and labels that are not int64 in [0, C), and each
+loader refuses a class missing from either split, naming the file or folder it read.
+
 All images are float32 in [0, 1], NCHW, on the CPU; models put the (mean, std) normalisation
 inside themselves (docs/conventions.md sec. 1), and attack budgets are in [0, 1] pixel units.
 
@@ -99,6 +103,25 @@ class ImageData:
                              f"{tuple(self.x_test.shape[1:])} differ in shape")
         if len(self.mean) != self.in_channels or len(self.std) != self.in_channels:
             raise ValueError(f"mean/std need {self.in_channels} entries; got {self.mean}, {self.std}")
+        # nothing on disk is trusted (docs/conventions.md sec. 9): every loader's result passes here;
+        # one min/max pass per tensor (NaN propagates through min/max), so it stays cheap
+        num = len(self.classes)
+        for split in ("train", "test"):
+            x, y = getattr(self, f"x_{split}"), getattr(self, f"y_{split}")
+            check_images(x, f"dataset {self.name}: x_{split}")
+            if y.dtype != torch.int64:
+                raise ValueError(f"dataset {self.name}: y_{split} has dtype {str(y.dtype).removeprefix('torch.')}; "
+                                 f"labels must be int64 class indices in [0, {num})")
+            if y.numel():
+                lo, hi = (int(v) for v in torch.aminmax(y))
+                if lo < 0 or hi >= num:
+                    raise ValueError(f"dataset {self.name}: y_{split} holds labels in [{lo}, {hi}]; labels must lie "
+                                     f"in [0, {num}) for its {num} classes")
+
+    def class_counts(self, split: str) -> list[int]:
+        """How many examples of each class the ``split`` ("train" or "test") holds."""
+        y = getattr(self, f"y_{C.one_of('split', split, ('train', 'test'))}")
+        return torch.bincount(y, minlength=self.num_classes).tolist()
 
     @property
     def num_classes(self) -> int:
@@ -126,10 +149,28 @@ def check_images(x: torch.Tensor, name: str = "x") -> None:
     if x.ndim != 4:
         raise ValueError(f"{name} must be NCHW (4-d); got shape {tuple(x.shape)}")
     if x.numel():
-        lo, hi = float(x.min()), float(x.max())
+        lo, hi = (float(v) for v in torch.aminmax(x))     # one pass; a NaN anywhere makes both NaN
+        if math.isnan(lo) or math.isnan(hi):
+            raise ValueError(f"{name} holds {int(torch.isnan(x).sum())} NaN values; images must be finite and lie "
+                             "in [0, 1] (pixel units, normalisation is inside the model)")
         if not (lo >= 0.0 and hi <= 1.0):
             raise ValueError(f"{name} has values in [{lo:.4g}, {hi:.4g}]; images must lie in [0, 1] "
                              "(pixel units, normalisation is inside the model)")
+
+
+def _require_every_class(d: ImageData, sources: Mapping[str, str], advice: str = "") -> ImageData:
+    """``d`` unchanged if every class has at least one training and one test example; otherwise a
+    ``ValueError`` naming the first empty class and where that split was read from (``sources``
+    maps "train" / "test" to a file or folder), so evaluation never runs on fewer classes silently."""
+    for split in ("train", "test"):
+        counts = d.class_counts(split)
+        empty = [i for i, n in enumerate(counts) if n == 0]
+        if empty:
+            more = f" (and {len(empty) - 1} more classes)" if len(empty) > 1 else ""
+            raise ValueError(f"dataset {d.name}: the {split} split ({sources[split]}) has no example of class "
+                             f"{d.classes[empty[0]]!r} (label {empty[0]}){more}; every one of its {d.num_classes} "
+                             f"classes needs at least one training and one test example{advice}")
+    return d
 
 
 def _channel_stats(x: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
@@ -264,13 +305,15 @@ def load_digits(*, seed: int = 0, n_test: int = 360) -> ImageData:
     split_hash = hashlib.sha256(tr.tobytes() + b"|" + te.tobytes()).hexdigest()
     x_train, x_test = x[tr].contiguous(), x[te].contiguous()
     mean, std = _channel_stats(x_train)
-    return ImageData(
+    d = ImageData(
         name="digits", x_train=x_train, y_train=y[tr].contiguous(), x_test=x_test, y_test=y[te].contiguous(),
         classes=tuple(str(i) for i in range(10)), mean=mean, std=std,
         meta={"source": "sklearn.datasets.load_digits (UCI ML hand-written digits, 8x8, 17 grey levels)",
               "split": "stratified", "split_seed": seed, "n_train": len(tr), "n_test": len(te),
               "split_sha256": split_hash, "scale": "pixel / 16"},
     )
+    return _require_every_class(d, {"train": f"{len(tr)} images, seed {seed}", "test": f"n_test={n_test}, seed {seed}"},
+                                "; ask for a larger n_test")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -371,8 +414,10 @@ def make_synthetic(*, n_train: int = 3000, n_test: int = 1000, num_classes: int 
         "background": 0.5, "clipped_fraction": clipped, "seed": seed,
         "construction": "x = clamp(0.5 + robust_pattern[y_r] + nonrobust_pattern[y] + N(0, noise_std^2), 0, 1)",
     }
-    return ImageData(name="synthetic", x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test,
-                     classes=tuple(f"class{i}" for i in range(num_classes)), mean=mean, std=std, meta=meta)
+    d = ImageData(name="synthetic", x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test,
+                  classes=tuple(f"class{i}" for i in range(num_classes)), mean=mean, std=std, meta=meta)
+    return _require_every_class(d, {"train": f"n_train={n_train}, seed {seed}", "test": f"n_test={n_test}, seed {seed}"},
+                                "; draw more examples")
 
 
 def planted_feature_scores(x: torch.Tensor, meta: Mapping[str, Any]) -> dict[str, torch.Tensor]:
@@ -518,18 +563,59 @@ def restricted_pickle_load(path: str | os.PathLike, *, what: str = "CIFAR-10 pic
                              f"expected layout {CIFAR10_LAYOUT}") from None
 
 
+def _describe_array(a: Any) -> str:
+    """What a value read from disk holds, for an error line: type or dtype, shape and value range."""
+    if not isinstance(a, np.ndarray):
+        return f"a {type(a).__name__}" + (f" of length {len(a)}" if isinstance(a, (list, tuple, bytes)) else "")
+    out = f"{'an' if a.dtype.name[0] in 'aeio' else 'a'} {a.dtype} array of shape {a.shape}"
+    if a.size and (np.issubdtype(a.dtype, np.number) or a.dtype == np.bool_):
+        if np.issubdtype(a.dtype, np.inexact):
+            bad = int(np.count_nonzero(~np.isfinite(a)))
+            fin = a[np.isfinite(a)]
+            if bad:
+                out += f" with {bad} NaN or infinite values"
+            if fin.size:
+                out += f"{' and finite values' if bad else ' with values'} in [{fin.min():.4g}, {fin.max():.4g}]"
+        else:
+            out += f" with values in [{a.min()}, {a.max()}]"
+    return out
+
+
 def _read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """``(images (N, 3, 32, 32) uint8, labels (N,) int64 in [0, 10))`` of one batch file.
+
+    Nothing is cast: ``data`` must already be a uint8 array of shape (N, 3072) and the labels N
+    integers in [0, 10), as in the official archive; anything else (float pixels in [0, 1] that a
+    cast would turn into zeros, NaN, values above 255 that a cast would wrap, float labels that
+    it would truncate) is a ``ValueError`` naming the file and what it holds.
+    """
     d = restricted_pickle_load(path, what="CIFAR-10 pickle batch")
+    fix = "delete it and fetch the official archive (--download)"
     try:
-        data = np.asarray(d[b"data"], dtype=np.uint8)
-        labels = np.asarray(d.get(b"labels", d.get(b"fine_labels")), dtype=np.int64)
-    except (KeyError, TypeError, AttributeError, ValueError) as exc:
+        data = d[b"data"]
+        labels = d.get(b"labels", d.get(b"fine_labels"))
+    except (KeyError, TypeError, AttributeError) as exc:
         raise ValueError(f"{path} is not a CIFAR-10 pickle batch ({exc.__class__.__name__}: {exc}); "
                          f"expected layout {CIFAR10_LAYOUT}") from None
-    if data.ndim != 2 or data.shape[1] != 3072 or labels.ndim != 1 or labels.shape[0] != data.shape[0]:
-        raise ValueError(f"{path}: data has shape {data.shape} with labels of shape {labels.shape}; expected "
+    if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
+        raise ValueError(f"{path}: data is {_describe_array(data)}; a CIFAR-10 batch holds uint8 pixel rows of "
+                         f"shape (N, 3072) with values 0..255; {fix}")
+    if labels is None:
+        raise ValueError(f"{path} is not a CIFAR-10 pickle batch (no b'labels'); {fix}")
+    try:
+        y = np.asarray(labels)
+    except (ValueError, TypeError, OverflowError):          # ragged or otherwise not an array of numbers
+        y = labels
+    if not isinstance(y, np.ndarray) or y.ndim != 1 or not np.issubdtype(y.dtype, np.integer):
+        raise ValueError(f"{path}: labels are {_describe_array(y)}; a CIFAR-10 batch holds N integer labels in "
+                         f"[0, 10); {fix}")
+    if y.shape[0] != data.shape[0]:
+        raise ValueError(f"{path}: data has shape {data.shape} with labels of shape {y.shape}; expected "
                          f"(N, 3072) uint8 rows and N labels; layout {CIFAR10_LAYOUT}")
-    return data.reshape(-1, 3, 32, 32), labels
+    if y.size and (y.min() < 0 or y.max() >= len(CIFAR10_CLASSES)):
+        raise ValueError(f"{path}: labels range over [{y.min()}, {y.max()}]; CIFAR-10 labels are integers in "
+                         f"[0, 10); {fix}")
+    return data.reshape(-1, 3, 32, 32), y.astype(np.int64)
 
 
 def load_cifar10(root: str | os.PathLike | None, *, download: bool = False, url: str = CIFAR10_URL,
@@ -539,6 +625,10 @@ def load_cifar10(root: str | os.PathLike | None, *, download: bool = False, url:
     ``root`` is the folder *containing* ``cifar-10-batches-py`` (torchvision convention); passing
     the batches folder itself also works. With ``download=True`` a missing copy is fetched from
     ``url`` and checked against ``md5`` first. Normalisation: the standard CIFAR-10 statistics.
+
+    Every batch is checked as read (:func:`_read_cifar_batch`: uint8 pixel rows, N labels in
+    [0, 10)), ``batches.meta`` must name 10 classes, and every class must appear in both splits;
+    anything else is a ``ValueError`` naming the file.
     """
     if root is None:
         raise ValueError(f"cifar10 needs a data root (--data-root / root=); expected layout {CIFAR10_LAYOUT}")
@@ -563,28 +653,42 @@ def load_cifar10(root: str | os.PathLike | None, *, download: bool = False, url:
         except (KeyError, TypeError, AttributeError, UnicodeDecodeError):
             raise ValueError(f"{folder / 'batches.meta'} is malformed (no list of label_names); "
                              f"expected layout {CIFAR10_LAYOUT}") from None
-    for split, y in (("train", y_train), ("test", y_test)):
-        if y.size and (y.min() < 0 or y.max() >= len(classes)):
-            raise ValueError(f"CIFAR-10 {split} labels range over [{y.min()}, {y.max()}], not 0..{len(classes) - 1}")
-    return ImageData(
+        if len(classes) != len(CIFAR10_CLASSES):
+            raise ValueError(f"{folder / 'batches.meta'} lists {len(classes)} label_names; CIFAR-10 has "
+                             f"{len(CIFAR10_CLASSES)} classes; expected layout {CIFAR10_LAYOUT}")
+    d = ImageData(
         name="cifar10",
         x_train=torch.from_numpy(x_train).float().div_(255), y_train=torch.from_numpy(y_train),
         x_test=torch.from_numpy(x_test).float().div_(255), y_test=torch.from_numpy(y_test),
         classes=classes, mean=CIFAR10_MEAN, std=CIFAR10_STD,
         meta={"root": str(folder), "format": "cifar-10-batches-py (lossless)"},
     )
+    return _require_every_class(d, {"train": f"{folder}/data_batch_1..5", "test": str(folder / "test_batch")},
+                                "; delete the folder and fetch the official archive (--download)")
 
 
 # ---------------------------------------------------------------------------------------------
 # imagefolder
 # ---------------------------------------------------------------------------------------------
 def _scan_split(folder: Path) -> tuple[list[str], list[tuple[Path, int]]]:
+    """The class folders of one split (sorted names = labels) and its image files with their labels.
+
+    A class folder without a single image (empty, or holding only a README, subfolders or files of
+    other types) is a ``ValueError`` naming it: its class would silently never be trained on or
+    never be tested."""
     classes = sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
     files: list[tuple[Path, int]] = []
     for ci, c in enumerate(classes):
-        for f in sorted((folder / c).iterdir()):
-            if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES:
-                files.append((f, ci))
+        entries = sorted((folder / c).iterdir())
+        images = [f for f in entries if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES]
+        if not images:
+            others = [f.name for f in entries if not f.name.startswith(".")]
+            held = (f" (it holds only {', '.join(others[:3])}{', ...' if len(others) > 3 else ''})" if others
+                    else " (it holds only hidden files)" if entries else " (it is empty)")
+            raise ValueError(f"imagefolder class folder {folder / c} has no images{held}; every class folder needs "
+                             f"at least one image (valid suffixes: {', '.join(IMAGE_SUFFIXES)}); expected layout "
+                             f"{IMAGEFOLDER_LAYOUT}")
+        files.extend((f, ci) for f in images)
     return classes, files
 
 
@@ -655,6 +759,30 @@ def _read_cache(cache_file: Path, key: str) -> dict[str, np.ndarray] | None:
         return None                                         # damaged or foreign cache: rebuild
 
 
+def _cache_problem(arrays: Mapping[str, np.ndarray], splits: Mapping[str, tuple[list[str], list[tuple[Path, int]]]],
+                   mode: str) -> str | None:
+    """Why a cache whose key matched still cannot be what decoding ``splits`` gives (None if it can).
+
+    The file list fixes the number of images and every label, and ``mode`` the channels, so the
+    cache must hold exactly those labels (int64) and uint8 images of shape (N, channels, S, S),
+    one size for both splits: a damaged, edited or foreign cache never reaches training."""
+    channels = {"RGB": 3, "L": 1}.get(mode)
+    shapes = []
+    for split in ("train", "test"):
+        x, y = arrays[f"x_{split}"], arrays[f"y_{split}"]
+        want = np.asarray([ci for _, ci in splits[split][1]], dtype=np.int64)
+        if y.dtype != np.int64 or y.shape != want.shape or not np.array_equal(y, want):
+            return f"y_{split} is {_describe_array(y)}, not the {want.shape[0]} labels of the file list"
+        if (x.dtype != np.uint8 or x.ndim != 4 or x.shape[0] != want.shape[0] or x.shape[2] != x.shape[3]
+                or x.shape[2] < 1 or (channels is not None and x.shape[1] != channels)):
+            return (f"x_{split} is {_describe_array(x)}, not uint8 images of shape ({want.shape[0]}, "
+                    f"{channels or 'C'}, S, S)")
+        shapes.append(x.shape[1:])
+    if shapes[0] != shapes[1]:
+        return f"train images {shapes[0]} and test images {shapes[1]} differ in shape"
+    return None
+
+
 def _write_cache(dirs: list[Path], name: str, folder_id: str, payload: bytes) -> Path:
     """Write the cache to the first of ``dirs`` that takes it; a data folder that cannot be
     written (EACCES, EPERM, EROFS) falls back to the next one. Older caches of the same folder in
@@ -686,8 +814,13 @@ def load_imagefolder(path: str | os.PathLike, *, cache_dir: str | os.PathLike | 
     else (a read-only data folder) ``~/.cache/robust-features``. The cache file is named by the
     folder's absolute path and a hash of every file's relative path, label, size, mtime and ctime
     (:func:`_imagefolder_key`), which it also stores and is checked against, so another folder or
-    a changed file never reuses a stale cache. Mean/std are the training set's per-channel
-    statistics.
+    a changed file never reuses a stale cache; a cache whose contents do not match the file list
+    (labels, uint8 images of one shape, :func:`_cache_problem`) is decoded again. Mean/std are
+    the training set's per-channel statistics.
+
+    Refused (``ValueError`` naming the folder): a class folder with no image in either split, and
+    class folders that differ between train and test, so no class is silently left out of
+    training or evaluation.
     """
     path = Path(path).expanduser()
     if not path.is_dir():
@@ -704,7 +837,12 @@ def load_imagefolder(path: str | os.PathLike, *, cache_dir: str | os.PathLike | 
                              f"expected layout {IMAGEFOLDER_LAYOUT}")
         splits[split] = (classes, files)
     if splits["train"][0] != splits["test"][0]:
-        raise ValueError(f"train classes {splits['train'][0]} differ from test classes {splits['test'][0]} in {path}")
+        tr, te = set(splits["train"][0]), set(splits["test"][0])
+        only = "; ".join(f"only in {split}: {', '.join(sorted(names))}" for split, names
+                         in (("train", tr - te), ("test", te - tr)) if names)
+        raise ValueError(f"train classes {splits['train'][0]} differ from test classes {splits['test'][0]} in {path} "
+                         f"({only}); every class needs a folder with images in both train and test; expected "
+                         f"layout {IMAGEFOLDER_LAYOUT}")
     folder_id, key = _imagefolder_key(path, splits, mode)
     name = f"imagefolder-{folder_id}-{key[:24]}.npz"
     dirs = imagefolder_cache_dirs(path, cache_dir)
@@ -712,6 +850,8 @@ def load_imagefolder(path: str | os.PathLike, *, cache_dir: str | os.PathLike | 
     cache_file = dirs[0] / name
     for folder in dirs:
         arrays = _read_cache(folder / name, key)
+        if arrays is not None and _cache_problem(arrays, splits, mode) is not None:
+            arrays = None                                   # damaged or edited contents: decode again
         if arrays is not None:
             cache_file = folder / name
             break
@@ -727,12 +867,13 @@ def load_imagefolder(path: str | os.PathLike, *, cache_dir: str | os.PathLike | 
         cache_file = _write_cache(dirs, name, folder_id, buf.getvalue())
     x_train = torch.from_numpy(arrays["x_train"]).float().div_(255)
     mean, std = _channel_stats(x_train)
-    return ImageData(
+    d = ImageData(
         name=f"imagefolder:{path}", x_train=x_train, y_train=torch.from_numpy(arrays["y_train"]),
         x_test=torch.from_numpy(arrays["x_test"]).float().div_(255), y_test=torch.from_numpy(arrays["y_test"]),
         classes=tuple(splits["train"][0]), mean=mean, std=std,
         meta={"root": str(path), "cache_file": str(cache_file), "from_cache": cached, "file_list_sha": key[:24]},
     )
+    return _require_every_class(d, {"train": str(path / "train"), "test": str(path / "test")})
 
 
 # ---------------------------------------------------------------------------------------------

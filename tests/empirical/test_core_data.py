@@ -115,13 +115,14 @@ def test_synthetic_rejects_bad_parameters():
 # ---------------------------------------------------------------------------------------------
 # CIFAR-10 pickle layout
 # ---------------------------------------------------------------------------------------------
-def _fake_cifar(folder: Path, n_per_batch: int = 6, seed: int = 0) -> dict[str, np.ndarray]:
+def _fake_cifar(folder: Path, n_per_batch: int = 10, seed: int = 0) -> dict[str, np.ndarray]:
+    """Batches of ``n_per_batch`` >= 10 images holding every class (a loader refuses a missing class)."""
     rng = np.random.default_rng(seed)
     folder.mkdir(parents=True)
     out = {}
     for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
         data = rng.integers(0, 256, (n_per_batch, 3072), dtype=np.uint8)
-        labels = rng.integers(0, 10, n_per_batch).tolist()
+        labels = rng.permutation(np.arange(n_per_batch) % 10).tolist()
         with open(folder / name, "wb") as fh:
             pickle.dump({b"data": data, b"labels": labels, b"batch_label": name.encode()}, fh)
         out[name] = data
@@ -135,11 +136,11 @@ def _fake_cifar(folder: Path, n_per_batch: int = 6, seed: int = 0) -> dict[str, 
 def test_cifar10_loads_the_pickle_layout_losslessly(tmp_path):
     raw = _fake_cifar(tmp_path / "cifar-10-batches-py")
     d = load_dataset("cifar10", root=str(tmp_path))
-    assert d.x_train.shape == (30, 3, 32, 32) and d.x_test.shape == (6, 3, 32, 32)
+    assert d.x_train.shape == (50, 3, 32, 32) and d.x_test.shape == (10, 3, 32, 32)
     expect = torch.from_numpy(raw["data_batch_2"].reshape(-1, 3, 32, 32)).float() / 255
-    assert torch.equal(d.x_train[6:12], expect)                  # batch order, CHW layout, /255 exact
+    assert torch.equal(d.x_train[10:20], expect)                 # batch order, CHW layout, /255 exact
     assert d.classes[0] == "airplane" and d.mean == (0.4914, 0.4822, 0.4465)
-    assert load_cifar10(tmp_path / "cifar-10-batches-py").x_test.shape[0] == 6   # batches folder itself
+    assert load_cifar10(tmp_path / "cifar-10-batches-py").x_test.shape[0] == 10  # batches folder itself
 
 
 def test_cifar10_missing_or_malformed_root_shows_the_expected_layout(tmp_path):
@@ -162,7 +163,7 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
 def archive_server(tmp_path):
     """A loopback HTTP server serving a locally built cifar-10-python.tar.gz."""
     src = tmp_path / "src"
-    raw = _fake_cifar(src / "cifar-10-batches-py", n_per_batch=4, seed=5)
+    raw = _fake_cifar(src / "cifar-10-batches-py", n_per_batch=11, seed=5)
     served = tmp_path / "served"
     served.mkdir()
     buf = io.BytesIO()
@@ -186,7 +187,7 @@ def test_cifar10_download_over_loopback_http_checks_the_md5(tmp_path, archive_se
     url, md5, raw = archive_server
     root = tmp_path / "data"
     d = load_cifar10(root, download=True, url=url, md5=md5)
-    assert d.x_train.shape == (20, 3, 32, 32)
+    assert d.x_train.shape == (55, 3, 32, 32)
     assert torch.equal(d.x_test, torch.from_numpy(raw["test_batch"].reshape(-1, 3, 32, 32)).float() / 255)
     assert (root / "cifar-10-batches-py" / "data_batch_5").is_file()
     assert not list(root.glob("*.tmp"))                                  # temporary archive removed

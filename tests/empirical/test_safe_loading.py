@@ -36,9 +36,10 @@ def _marker_code(marker: Path) -> str:
     return f"open({str(marker)!r}, 'w').write('pwned')"
 
 
-def _batch(n: int = 4, seed: int = 0) -> dict:
+def _batch(n: int = 10, seed: int = 0) -> dict:
+    """A batch of ``n`` >= 10 images holding every class (a loader refuses a missing class)."""
     rng = np.random.default_rng(seed)
-    return {b"batch_label": b"training batch 1 of 5", b"labels": rng.integers(0, 10, n).tolist(),
+    return {b"batch_label": b"training batch 1 of 5", b"labels": rng.permutation(np.arange(n) % 10).tolist(),
             b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
             b"filenames": [f"img{i}.png".encode() for i in range(n)]}
 
@@ -52,7 +53,7 @@ def _cifar(folder: Path, *, protocol: int = pickle.HIGHEST_PROTOCOL, evil: dict 
             b[b"extra"] = evil[name]
         (folder / name).write_bytes(pickle.dumps(b, protocol=protocol))
         out[name] = b
-    meta = {b"label_names": [c.encode() for c in "abcdefghij"], b"num_cases_per_batch": 4, b"num_vis": 3072}
+    meta = {b"label_names": [c.encode() for c in "abcdefghij"], b"num_cases_per_batch": 10, b"num_vis": 3072}
     if evil and "batches.meta" in evil:
         meta[b"extra"] = evil["batches.meta"]
     (folder / "batches.meta").write_bytes(pickle.dumps(meta, protocol=protocol))
@@ -63,7 +64,7 @@ def _cifar(folder: Path, *, protocol: int = pickle.HIGHEST_PROTOCOL, evil: dict 
 def test_real_format_batches_load_through_the_restricted_unpickler(tmp_path, protocol):
     raw = _cifar(tmp_path / "cifar-10-batches-py", protocol=protocol)
     d = load_cifar10(tmp_path)
-    assert d.x_train.shape == (20, 3, 32, 32) and d.classes == tuple("abcdefghij")
+    assert d.x_train.shape == (50, 3, 32, 32) and d.classes == tuple("abcdefghij")
     expect = torch.from_numpy(raw["test_batch"][b"data"].reshape(-1, 3, 32, 32)).float() / 255
     assert torch.equal(d.x_test, expect) and d.y_test.tolist() == raw["test_batch"][b"labels"]
     # numpy scalars and arrays of other dtypes are data too
@@ -94,10 +95,10 @@ def test_python2_batches_as_in_the_official_archive_load(tmp_path):
     rng = np.random.default_rng(1)
     raw = {}
     for name in [f"data_batch_{k}" for k in range(1, 6)] + ["test_batch"]:
-        raw[name] = rng.integers(0, 256, (3, 3072), dtype=np.uint8)
-        (folder / name).write_bytes(_py2_batch(raw[name], [1, 2, 9]))
+        raw[name] = rng.integers(0, 256, (10, 3072), dtype=np.uint8)
+        (folder / name).write_bytes(_py2_batch(raw[name], [1, 2, 9, 0, 3, 4, 5, 6, 7, 8]))   # every class
     d = load_cifar10(tmp_path)
-    assert d.x_train.shape == (15, 3, 32, 32) and d.y_test.tolist() == [1, 2, 9]
+    assert d.x_train.shape == (50, 3, 32, 32) and d.y_test.tolist() == [1, 2, 9, 0, 3, 4, 5, 6, 7, 8]
     assert torch.equal(d.x_test, torch.from_numpy(raw["test_batch"].reshape(-1, 3, 32, 32)).float() / 255)
 
 
