@@ -44,6 +44,7 @@ from empirical.settings import STARTS, STORAGES, RepresentationConfig, TargetedC
 from empirical.shards import (
     ShardedDatasetWriter,
     decode_shard,
+    summarize_aux_arrays,
     num_shards,
     quantize,
     shard_generator,
@@ -299,10 +300,8 @@ def _finalize_distributed(writer: ShardedDatasetWriter, info: Any, *, built_exam
 
 
 def summarize_aux(writer: ShardedDatasetWriter) -> dict[str, float]:
-    """Dataset-level sanity metrics from the per-example aux arrays of every shard.
-
-    Boolean arrays give a rate (``<name>_rate``); numeric arrays give mean / median / max.
-    """
+    """Dataset-level sanity metrics from the per-example aux arrays of every shard
+    (:func:`empirical.shards.summarize_aux_arrays`: rates of booleans, mean / median / max of numbers)."""
     cols: dict[str, list[np.ndarray]] = {}
     for i in range(writer.num_shards):
         path = writer.root / f"shard-{i:05d}.bin"
@@ -310,19 +309,7 @@ def summarize_aux(writer: ShardedDatasetWriter) -> dict[str, float]:
         for k, v in arrs.items():
             if k.startswith("aux/"):
                 cols.setdefault(k[4:], []).append(v)
-    out: dict[str, float] = {}
-    for k, parts in sorted(cols.items()):
-        a = np.concatenate(parts)
-        if a.dtype == np.bool_:
-            out[f"{k}_rate"] = float(a.mean())
-        elif k.endswith("index") or k.endswith("label") or k.startswith("orig"):
-            continue
-        else:
-            a = a.astype(np.float64)
-            out[f"{k}_mean"] = float(a.mean())
-            out[f"{k}_median"] = float(np.median(a))
-            out[f"{k}_max"] = float(a.max())
-    return out
+    return summarize_aux_arrays({k: np.concatenate(parts) for k, parts in cols.items()})
 
 
 # --------------------------------------------------------------------------------------------

@@ -21,7 +21,10 @@ recorded sha256 (:meth:`ShardedDatasetWriter.completed`) and builds only the oth
 
 Tamper detection: :func:`load_constructed` checks every shard's size (a short file is reported as
 truncated) and sha256 (a modified file is reported as tampered) against the manifest before
-decoding anything.
+decoding anything; the manifest's own body against its ``body_sha256`` (an edited manifest is
+reported as edited, naming what no longer matches); and, once decoded, what the manifest says
+against what the shards hold: the content hash, the label histogram and the sanity metrics are
+recomputed, labels must lie in [0, C) and images be finite in [0, 1].
 
 Storage precision is a recorded choice: ``float32`` (exact), ``float16`` (relative error 2^-11,
 i.e. at most ~2.4e-4 per pixel in [0, 1]) or ``uint8`` (steps of 1/255 per pixel: rounding moves
@@ -37,6 +40,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import math
 import struct
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -47,7 +51,7 @@ import numpy as np
 import torch
 
 from empirical.settings import check_storage
-from foundation.records import atomic_write_bytes, atomic_write_json, bytes_sha256, file_sha256, to_jsonable
+from foundation.records import atomic_write_bytes, atomic_write_json, bytes_sha256, file_sha256, json_sha256, to_jsonable
 
 log = logging.getLogger(__name__)
 
@@ -147,13 +151,13 @@ def decode_shard(data: bytes, *, where: str = "shard") -> dict[str, np.ndarray]:
     return out
 
 
-def _differences(old: Mapping[str, Any], new: Mapping[str, Any], prefix: str = "") -> list[str]:
+def differences(old: Mapping[str, Any], new: Mapping[str, Any], prefix: str = "") -> list[str]:
     """``["settings.eps 1.0 -> 0.9", ...]``: the leaves where two JSON mappings differ."""
     out: list[str] = []
     for k in dict.fromkeys([*new, *old]):
         a, b = old.get(k), new.get(k)
         if isinstance(a, Mapping) and isinstance(b, Mapping):
-            out += _differences(a, b, f"{prefix}{k}.")
+            out += differences(a, b, f"{prefix}{k}.")
         elif a != b:
             out.append(f"{prefix}{k} {a!r} -> {b!r}")
     return out
@@ -206,7 +210,7 @@ class ShardedDatasetWriter:
             old = json.loads(path.read_text())
             old_identity = {k: old.get(k) for k in identity}
             if old_identity != to_jsonable(identity):
-                diffs = _differences(old_identity, to_jsonable(identity))
+                diffs = differences(old_identity, to_jsonable(identity))
                 raise ValueError(
                     f"{self.root} already holds a dataset built with different "
                     f"{', '.join(dict.fromkeys(d.split(' ', 1)[0].split('.', 1)[0] for d in diffs))} "
@@ -321,11 +325,13 @@ class ShardedDatasetWriter:
             **self._identity(),
             "complete": True,
             "shards": entries,
-            "content_sha256": bytes_sha256("".join(e["sha256"] for e in entries).encode()),
+            "content_sha256": content_sha256(entries),
             "label_histogram": labels.tolist(),
             "metrics": to_jsonable(dict(metrics or {})),
             **to_jsonable(dict(extra or {})),
         }
+        manifest = json.loads(json.dumps(to_jsonable(manifest)))       # the body as it will read back
+        manifest["body_sha256"] = manifest_body_sha256(manifest)
         if self.write_manifest:
             atomic_write_json(self.root / MANIFEST_NAME, manifest)
         return manifest
@@ -352,6 +358,13 @@ class ConstructedDataset:
         return int(self.y.shape[0])
 
 
+class DatasetEdited(ValueError):
+    """A dataset folder says something its content contradicts: its manifest was edited after it
+    was written (body hash, content hash, label histogram, metrics), or its shards hold labels out
+    of range or pixels that are not finite in [0, 1]. Not repaired silently: the workspace refuses
+    it (``--overwrite`` rebuilds it)."""
+
+
 def read_manifest(root: str | Path) -> dict[str, Any]:
     root = Path(root)
     path = root / MANIFEST_NAME
@@ -359,23 +372,62 @@ def read_manifest(root: str | Path) -> dict[str, Any]:
         raise FileNotFoundError(f"{root} is not a constructed dataset: {MANIFEST_NAME} is missing")
     try:
         manifest = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ValueError(f"{path} is not valid JSON: {exc}") from None
-    if manifest.get("format") != DATASET_FORMAT:
-        raise ValueError(f"{path} has format {manifest.get('format')!r}; expected {DATASET_FORMAT!r}")
+    if not isinstance(manifest, dict) or manifest.get("format") != DATASET_FORMAT:
+        fmt = manifest.get("format") if isinstance(manifest, dict) else type(manifest).__name__
+        raise ValueError(f"{path} has format {fmt!r}; expected {DATASET_FORMAT!r}")
     return manifest
 
 
-def verify_constructed(root: str | Path) -> dict[str, Any]:
-    """Check a dataset folder without decoding it: complete manifest, every shard's size and sha256.
+def manifest_body_sha256(manifest: Mapping[str, Any]) -> str:
+    """The sha256 of a manifest's canonical JSON without its own ``body_sha256`` field."""
+    return json_sha256({k: v for k, v in manifest.items() if k != "body_sha256"})
 
-    Returns the manifest; raises ``ValueError`` (truncated / tampered / incomplete) or
-    ``FileNotFoundError`` (missing shard) with the shard's path.
+
+def manifest_edited(manifest: Mapping[str, Any]) -> bool:
+    """True when a complete manifest's body no longer hashes to its ``body_sha256`` (manifests
+    written before the field existed have none: they are checked by content alone)."""
+    return "body_sha256" in manifest and manifest["body_sha256"] != manifest_body_sha256(manifest)
+
+
+def content_sha256(entries: Sequence[Mapping[str, Any]]) -> str:
+    """A dataset's content hash: the sha256 of its shards' sha256s in order."""
+    return bytes_sha256("".join(str(e["sha256"]) for e in entries).encode())
+
+
+def summarize_aux_arrays(cols: Mapping[str, np.ndarray]) -> dict[str, float]:
+    """Dataset-level sanity metrics from per-example aux arrays: booleans give a rate
+    (``<name>_rate``); numbers mean / median / max (indices, labels and ``orig*`` are skipped)."""
+    out: dict[str, float] = {}
+    for k in sorted(cols):
+        a = np.asarray(cols[k])
+        if a.dtype == np.bool_:
+            out[f"{k}_rate"] = float(a.mean())
+        elif k.endswith("index") or k.endswith("label") or k.startswith("orig"):
+            continue
+        else:
+            a = a.astype(np.float64)
+            out[f"{k}_mean"] = float(a.mean())
+            out[f"{k}_median"] = float(np.median(a))
+            out[f"{k}_max"] = float(a.max())
+    return out
+
+
+def verify_constructed(root: str | Path) -> dict[str, Any]:
+    """Check a dataset folder without decoding it: complete manifest whose body is unedited, every
+    shard's size and sha256, the content hash recomputed from the shards' hashes.
+
+    Returns the manifest; raises ``ValueError`` (truncated / tampered / edited / incomplete) or
+    ``FileNotFoundError`` (missing shard) with the path.
     """
     root = Path(root)
     manifest = read_manifest(root)
     if not manifest.get("complete"):
         raise ValueError(f"{root} holds an incomplete construction; re-run the same command to resume it")
+    if manifest_edited(manifest):
+        raise DatasetEdited(f"{root / MANIFEST_NAME} was edited after it was written (its body no longer hashes to its "
+                         "body_sha256)")
     total = 0
     for e in manifest["shards"]:
         path = root / e["file"]
@@ -390,11 +442,54 @@ def verify_constructed(root: str | Path) -> dict[str, Any]:
         total += int(e["count"])
     if total != manifest["num_examples"]:
         raise ValueError(f"{root}: shards hold {total} examples, manifest says {manifest['num_examples']}")
+    recomputed = content_sha256(manifest["shards"])
+    if manifest.get("content_sha256") != recomputed:
+        raise DatasetEdited(f"{root / MANIFEST_NAME}: content_sha256 {str(manifest.get('content_sha256'))[:16]}... does "
+                         f"not match its shards ({recomputed[:16]}...): it was edited after it was written")
     return manifest
 
 
+def _check_content(root: Path, manifest: Mapping[str, Any], x: torch.Tensor, y: torch.Tensor,
+                   aux: Mapping[str, np.ndarray]) -> None:
+    """What the manifest says against what the shards hold (one ``ValueError`` naming the field)."""
+    where = root / MANIFEST_NAME
+    c = int(manifest["num_classes"])
+    if y.numel() and (int(y.min()) < 0 or int(y.max()) >= c):
+        raise DatasetEdited(f"{root} holds labels in [{int(y.min())}, {int(y.max())}]; a dataset of {c} classes needs "
+                         f"labels in [0, {c})")
+    if x.numel():
+        if not bool(torch.isfinite(x).all()):
+            raise DatasetEdited(f"{root} holds non-finite pixels (NaN or inf); images must be finite in [0, 1]")
+        lo, hi = float(x.min()), float(x.max())
+        if lo < 0.0 or hi > 1.0:
+            raise DatasetEdited(f"{root} holds pixels in [{lo:.4g}, {hi:.4g}]; images must lie in [0, 1]")
+    hist = torch.bincount(y, minlength=c).tolist()
+    if "label_histogram" in manifest and list(manifest["label_histogram"]) != hist:
+        raise DatasetEdited(f"{where}: label_histogram {manifest['label_histogram']} does not match its shards ({hist}): "
+                         "it was edited after it was written")
+    if "metrics" in manifest:
+        recomputed = summarize_aux_arrays(aux)
+        told = manifest["metrics"] or {}
+
+        def same(k: str) -> bool:
+            a, b = told.get(k), recomputed.get(k)
+            if b is not None and not math.isfinite(b):
+                return a is None                       # JSON has no NaN / inf: written as null
+            return (isinstance(a, (int, float)) and not isinstance(a, bool) and b is not None
+                    and math.isclose(float(a), b, rel_tol=1e-12, abs_tol=1e-15))
+
+        bad = [k for k in sorted(set(told) | set(recomputed)) if not same(k)]
+        if bad:
+            k = bad[0]
+            raise DatasetEdited(f"{where}: metrics.{k} {told.get(k)!r} does not match its shards ({recomputed.get(k)!r}): "
+                             "it was edited after it was written")
+
+
 def load_constructed(root: str | Path, *, verify: bool = True) -> ConstructedDataset:
-    """Load a constructed dataset, checking every shard's size and sha256 first (``verify``)."""
+    """Load a constructed dataset. With ``verify`` (the default): every shard's size and sha256, the
+    manifest's body and content hash first (:func:`verify_constructed`), then what the manifest
+    says against what the shards hold (labels in range, finite pixels in [0, 1], the label
+    histogram and the sanity metrics recomputed)."""
     root = Path(root)
     manifest = verify_constructed(root) if verify else read_manifest(root)
     xs, ys, aux = [], [], {}
@@ -407,11 +502,13 @@ def load_constructed(root: str | Path, *, verify: bool = True) -> ConstructedDat
         ys.append(torch.from_numpy(arrs["y"].astype(np.int64)))
         for k, v in arrs.items():
             if k.startswith("aux/"):
-                aux.setdefault(k[4:], []).append(torch.from_numpy(np.array(v)))
-    return ConstructedDataset(
-        x=torch.cat(xs), y=torch.cat(ys), aux={k: torch.cat(v) for k, v in aux.items()},
-        manifest=manifest, root=root,
-    )
+                aux.setdefault(k[4:], []).append(np.array(v))
+    x, y = torch.cat(xs), torch.cat(ys)
+    cols = {k: np.concatenate(v) for k, v in aux.items()}
+    if verify:
+        _check_content(root, manifest, x, y, cols)
+    return ConstructedDataset(x=x, y=y, aux={k: torch.from_numpy(v) for k, v in cols.items()}, manifest=manifest,
+                              root=root)
 
 
 # --------------------------------------------------------------------------------------------

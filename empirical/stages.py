@@ -11,11 +11,15 @@ holding
 * ``complete`` - False while a stage is under way (a model whose training has started: its
   ``latest.pt`` may be resumed), True once its artifacts are written;
 * ``git_commit`` / ``git_dirty`` / ``written_at`` / ``wall_seconds`` - provenance and timing;
-* whatever the stage adds (training history, metrics, masks).
+* whatever the stage adds (training history, metrics, masks);
+* ``body_sha256`` - the sha256 of the canonical JSON of everything above, so an edit of the record
+  itself (a metric, a mask, a snapshot) is seen, not trusted.
 
 **The validity rule** (:meth:`StageStore.check`, the only place it is written): a stage is
-``valid`` when its record exists and parses, its key equals the key computed from the current
-inputs, it is complete, and every artifact it lists exists with the recorded sha256. A record
+``valid`` when its record exists and parses, its body still hashes to its ``body_sha256``, its
+key equals the key computed from the current inputs, it is complete, and every artifact it lists
+exists with the recorded sha256. A record whose body was edited is ``stale`` with
+``edited=True`` ("edited after it was written"), never taken for a missing one. A record
 with the same key that is not complete is ``pending`` (resume it: training continues from its
 ``latest.pt``, a construction from its finished shards); any other record is ``stale`` with the
 reason (rebuild it, or - for datasets, which are never replaced behind the user's back - refuse
@@ -23,7 +27,9 @@ naming the differing fields). The commit is recorded, not compared: a new commit
 input does not invalidate finished work.
 
 Records written before this module (``stage.json`` with ``checkpoint`` + ``sha256``, eval files
-without ``complete``) are read by the same rule.
+without ``complete``, records without ``body_sha256``) are read by the same rule. What a record
+*says* is checked against what it describes by its user (the workspace: a mask's mean against its
+accuracy, a manifest's label histogram against its shards), see :mod:`empirical.workspace`.
 """
 
 from __future__ import annotations
@@ -35,7 +41,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from foundation.records import atomic_write_json, file_sha256, git_state, utc_now
+from foundation.records import atomic_write_json, file_sha256, git_state, json_sha256, to_jsonable, utc_now
 
 STAGE_SCHEMA = "robust-features/stage/v1"
 STATES: tuple[str, ...] = ("missing", "valid", "pending", "stale")
@@ -49,6 +55,7 @@ class StageStatus:
     state: str
     record: dict[str, Any] | None = None
     reason: str = ""
+    edited: bool = False          # the record's body no longer hashes to its body_sha256
 
     @property
     def valid(self) -> bool:
@@ -58,6 +65,11 @@ class StageStatus:
     def artifacts(self) -> dict[str, str]:
         """``{relative path: sha256}`` the record lists ({} without a record)."""
         return _artifacts(self.record or {})
+
+
+def body_sha256(record: Mapping[str, Any]) -> str:
+    """The sha256 of a record's canonical JSON without its own ``body_sha256`` field."""
+    return json_sha256({k: v for k, v in record.items() if k != "body_sha256"})
 
 
 def _artifacts(record: Mapping[str, Any]) -> dict[str, str]:
@@ -101,6 +113,9 @@ class StageStore:
             return StageStatus("stale", None, f"unreadable stage record ({exc.__class__.__name__})")
         if not isinstance(record, dict):
             return StageStatus("stale", None, "the stage record is not a JSON object")
+        if "body_sha256" in record and record["body_sha256"] != body_sha256(record):
+            return StageStatus("stale", record, f"{path.name} was edited after it was written (its body no longer "
+                               "hashes to its body_sha256)", edited=True)
         if record.get("key") != key:
             return StageStatus("stale", record, "its inputs changed (key differs)")
         if record.get("complete", True) is False:
@@ -124,6 +139,8 @@ class StageStore:
         record = {"schema": STAGE_SCHEMA, "key": key, **dict(payload or {}), "artifacts": arts,
                   "complete": bool(complete), "git_commit": commit, "git_dirty": dirty, "written_at": utc_now(),
                   "wall_seconds": wall_seconds}
+        record = json.loads(json.dumps(to_jsonable(record)))      # the body as it will read back
+        record["body_sha256"] = body_sha256(record)
         atomic_write_json(path, record)
         return record
 
@@ -153,4 +170,4 @@ class _Timer:
         self.store.note(stage, self.seconds, skipped, **extra)
 
 
-__all__ = ["STAGE_SCHEMA", "STATES", "StageStatus", "StageStore"]
+__all__ = ["STAGE_SCHEMA", "STATES", "StageStatus", "StageStore", "body_sha256"]

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 from empirical import constructions as registry
 from empirical.experiments import ExperimentConfig, Recipe
 from empirical.stages import StageStore
+from empirical.shards import differences as _differences
 from empirical.threat import next_label
 from foundation.records import atomic_write_json, json_sha256, to_jsonable, write_record
 
@@ -280,6 +281,36 @@ class Workspace:
             out.append(f"source models {len(old_ids)} -> {len(row.sources)}")
         return out
 
+    #: what a dataset's stage record keeps of its manifest, to tell an edited manifest from a rebuilt one
+    SNAPSHOT_FIELDS: tuple[str, ...] = ("settings", "source", "seed", "storage", "num_examples", "num_classes",
+                                        "image_shape", "shard_size", "content_sha256", "label_histogram", "metrics")
+    DERIVED_FIELDS: tuple[str, ...] = ("content_sha256", "label_histogram", "metrics")
+
+    def _dataset_payload(self, kind: str, manifest: Mapping[str, Any]) -> dict[str, Any]:
+        return {"kind": kind, "manifest": {k: manifest.get(k) for k in self.SNAPSHOT_FIELDS}}
+
+    def dataset_edits(self, status: Any, manifest: Mapping[str, Any]) -> list[str]:
+        """How a dataset folder contradicts itself ([] = it does not): its stage record or its
+        manifest edited after it was written (body hashes), or the manifest no longer saying what
+        the stage record recorded when the dataset was built (``settings.eps 1.0 -> 0.8``)."""
+        from empirical.shards import manifest_edited
+
+        out = []
+        if status.edited:
+            out.append(f"its stage record: {status.reason}")
+        if manifest_edited(manifest):
+            out.append("manifest.json: its body no longer hashes to its body_sha256")
+        snap = (status.record or {}).get("manifest") if not status.edited else None
+        if isinstance(snap, Mapping):
+            # an unfinished build (a crash) has no content yet: only what it is built with is compared
+            keys = [k for k in snap if manifest.get("complete") or k not in self.DERIVED_FIELDS]
+            out += [f"manifest {d}" for d in _differences({k: snap[k] for k in keys}, {k: manifest.get(k) for k in keys})]
+        return out
+
+    def _refuse_edited(self, kind: str, folder: Path, edits: Sequence[str]) -> ValueError:
+        return ValueError(f"{folder} ({kind}) was edited after it was written ({'; '.join(edits)}); it is kept: "
+                          "restore it, or use --overwrite to delete and rebuild it")
+
     def _refuse_dataset(self, kind: str, folder: Path, diffs: Sequence[str]) -> ValueError:
         return ValueError(f"{folder} holds a {kind} built with other settings ({'; '.join(diffs)}); it is kept: use "
                           "another --out-dir, or --overwrite to delete and rebuild it")
@@ -302,6 +333,9 @@ class Workspace:
             except ValueError as exc:
                 raise ValueError(f"{exc}; it is kept: use another --out-dir, or --overwrite to delete and "
                                  "rebuild it") from None
+            edits = self.dataset_edits(self.store.check(self.store.dataset_record(kind), ""), manifest)
+            if edits:
+                raise self._refuse_edited(kind, folder, edits)
             diffs = self.dataset_differences(kind, manifest)
             src = manifest.get("source", {}) or {}
             built_from = {i.get("model"): i.get("checkpoint_sha256") for i in src.get("models", [src])
@@ -353,7 +387,7 @@ class Workspace:
         if kind in self._datasets:
             return self._datasets[kind]
         from empirical.construct import BuildRequest
-        from empirical.shards import load_constructed, read_manifest, verify_constructed
+        from empirical.shards import DatasetEdited, load_constructed, read_manifest
 
         row = registry.get(kind)
         d, base = self.data(), self._base()
@@ -366,28 +400,41 @@ class Workspace:
         timer = self.store.timer()
         stale = False
         main = self.dist_info is None or self.dist_info.is_main
-        valid = self.store.check(stage, key).valid
+        status = self.store.check(stage, key)
         diffs: list[str] = []
-        record_missing = False       # a complete build with these settings but no valid stage record
-        if not valid and (folder / "manifest.json").is_file():
-            # the fields that differ explain a changed key; a folder built before the stage store (or
-            # whose record was lost, or whose manifest a resumed build rewrote) with the same settings
-            # is checked shard by shard below and recorded; an unfinished one is resumed
+        reuse = status.valid
+        if (folder / "manifest.json").is_file():
             m = read_manifest(folder)
-            diffs = self.dataset_differences(kind, m, source_sha256=hashes)
-            record_missing = not diffs and bool(m.get("complete"))
-        if valid or record_missing:
+            edits = self.dataset_edits(status, m)
+            if edits:
+                # what the folder says contradicts what was built: never trusted, never repaired silently
+                if not self.overwrite:
+                    raise self._refuse_edited(kind, folder, edits)
+                self.log(f"dataset {kind}: edited after it was written ({'; '.join(edits)}); --overwrite: rebuilding")
+                stale, reuse = True, False
+            elif not status.valid:
+                # the fields that differ explain a changed key; a folder built before the stage store (or whose
+                # record was lost) with the same settings is checked by content below and recorded; an
+                # unfinished one is resumed
+                diffs = self.dataset_differences(kind, m, source_sha256=hashes)
+                reuse = not diffs and bool(m.get("complete"))
+        if reuse:
             try:
-                verify_constructed(folder)            # every shard against the manifest's sha256
-                ds = load_constructed(folder, verify=False)
-                if record_missing and main:
-                    self.store.save(stage, key, {"kind": kind}, artifacts=("manifest.json",))
+                ds = load_constructed(folder)        # shards, manifest body, content hash, labels, pixels, metrics
+            except DatasetEdited as exc:
+                if not self.overwrite:
+                    raise self._refuse_edited(kind, folder, [str(exc)]) from None
+                self.log(f"dataset {kind}: {exc}; --overwrite: rebuilding")
+                stale = True
+            except (ValueError, FileNotFoundError) as exc:
+                self.log(f"dataset {kind}: {exc}; resuming/rebuilding damaged shards")
+            else:
+                if not status.valid and main:
+                    self.store.save(stage, key, self._dataset_payload(kind, ds.manifest), artifacts=("manifest.json",))
                 self._datasets[kind] = ds
                 timer.done(f"construct:{kind}", True)
                 self.log(f"dataset {kind}: valid shards, skipped")
                 return ds
-            except (ValueError, FileNotFoundError) as exc:
-                self.log(f"dataset {kind}: {exc}; resuming/rebuilding damaged shards")
         elif diffs:
             if not self.overwrite:     # every rank reads the same manifest, so every rank refuses
                 raise self._refuse_dataset(kind, folder, diffs)
@@ -408,7 +455,8 @@ class Workspace:
                                      source=source, base=base, progress=self.progress, dist_info=self.dist_info))
         ds = load_constructed(folder)
         if main:
-            self.store.save(stage, key, {"kind": kind}, artifacts=("manifest.json",), wall_seconds=res.wall_seconds)
+            self.store.save(stage, key, self._dataset_payload(kind, ds.manifest), artifacts=("manifest.json",),
+                            wall_seconds=res.wall_seconds)
         self._datasets[kind] = ds
         timer.done(f"construct:{kind}", False, images_per_second=res.images_per_second,
                    shards_built=len(res.built_shards), shards_reused=len(res.reused_shards))
@@ -454,12 +502,17 @@ class Workspace:
         path = self.store.eval_record(f"{name}{variant}")
         timer = self.store.timer()
         status = self.store.check(path, key)
-        if status.valid:
+        problems = _eval_contradictions(status.record, sub.n if sub is not None else 0) if status.valid else []
+        if status.valid and not problems:
             old = status.record
             n = int(old["metrics"].get("n_robust", 0))
-            self._masks.setdefault(name, {}).update({k: unpack_bits(v, n) for k, v in old.get("masks", {}).items()})
+            self._masks.setdefault(name, {}).update({k: unpack_bits(v, n) for k, v in old.get("masks", {}).items()
+                                                     if k != "clean"})
             timer.done(f"eval:{name}", True)
             return old["metrics"]
+        if problems or status.edited:
+            self.log(f"eval {name}: stale, edited after it was written ({'; '.join(problems) or status.reason}); "
+                     "evaluating again")
         out: dict[str, float] = {"clean": accuracy(model, d.x_test, d.y_test, batch_size=ev.batch_size,
                                                    device=self.device, precision=ev.precision)}
         if shifted:
@@ -480,11 +533,16 @@ class Workspace:
             for k, m in masks.items():
                 out[k] = float(m.float().mean())
             out["n_robust"] = int(sub.n)
+            # clean-correct on the attacked sample: every robust mask lies inside it (checked on reuse)
+            from empirical.evaluate import predict
+
+            masks["clean"] = predict(model, xr, batch_size=ev.batch_size, device=self.device,
+                                     precision=ev.precision) == yr.cpu()
         out = {k: float(v) for k, v in out.items()}
         self.store.save(path, key, {"metrics": out, "masks": {k: pack_bits(m.numpy()) for k, m in masks.items()},
                                     "subset": sub.describe() if sub is not None else None},
                         wall_seconds=timer.seconds)
-        self._masks.setdefault(name, {}).update({k: m.numpy() for k, m in masks.items()})
+        self._masks.setdefault(name, {}).update({k: m.numpy() for k, m in masks.items() if k != "clean"})
         timer.done(f"eval:{name}", False)
         return out
 
@@ -517,12 +575,16 @@ class Workspace:
         path = self.store.eval_record(f"{name}-suite")
         timer = self.store.timer()
         status = self.store.check(path, key)
-        if status.valid:
+        problems = _suite_contradictions(status.record, sub.n, strong) if status.valid else []
+        if status.valid and not problems:
             old = status.record
             self._masks.setdefault(name, {}).update({k: unpack_bits(v, sub.n) for k, v in old.get("masks", {}).items()})
             self._sanity[name] = old.get("sanity", {})
             timer.done(f"eval-suite:{name}", True)
             return old["summary"]
+        if problems or status.edited:
+            self.log(f"eval-suite {name}: stale, edited after it was written ({'; '.join(problems) or status.reason}); "
+                     "evaluating again")
         wc = worst_case(model, d.x_test[sub.indices], d.y_test[sub.indices], ThreatModel(ev.norm, ev.eps),
                         pgd=ev.attack("strong"), attacks=ev.suite, options=ev.budgets, seed=self.attack_seed,
                         precision=ev.precision, batch_size=ev.batch_size, device=self.device, pgd_mask=strong)
@@ -584,4 +646,67 @@ class Workspace:
                             device=str(self.device), started_at=started_at, start_time=start_time,
                             extra={**dict(extra or {}), "subsets": self.subsets})
 
+
+# ---------------------------------------------------------------------------------------------
+# what an evaluation record says, against the masks it holds
+# ---------------------------------------------------------------------------------------------
+def _eval_contradictions(record: Mapping[str, Any] | None, n: int) -> list[str]:
+    """How a cached PGD evaluation contradicts itself: an accuracy that is not its mask's mean (to
+    half an example), a mask of the wrong length, robust where the clean model is wrong, an
+    accuracy outside [0, 1]. [] = consistent."""
+    import numpy as np
+
+    from foundation.records import unpack_bits
+
+    if record is None:
+        return []
+    metrics, masks, out = record.get("metrics") or {}, record.get("masks") or {}, []
+    for k, v in metrics.items():
+        if k != "n_robust" and not (isinstance(v, (int, float)) and 0.0 <= float(v) <= 1.0):
+            out.append(f"metrics.{k}={v!r} is not an accuracy in [0, 1]")
+    if masks and int(metrics.get("n_robust", -1)) != n:
+        out.append(f"metrics.n_robust={metrics.get('n_robust')!r} but the sample holds {n} examples")
+        return out
+    try:
+        unpacked = {k: np.asarray(unpack_bits(v, n), dtype=bool) for k, v in masks.items()}
+    except (ValueError, TypeError) as exc:
+        return out + [f"masks: {exc}"]
+    for k, m in unpacked.items():
+        if k != "clean" and (k not in metrics or abs(float(m.mean()) - float(metrics[k])) > 0.5 / max(n, 1)):
+            out.append(f"metrics.{k}={metrics.get(k)!r} but its mask's mean is {float(m.mean()):.6g}")
+    clean = unpacked.get("clean")
+    if clean is not None:
+        out += [f"masks.{k} is robust where the clean model is wrong" for k, m in unpacked.items()
+                if k != "clean" and bool((m & ~clean).any())]
+    return out
+
+
+def _suite_contradictions(record: Mapping[str, Any] | None, n: int, strong: Any) -> list[str]:
+    """How a cached worst case contradicts itself or the strong PGD: its worst case not its mask's
+    mean, its mask not the hash it records, robust where the strong PGD broke the example, robust
+    accuracies rising along the attack order."""
+    import numpy as np
+
+    from empirical.worst_case import mask_sha256
+    from foundation.records import unpack_bits
+
+    if record is None:
+        return []
+    summary, out = record.get("summary") or {}, []
+    try:
+        worst = np.asarray(unpack_bits((record.get("masks") or {})["robust_worst"], n), dtype=bool)
+        acc = dict(summary["robust_accuracy"])
+        order = list(summary["order"])
+    except (KeyError, ValueError, TypeError) as exc:
+        return [f"summary or masks incomplete ({exc.__class__.__name__}: {exc})"]
+    if abs(float(worst.mean()) - float(acc.get("worst_case", -1))) > 0.5 / max(n, 1):
+        out.append(f"robust_accuracy.worst_case={acc.get('worst_case')!r} but its mask's mean is {float(worst.mean()):.6g}")
+    if (summary.get("mask_sha256") or {}).get("worst_case") != mask_sha256(worst):
+        out.append("mask_sha256.worst_case does not match the stored mask")
+    if strong is not None and bool((worst & ~np.asarray(strong, dtype=bool)).any()):
+        out.append("the worst case is robust where the strong PGD broke the example")
+    seq = [float(summary.get("clean_accuracy", 1.0))] + [float(acc[a]) for a in order if a in acc]
+    if any(b > a + 1e-12 for a, b in zip(seq, seq[1:])):
+        out.append(f"robust accuracy rises along the attack order {order}: {seq}")
+    return out
 
