@@ -106,6 +106,8 @@ def check_train_options(o: TrainOptions) -> None:
     check_dataset_spec(o.data)
     for k in ("data_root", "arch", "adv", "eval_eps"):
         C.optional_str(k, getattr(o, k))
+    if o.eval_eps is not None:
+        parse_eps_list(o.eval_eps)              # numbers >= 0, each budget once
     if o.eval_norm is not None:
         C.norm("eval_norm", o.eval_norm)
     C.non_empty_str("device", o.device)
@@ -124,6 +126,27 @@ def check_train_options(o: TrainOptions) -> None:
         C.boolean(k, getattr(o, k))
     for k in ("flip", "channels_last"):
         C.optional_boolean(k, getattr(o, k), none=f" (None = {PRESET})" if k == "flip" else " (None = on CUDA only)")
+
+
+def parse_eps_list(text: str) -> list[float]:
+    """``"0.25,0.5"`` or ``"8/255"`` -> budgets (``train``'s ``eval_eps``); two that are one
+    budget in the records (``0.25,0.2500001``: the same ``ThreatModel.key``) are refused."""
+    from empirical.threat import ThreatModel, parse_fraction
+
+    items = [t.strip() for t in str(text).split(",") if t.strip()]
+    vals = [parse_fraction(t, "eval_eps") for t in items]
+    if not vals:
+        raise ValueError(f"eval_eps={text!r} holds no numbers; use e.g. 0.25,0.5")
+    seen: dict[str, str] = {}
+    for t, v in zip(items, vals):
+        if v < 0:
+            raise ValueError(f"eval_eps value {v} must be >= 0")
+        key = ThreatModel("l2", v).key().partition("_")[2]          # eps0.25: the records' key of the budget
+        if key in seen:
+            raise ValueError(f"eval_eps={text!r}: {seen[key]} and {t} are one budget in the records ({key}), so "
+                             "one result would replace the other; give each budget once")
+        seen[key] = t
+    return vals
 
 
 def with_presets(o: TrainOptions, names: tuple[str, ...]) -> TrainOptions:
@@ -157,6 +180,8 @@ class CheckpointOptions:
                                         default_help="on CUDA only, as training")
     seed: int = option(0, "attack seed")
     device: str = option("auto", "cpu, cuda, cuda:1, ... (auto = cuda when available)", arg_type=C.nonempty_arg)
+    verify: bool = option(True, "check the checkpoint's sha256 against the one its sidecar records (--no-verify: "
+                                "load a checkpoint whose sidecar records none; the record says verified=false)")
 
     def __post_init__(self) -> None:
         if self.n is not None:                       # absent = the whole split
@@ -172,8 +197,28 @@ class CheckpointOptions:
             C.optional_str(k, getattr(self, k))
         C.one_of("split", self.split, ("test", "train"), what="a split")
         C.boolean("random_start", self.random_start)
+        C.boolean("verify", self.verify)
         C.optional_boolean("channels_last", self.channels_last, none=" (None = on CUDA only)")
         C.non_empty_str("device", self.device)
+
+
+def parse_threats(name: str, texts: Any) -> list[Any]:
+    """The :class:`empirical.threat.ThreatModel` of each ``NORM:EPS`` text, refusing two that are
+    one threat model in the records (the same :meth:`ThreatModel.key`, e.g. ``l2:0.25`` and
+    ``l2:0.2500001``): their results would share one key and one would silently replace the other."""
+    from empirical.threat import ThreatModel
+
+    seen: dict[str, str] = {}
+    threats = []
+    for text in texts:
+        t = ThreatModel.parse(text)
+        if t.key() in seen:
+            raise ValueError(f"{name}: {seen[t.key()]} and {text} are one threat model in the records "
+                             f"({t.describe()}, key {t.key()}), so one result would replace the other; "
+                             "give each threat model once")
+        seen[t.key()] = str(text)
+        threats.append(t)
+    return threats
 
 
 def _names(name: str, v: Any, *, example: str, empty: bool = True) -> None:
@@ -205,6 +250,7 @@ class EvalOptions(CheckpointOptions):
     def __post_init__(self) -> None:
         super().__post_init__()
         _names("threat", self.threat, example="l2:0.5,linf:8/255", empty=False)
+        parse_threats("threat", self.threat)
         _names("attack", self.attack, example="pgd,apgd-ce")
         _names("suite", self.suite, example="standard")
         if self.n_test is not None:
@@ -224,6 +270,7 @@ class AttackOptions(CheckpointOptions):
     def __post_init__(self) -> None:
         super().__post_init__()
         C.non_empty_str("threat", self.threat)
+        parse_threats("threat", (self.threat,))
         C.one_of("targeted", self.targeted, ("none", "next", "random"), what="a target rule")
 
 
@@ -234,6 +281,8 @@ __all__ = [
     "EvalOptions",
     "TrainOptions",
     "check_train_options",
+    "parse_eps_list",
+    "parse_threats",
     "train_presets",
     "with_presets",
 ]

@@ -12,6 +12,10 @@ through :func:`foundation.records.write_record` and returns it; the command line
   same function ``reproduce`` uses for Figure 2's worst-case column;
 * :func:`run_attack` - PGD adversarial examples of a checkpoint (untargeted, or toward
   :func:`empirical.threat.next_label` / a random other class), saved beside the record.
+
+What each writes (:data:`TRAIN_FILES`, :data:`ATTACK_FILES`, :func:`eval_record_path`) never
+replaces what it reads (the checkpoint and its sidecar): :func:`check_outputs_apart` refuses it
+before any work (the command line adds its ``--config`` file to the inputs).
 """
 
 from __future__ import annotations
@@ -24,7 +28,45 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from empirical.options import AttackOptions, EvalOptions, TrainOptions, train_presets, with_presets
+from empirical.options import (AttackOptions, EvalOptions, TrainOptions, parse_eps_list, parse_threats, train_presets,
+                               with_presets)
+
+
+# the files each run writes into its folder (eval writes one record: eval_record_path)
+TRAIN_FILES: tuple[str, ...] = ("latest.pt", "model.pt", "model.json", "train.json", "resolved_config.json")
+ATTACK_FILES: tuple[str, ...] = ("adversarial.pt", "attack.json")
+
+
+def eval_record_path(checkpoint: str | Path, out: str | Path | None) -> Path:
+    """Where ``eval`` writes its record: ``out``, else ``eval.json`` beside the checkpoint."""
+    return Path(out) if out is not None else Path(checkpoint).with_name("eval.json")
+
+
+def checkpoint_inputs(checkpoint: str | Path) -> list[tuple[str, Path]]:
+    """The files ``eval`` / ``attack`` read: the checkpoint and its JSON sidecar."""
+    from empirical.checkpoint import sidecar_path
+
+    return [("the checkpoint", Path(checkpoint)), ("the checkpoint's sidecar", sidecar_path(checkpoint))]
+
+
+def eval_outputs(checkpoint: str | Path, out: str | Path | None) -> list[tuple[str, Path]]:
+    """(how the command line names it, path) of the record ``eval`` writes."""
+    path = eval_record_path(checkpoint, out)
+    return [(f"--out {out}" if out is not None else f"the default --out {path} (eval.json beside the checkpoint)",
+             path)]
+
+
+def folder_outputs(out_dir: str | Path, names: tuple[str, ...]) -> list[tuple[str, Path]]:
+    """(how the command line names it, path) of the files ``names`` a run writes into ``--out-dir``."""
+    return [(f"{name} in --out-dir {out_dir}", Path(out_dir) / name) for name in names]
+
+
+def check_outputs_apart(command: str, flag: str, writes: list[tuple[str, Path]],
+                        reads: list[tuple[str, Path]]) -> None:
+    """Refuse (``ValueError``, one line naming both and ``flag``) a write that would replace a read."""
+    from foundation.runtime import check_apart
+
+    check_apart(writes, reads, command=command, flag=flag)
 
 
 def device_name(dev: Any) -> str:
@@ -34,19 +76,6 @@ def device_name(dev: Any) -> str:
     if dev.type == "cuda":
         return f"{dev} ({torch.cuda.get_device_name(dev)})"
     return str(dev)
-
-
-def parse_eps_list(text: str) -> list[float]:
-    """``"0.25,0.5"`` or ``"8/255"`` -> budgets (``train``'s ``eval_eps``)."""
-    from empirical.threat import parse_fraction
-
-    vals = [parse_fraction(t, "eval_eps") for t in str(text).split(",") if t.strip()]
-    if not vals:
-        raise ValueError(f"eval_eps={text!r} holds no numbers; use e.g. 0.25,0.5")
-    for v in vals:
-        if v < 0:
-            raise ValueError(f"eval_eps value {v} must be >= 0")
-    return vals
 
 
 def _default(value: Any, default: Any) -> Any:
@@ -190,6 +219,42 @@ def _fit(run: _TrainRun) -> Any:
         raise
 
 
+def train_timing(res: Any, n_images: int) -> dict[str, Any]:
+    """The timing metrics of ``train.json`` from a :class:`empirical.train.TrainResult` on
+    ``n_images`` training images, one meaning each:
+
+    * ``*_all_runs`` (and, for the readers of earlier records, ``train_seconds`` /
+      ``train_images_per_second``, the same numbers): the whole training of this model, summed
+      over every run that trained it (each from its start to its last epoch's checkpoint; never
+      below the sum of the history's per-epoch ``seconds``); ``epochs_completed`` epochs of it;
+    * ``*_this_run``: this command alone: the epochs it trained, the seconds it spent in training
+      (loading a finished run included) and its images/s (epochs trained here x images / seconds
+      here; None when it trained no epoch);
+    * ``resumed`` / ``resumed_from_epoch``: whether it continued ``latest.pt``, after which epoch.
+
+    A rerun of a finished training trains nothing: its ``*_all_runs`` figures are the original ones."""
+    epochs, seconds = len(res.history), float(res.train_seconds)
+    all_rate = epochs * n_images / seconds if epochs and seconds > 0 else None
+    here, here_s = int(res.epochs_trained), float(res.wall_seconds)
+    return {"epochs_completed": epochs, "train_seconds": seconds, "train_images_per_second": all_rate,
+            "train_seconds_all_runs": seconds, "train_images_per_second_all_runs": all_rate,
+            "epochs_trained_this_run": here, "train_seconds_this_run": here_s,
+            "train_images_per_second_this_run": here * n_images / max(here_s, 1e-9) if here else None,
+            "resumed": bool(res.resumed), "resumed_from_epoch": int(res.resumed_from_epoch)}
+
+
+def describe_training_runs(res: Any, *, cfg_epochs: int) -> str:
+    """One sentence on how this command's run relates to the training (fresh, resumed, a rerun)."""
+    if not res.resumed:
+        return f"trained from scratch: {res.epochs_trained} epoch(s) in this run"
+    if res.epochs_trained == 0:
+        return (f"rerun of a finished training (latest.pt at epoch {res.resumed_from_epoch} of {cfg_epochs}): "
+                "nothing was trained; the *_all_runs figures and the history are the original training's, "
+                "the *_this_run figures this rerun's")
+    return (f"resumed after epoch {res.resumed_from_epoch}: {res.epochs_trained} epoch(s) trained in this run; "
+            "*_all_runs sums every run that trained this model")
+
+
 def _write_train_record(run: _TrainRun, res: Any, started_at: str, t0: float) -> dict[str, Any]:
     """Step 5 (rank 0): clean accuracy on the whole test set, robust accuracy on its sample, the record."""
     from empirical.data import stratified_subset
@@ -203,14 +268,14 @@ def _write_train_record(run: _TrainRun, res: Any, started_at: str, t0: float) ->
                   device=run.dev, seed=o.seed)
     clean_all = accuracy(res.model, d.x_test, d.y_test, device=run.dev)
     metrics = {"clean_accuracy": clean_all, "robust_accuracy": ev["robust"], "n_robust_eval": n,
-               "n_test": int(d.x_test.shape[0]), "epochs_completed": len(res.history),
+               "n_test": int(d.x_test.shape[0]),
                "final_train_loss": res.history[-1]["train_loss"] if res.history else None,
-               "train_seconds": res.wall_seconds,
-               "train_images_per_second": len(res.history) * run.x_train.shape[0] / max(res.wall_seconds, 1e-9)}
+               **train_timing(res, int(run.x_train.shape[0]))}
     return write_record(out_dir / "train.json", experiment="empirical.train", config=run.resolved, metrics=metrics,
                         seeds={"seed": o.seed, "data_seed": o.data_seed}, device=device_name(run.dev),
                         started_at=started_at, start_time=t0,
                         extra={"attacks": ev["attacks"], "history": res.history, "stopped_early": res.stopped_early,
+                               "training_runs": describe_training_runs(res, cfg_epochs=run.cfg.epochs),
                                "data": d.describe(),
                                "subsets": {"train": run.train_sub.describe(), "eval": eval_sub.describe()},
                                "checkpoint": {"path": "model.pt", "sha256": file_sha256(out_dir / "model.pt")}})
@@ -271,7 +336,7 @@ def load_for_checkpoint(checkpoint: str, o: Any, dev: Any = None):
     seed = o.data_seed if o.data_seed is not None else int(extra.get("data_seed") or 0)
     d = load_dataset(data, root=root, seed=seed)
     dev = resolve_device(o.device) if dev is None else dev
-    model = in_memory_format(load_model(checkpoint, device=dev), o.channels_last, dev)
+    model = in_memory_format(load_model(checkpoint, device=dev, verify=o.verify), o.channels_last, dev)
     if (d.in_channels, d.image_size, d.num_classes) != (meta["in_channels"], meta["image_size"], meta["num_classes"]):
         raise ValueError(f"dataset {d.name} ({d.in_channels}x{d.image_size}, {d.num_classes} classes) does not match "
                          f"the checkpoint ({meta['in_channels']}x{meta['image_size']}, {meta['num_classes']} classes)")
@@ -374,11 +439,12 @@ def run_eval(o: EvalOptions, checkpoint: str | Path, out: str | Path | None, *, 
     from empirical.devices import resolve_device
     from empirical.distributed import check_same_config, init_distributed, local_device, shutdown
     from empirical.evaluate import evaluate
-    from empirical.threat import Attack, ThreatModel
+    from empirical.threat import Attack
     from empirical.worst_case import SEMANTICS
     from foundation.records import file_sha256, write_record
 
-    threats = [ThreatModel.parse(t) for t in o.threat]
+    threats = parse_threats("threat", o.threat)
+    check_outputs_apart("eval", "--out", eval_outputs(checkpoint, out), checkpoint_inputs(checkpoint))
     attacks = eval_attacks(o)
     dev = resolve_device(o.device)
     info = init_distributed(dev)  # single process unless launched by torchrun
@@ -390,8 +456,8 @@ def run_eval(o: EvalOptions, checkpoint: str | Path, out: str | Path | None, *, 
         x, y, sub, pool = split(d, o.split, o.n, o.subset_seed, n_test=o.n_test)
         specs = [Attack(t.norm, t.eps, steps=o.steps, step_size=o.step_size, restarts=o.restarts,
                         random_start=o.random_start or o.restarts > 1) for t in threats]
-        out = Path(out) if out is not None else Path(checkpoint).with_name("eval.json")
-        config = {"checkpoint": str(checkpoint), "checkpoint_sha256": file_sha256(checkpoint),
+        out = eval_record_path(checkpoint, out)
+        config = {"checkpoint": str(checkpoint), "checkpoint_sha256": file_sha256(checkpoint), "verified": o.verify,
                   "arch": meta["arch"], **data_cfg, "split": o.split, "n": int(x.shape[0]),
                   "attacks": [s.__dict__ for s in specs], "batch_size": o.batch_size, "subset": sub.describe()}
         if pool is not None:
@@ -431,10 +497,11 @@ def run_attack(o: AttackOptions, checkpoint: str | Path, out_dir: str | Path, *,
     from empirical.attacks import pgd
     from empirical.devices import resolve_device
     from empirical.evaluate import predict
-    from empirical.threat import Attack, ThreatModel, next_label
+    from empirical.threat import Attack, next_label
     from foundation.records import atomic_write_bytes, file_sha256, write_record
 
-    threat = ThreatModel.parse(o.threat)
+    (threat,) = parse_threats("threat", (o.threat,))
+    check_outputs_apart("attack", "--out-dir", folder_outputs(out_dir, ATTACK_FILES), checkpoint_inputs(checkpoint))
     d, model, dev, meta, data_cfg = load_for_checkpoint(str(checkpoint), o, resolve_device(o.device))
     x, y, sub, _ = split(d, o.split, o.n, o.subset_seed)
     gen = torch.Generator(device=dev)
@@ -458,7 +525,7 @@ def run_attack(o: AttackOptions, checkpoint: str | Path, out_dir: str | Path, *,
     buf = io.BytesIO()
     torch.save({"x_adv": x_adv.contiguous(), "y": y.clone(), "attack_labels": labels.clone()}, buf)
     atomic_write_bytes(out_dir / "adversarial.pt", buf.getvalue())
-    config = {"checkpoint": str(checkpoint), "checkpoint_sha256": file_sha256(checkpoint),
+    config = {"checkpoint": str(checkpoint), "checkpoint_sha256": file_sha256(checkpoint), "verified": o.verify,
               "arch": meta["arch"], **data_cfg, "split": o.split, "n": int(x.shape[0]), "norm": threat.norm,
               "eps": threat.eps, "steps": o.steps, "step_size": attack.step, "restarts": o.restarts,
               "random_start": o.random_start, "targeted": o.targeted, "subset": sub.describe()}
@@ -474,5 +541,7 @@ def run_attack(o: AttackOptions, checkpoint: str | Path, out_dir: str | Path, *,
                                "attack": desc})
 
 
-__all__ = ["check_rerun", "device_name", "eval_attacks", "load_for_checkpoint", "parse_eps_list", "run_attack",
-           "run_eval", "run_train", "split"]
+__all__ = ["ATTACK_FILES", "TRAIN_FILES", "check_outputs_apart", "check_rerun", "checkpoint_inputs",
+           "describe_training_runs", "device_name", "eval_attacks", "eval_outputs", "eval_record_path",
+           "folder_outputs", "load_for_checkpoint", "parse_eps_list", "run_attack", "run_eval", "run_train",
+           "split", "train_timing"]

@@ -43,9 +43,13 @@ METHODS: tuple[str, ...] = ("pgd", "fgsm")
 
 
 def parse_fraction(text: str | float | int, name: str = "eps") -> float:
-    """Parse ``0.5``, ``"0.5"`` or ``"8/255"`` into a float without ``eval``."""
+    """Parse ``0.5``, ``"0.5"`` or ``"8/255"`` into a float without ``eval``. Python's digit
+    separators are refused (``"1_0"`` is a typo of ``1.0`` or ``10``, never silently 10)."""
     if isinstance(text, bool):
         raise ValueError(f"{name}={text!r} is not a number")
+    if isinstance(text, str) and "_" in text:
+        raise ValueError(f"{name}={text!r} is not a number or fraction such as 0.5 or 8/255 "
+                         "('_' digit separators are not accepted)")
     value = float(text) if isinstance(text, (int, float)) else C.fraction(text)
     if not math.isfinite(value):
         raise ValueError(f"{name}={text!r} is not a number or fraction such as 0.5 or 8/255")
@@ -80,7 +84,8 @@ class ThreatModel:
 
     @classmethod
     def parse(cls, text: str) -> ThreatModel:
-        """``"l2:0.5"`` or ``"linf:8/255"`` -> ThreatModel."""
+        """``"l2:0.5"`` or ``"linf:8/255"`` -> ThreatModel (the eps by :func:`parse_fraction`:
+        no ``_`` digit separators)."""
         norm, sep, eps = str(text).partition(":")
         if not sep:
             raise ValueError(f"threat model {text!r} must look like NORM:EPS, e.g. l2:0.5 or linf:8/255; "

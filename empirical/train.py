@@ -20,8 +20,17 @@ history, guard state) is written atomically to ``latest.pt``; ``fit(..., resume=
 from it, and because every random stream derives from (seed, epoch), an interrupted and resumed
 run ends with exactly the weights of an uninterrupted one (on CPU). A non-finite loss stops
 training with :class:`NonFiniteLossError` before that epoch is saved, so ``latest.pt`` keeps the
-last good state. On completion ``model.pt`` + ``model.json`` are written by
+last good state: a state with a NaN/inf weight or optimiser entry is never written to
+``latest.pt``, and one found there (a file damaged or written by other code) is refused on
+resume, never called good. On completion ``model.pt`` + ``model.json`` are written by
 :func:`empirical.checkpoint.save_checkpoint`.
+
+Timing over runs: ``latest.pt`` carries the seconds spent training so far, summed over every run
+that trained this model (each run's time from its start to its last epoch's checkpoint), so a
+resumed run reports both its own figures (:attr:`TrainResult.epochs_trained`,
+:attr:`TrainResult.wall_seconds`) and the whole training's (:attr:`TrainResult.train_seconds`,
+never below the sum of the per-epoch ``seconds`` of the history); a rerun of a finished
+training trains nothing and reports the original figures unchanged.
 
 Distributed (``torchrun --nproc_per_node=N``, see :mod:`empirical.distributed`): every rank
 builds the same seeded loader and so draws the same global batch of ``batch_size`` examples;
@@ -164,13 +173,21 @@ class TrainConfig:
 
 @dataclass
 class TrainResult:
-    """The trained model (eval mode), per-epoch history, wall time, and why training stopped early."""
+    """The trained model (eval mode), per-epoch history, timing, and why training stopped early.
+
+    ``wall_seconds``: this :func:`fit` call, start to end; ``epochs_trained``: the epochs this call
+    trained; ``resumed`` / ``resumed_from_epoch``: whether it continued ``latest.pt`` and after
+    which epoch; ``train_seconds``: every run that trained this model, summed (each from its start
+    to its last epoch's checkpoint; not below the sum of ``history[*]["seconds"]``)."""
 
     model: nn.Module
     history: list[dict[str, float]]
     wall_seconds: float
     stopped_early: str | None = None
     resumed_from_epoch: int = 0
+    epochs_trained: int = 0
+    train_seconds: float = 0.0
+    resumed: bool = False
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -241,6 +258,12 @@ class _Run:
     stopped: str | None = None
     co_best: dict[str, Any] = field(default_factory=lambda: {"acc": -1.0, "epoch": 0, "state": None})
     probe: tuple[torch.Tensor, torch.Tensor] | None = None   # the guard's fixed probe (None = no guard)
+    t_start: float = 0.0                   # perf_counter at the start of this fit call
+    seconds_before: float = 0.0            # training seconds of the earlier runs (from latest.pt)
+    train_seconds: float = 0.0             # training seconds of every run, up to the last finished epoch
+    saved_epoch: int | None = None         # the epoch latest.pt holds, as this call knows it (None = none good)
+    resumed: bool = False
+    epochs_trained: int = 0
 
 
 def _check_inputs(model: nn.Module, x_train: torch.Tensor, y_train: torch.Tensor,
@@ -285,8 +308,25 @@ def _build_optimizer(model: nn.Module, cfg: TrainConfig,
     return opt, torch.optim.lr_scheduler.LambdaLR(opt, lambda it: lr_factor(cfg, it, total))
 
 
+def _non_finite(tree: Any, prefix: str = "") -> list[str]:
+    """The names of the floating-point tensors holding a NaN or inf anywhere in ``tree`` (a state
+    dict, an optimiser state: nested dicts, lists and tensors)."""
+    if isinstance(tree, torch.Tensor):
+        return [prefix or "tensor"] if tree.is_floating_point() and not bool(torch.isfinite(tree).all()) else []
+    if isinstance(tree, dict):
+        return [n for k, v in tree.items() for n in _non_finite(v, f"{prefix}.{k}" if prefix else str(k))]
+    if isinstance(tree, (list, tuple)):
+        return [n for i, v in enumerate(tree) for n in _non_finite(v, f"{prefix}[{i}]")]
+    return []
+
+
+def _names(bad: list[str]) -> str:
+    return ", ".join(bad[:3]) + (f" and {len(bad) - 3} more" if len(bad) > 3 else "")
+
+
 def _resume_from(run: _Run, latest: Path) -> None:
-    """Continue from ``latest.pt``: refused unless it was written by a run with this fingerprint."""
+    """Continue from ``latest.pt``: refused unless it was written by a run with this fingerprint
+    and every weight and optimiser entry in it is finite."""
     from empirical.checkpoint import load_torch_file
 
     cfg = run.cfg
@@ -296,6 +336,11 @@ def _resume_from(run: _Run, latest: Path) -> None:
         raise ValueError(f"{latest} was written by a different training config (fingerprint "
                          f"{ck.get('fingerprint')} vs {cfg.fingerprint()}); use another --out-dir or "
                          "resume=False / --no-resume to start over")
+    bad = (_non_finite(ck.get("model"), "model") + _non_finite(ck.get("optimizer"), "optimizer")
+           + _non_finite(ck.get("co_best_state"), "co_best_state"))
+    if bad:
+        raise ValueError(f"{latest} (epoch {ck.get('epoch')}) holds non-finite values ({_names(bad)}), so it is not "
+                         "a good checkpoint to resume from; delete it or pass resume=False / --no-resume to start over")
     run.model.load_state_dict(ck["model"])
     run.opt.load_state_dict(ck["optimizer"])
     run.sched.load_state_dict(ck["scheduler"])
@@ -305,22 +350,42 @@ def _resume_from(run: _Run, latest: Path) -> None:
     run.stopped = ck.get("stopped_early") or None
     run.co_best = {"acc": float(ck["co_best_acc"]), "epoch": int(ck["co_best_epoch"]),
                    "state": ck.get("co_best_state")}
+    # training seconds of the runs before (files written before they were kept: the epochs' own)
+    run.seconds_before = float(ck.get("train_seconds", sum(float(h.get("seconds", 0.0)) for h in run.history)))
+    run.train_seconds = run.seconds_before
+    run.saved_epoch = run.start_epoch
+    run.resumed = True
 
 
 def _save_latest(run: _Run, epoch: int) -> None:
-    """Rank 0 writes the state after ``epoch`` atomically to ``latest.pt`` (nothing without out_dir)."""
+    """Rank 0 writes the state after ``epoch`` atomically to ``latest.pt`` (nothing without out_dir);
+    a state with a NaN/inf weight or optimiser entry is refused (:class:`NonFiniteLossError`), so
+    the file always holds the last good state."""
     if run.latest is None or not run.info.is_main:
         return
     co_best = run.co_best
     state = {"fingerprint": run.cfg.fingerprint(), "epoch": epoch, "model": _state_to_cpu(run.model.state_dict()),
              "optimizer": run.opt.state_dict(), "scheduler": run.sched.state_dict(),
              "torch_rng": torch.get_rng_state(), "history": run.history, "stopped_early": run.stopped or "",
-             "co_best_acc": float(co_best["acc"]), "co_best_epoch": int(co_best["epoch"])}
+             "co_best_acc": float(co_best["acc"]), "co_best_epoch": int(co_best["epoch"]),
+             "train_seconds": float(run.train_seconds)}
     if co_best["state"] is not None:
         state["co_best_state"] = co_best["state"]
+    bad = _non_finite(state["model"], "model") + _non_finite(state["optimizer"], "optimizer")
+    if bad:
+        raise NonFiniteLossError(f"non-finite values ({_names(bad)}) after epoch {epoch}; training stopped and this "
+                                 f"epoch was not saved. Last good checkpoint: {_last_good(run)}. Lower the learning "
+                                 "rate or check the data.")
     buf = io.BytesIO()
     torch.save(state, buf)
     atomic_write_bytes(run.latest, buf.getvalue())
+
+
+def _last_good(run: _Run) -> str:
+    """``latest.pt`` and the epoch it holds, as far as this call wrote or checked it."""
+    if run.latest is not None and run.saved_epoch is not None and run.latest.is_file():
+        return f"{run.latest} (epoch {run.saved_epoch})"
+    return "none (no out_dir or no completed epoch)"
 
 
 def _train_step(run: _Run, xb: torch.Tensor, yb: torch.Tensor,
@@ -378,9 +443,7 @@ def _check_finite(run: _Run, epoch: int, mean_loss: float, lr: float) -> None:
                   if v.is_floating_point() and not torch.isfinite(v).all()]
     if math.isfinite(mean_loss) and not bad_params:
         return
-    latest = run.latest
-    where = (f"{latest} (epoch {epoch - 1})" if latest is not None and latest.is_file()
-             else "none (no out_dir or no completed epoch)")
+    where = _last_good(run)
     what = f"training loss ({mean_loss})" if not math.isfinite(mean_loss) else \
         f"weights ({', '.join(bad_params[:3])})"
     raise NonFiniteLossError(
@@ -439,13 +502,18 @@ def _run_epoch(run: _Run, epoch: int, bar: Any, eval_data: tuple[torch.Tensor, t
     row = _epoch_row(run, epoch, totals, mean_loss, eval_data)
     if run.probe is not None:
         _guard_step(run, epoch, row)
-    row["seconds"] = time.perf_counter() - t0
+    now = time.perf_counter()
+    row["seconds"] = now - t0
     run.history.append(row)
+    run.epochs_trained += 1
+    run.train_seconds = run.seconds_before + (now - run.t_start)
     if bar is not None:
         bar.write(_table_line(row))
         if run.stopped:
             bar.write(run.stopped)
     _save_latest(run, epoch)
+    if run.latest is not None:
+        run.saved_epoch = epoch           # on every rank: rank 0 wrote it (or raised)
     barrier(run.info)
 
 
@@ -497,7 +565,7 @@ def fit(model: nn.Module, x_train: torch.Tensor, y_train: torch.Tensor, cfg: Tra
     out = Path(out_dir) if out_dir is not None else None
     run = _Run(cfg=cfg, dev=dev, info=info, model=model, step_model=step_model, ddp_model=ddp_model,
                channels_last=channels_last, loader=loader, opt=opt, sched=sched,
-               latest=out / "latest.pt" if out is not None else None)
+               latest=out / "latest.pt" if out is not None else None, t_start=t_start)
     if run.latest is not None and run.latest.is_file() and resume:
         _resume_from(run, run.latest)
     resumed_from = run.start_epoch
@@ -523,7 +591,8 @@ def fit(model: nn.Module, x_train: torch.Tensor, y_train: torch.Tensor, cfg: Tra
     if out is not None and info.is_main:
         _save_final_checkpoint(run, out, dataset, checkpoint_extra)
     return TrainResult(model=model, history=run.history, wall_seconds=wall, stopped_early=run.stopped,
-                       resumed_from_epoch=resumed_from)
+                       resumed_from_epoch=resumed_from, epochs_trained=run.epochs_trained,
+                       train_seconds=run.train_seconds, resumed=run.resumed)
 
 
 def config_from_dict(d: dict[str, Any]) -> TrainConfig:

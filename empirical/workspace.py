@@ -224,8 +224,10 @@ class Workspace:
                                artifacts=("model.pt",), wall_seconds=result.wall_seconds)
         self._models[name], self._model_hash[name] = model, info["artifacts"]["model.pt"]
         self._recipes[name] = recipe
-        timer.done(f"train:{name}", False, epochs=recipe.epochs,
-                   images_per_second=recipe.epochs * int(x.shape[0]) / max(timer.seconds, 1e-9))
+        # this run's rate: the epochs it trained (a resumed training trains fewer than recipe.epochs)
+        timer.done(f"train:{name}", False, epochs=recipe.epochs, epochs_trained=result.epochs_trained,
+                   resumed=result.resumed,
+                   images_per_second=result.epochs_trained * int(x.shape[0]) / max(result.wall_seconds, 1e-9))
         return model
 
     def _model_key(self, *, arch: str, recipe: Recipe, seed: int, train_on: str, upstream: str) -> str:

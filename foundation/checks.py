@@ -161,11 +161,15 @@ def path_arg(value: str) -> str:
 
 def fraction(text: str) -> float:
     """``"0.5"``, ``"1e-3"`` or ``"8/255"`` as a float, parsed exactly (never ``eval``-ed); nan when
-    the text is not a finite number or fraction (callers word the error)."""
+    the text is not a finite number or fraction (callers word the error). Python's digit separators
+    are not numbers here: ``"1_0"`` is nan, never 10."""
     from fractions import Fraction
 
+    s = str(text).strip()
+    if "_" in s:
+        return math.nan
     try:
-        return float(Fraction(str(text).strip()))
+        return float(Fraction(s))
     except (ValueError, ZeroDivisionError, OverflowError):
         return math.nan
 
@@ -176,6 +180,17 @@ def number_arg(value: str) -> float:
     if not math.isfinite(v):
         raise argparse.ArgumentTypeError(f"must be a finite number such as 0.5 or 8/255, got {value!r}")
     return v
+
+
+def int_arg(value: str) -> int:
+    """``type=`` of integer options: digits with an optional sign (``1_0`` is refused, not read as 10)."""
+    s = str(value).strip()
+    if "_" in s:
+        raise argparse.ArgumentTypeError(f"must be an integer without '_' separators, got {value!r}")
+    try:
+        return int(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer, got {value!r}") from None
 
 
 def nonempty_arg(value: str) -> str:

@@ -82,8 +82,11 @@ def load_toml(path: str | Path, *, section: str | None = None) -> dict[str, Any]
     import tomllib
 
     path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"--config {path} is a folder, not a TOML file; give the path of a FILE.toml")
     if not path.is_file():
-        raise FileNotFoundError(f"--config {path} does not exist")
+        raise FileNotFoundError(f"--config {path} does not exist" if not path.exists() else
+                                f"--config {path} is not a regular file; give the path of a FILE.toml")
     try:
         with open(path, "rb") as fh:
             table = tomllib.load(fh)
@@ -361,6 +364,10 @@ def parse_number(text: str, key: str, *, integer: bool = False) -> int | float:
     """``"3"``, ``"0.5"``, ``"1e-3"``, ``"8/255"`` -> a number (``integer``: an ``int`` where the
     text is one; ``1.7`` is returned as a float, for the field's check to refuse)."""
     s = text.strip()
+    if "_" in s:        # Python reads "1_0" as 10; a config never does
+        digits = s.replace("_", "").replace("/", "").replace(".", "").lstrip("+-")
+        why = " ('_' digit separators are not accepted)" if digits.isdigit() else ""
+        raise ValueError(f"{key}={text!r} is not a number{why}")
     if integer:
         try:
             return int(s)
@@ -554,7 +561,7 @@ def add_flags(parser: argparse.ArgumentParser, cls: type) -> None:
                 item = typing.get_args(base)[0] if typing.get_args(base) else str
             else:
                 item = base
-            kw["type"] = meta.get("arg_type") or (C.number_arg if item is float else item)
+            kw["type"] = meta.get("arg_type") or {float: C.number_arg, int: C.int_arg}.get(item, item)
         parser.add_argument(meta.get("flag") or flag_name(name), **kw)
 
 

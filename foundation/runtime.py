@@ -5,7 +5,10 @@ the up-front check of an output location, and where caches go.
 file where a folder is needed) into ``<what> [<ERRNO>] (<path>): <what to do>``; the console
 script prints it as ``robust-features <cmd>: error: ...`` with exit status 2
 (:func:`robust_features.cli.main`). :func:`check_output_path` runs the same checks before a
-command starts working, so a run that cannot write its results fails at once, not after hours.
+command starts working, so a run that cannot write its results fails at once, not after hours;
+the advice names the command's own output flag (``--out-dir``, or ``eval``'s ``--out``).
+:func:`check_apart` refuses, before any work, an output that would replace a file the command
+reads (docs/conventions.md sec. 9: an output path never equals an input).
 
 Caches (the decoded ``imagefolder`` arrays) go to ``$ROBUST_FEATURES_CACHE`` (``--cache-dir``
 sets it for one command), else into the data folder, else -- when the data folder is not
@@ -17,6 +20,7 @@ from __future__ import annotations
 
 import errno
 import os
+from collections.abc import Iterable
 from pathlib import Path
 
 CACHE_ENV = "ROBUST_FEATURES_CACHE"
@@ -24,12 +28,13 @@ CACHE_DIR_HELP = ("folder for the decoded imagefolder cache (default: $ROBUST_FE
                   "DATA/.robust_features_cache, else ~/.cache/robust-features when DATA is not writable)")
 
 _AGAIN = "files already written are complete (atomic writes); re-run the same command to continue"
+# {out} is the command's output flag (--out-dir, or eval's --out)
 _ADVICE: dict[str, str] = {
-    "ENOSPC": f"the disk is full; free some space or choose another --out-dir; {_AGAIN}",
-    "EDQUOT": f"the disk quota is exhausted; free some space or choose another --out-dir; {_AGAIN}",
-    "EROFS": "the filesystem is read-only; choose a writable --out-dir (and --cache-dir for data caches)",
-    "EACCES": "permission denied; choose a folder you can write (--out-dir, --cache-dir) or fix its permissions",
-    "EPERM": "operation not permitted; choose a folder you own (--out-dir, --cache-dir) or fix its permissions",
+    "ENOSPC": f"the disk is full; free some space or choose another {{out}}; {_AGAIN}",
+    "EDQUOT": f"the disk quota is exhausted; free some space or choose another {{out}}; {_AGAIN}",
+    "EROFS": "the filesystem is read-only; choose a writable {out} (and --cache-dir for data caches)",
+    "EACCES": "permission denied; choose a folder you can write ({out}, --cache-dir) or fix its permissions",
+    "EPERM": "operation not permitted; choose a folder you own ({out}, --cache-dir) or fix its permissions",
     "ENOTDIR": "a regular file stands where a folder is needed; move it away or choose another path",
     "EISDIR": "this is a folder where a file is needed; choose a file path",
     "ENOENT": "no such file or folder; check the path",
@@ -47,10 +52,11 @@ def errno_name(code: int | None) -> str:
     return errno.errorcode.get(code, f"errno {code}") if code is not None else "no errno"
 
 
-def os_error_message(exc: OSError) -> str:
+def os_error_message(exc: OSError, *, out_flag: str = "--out-dir") -> str:
     """One line for an ``OSError``: ``<message> [<ERRNO>] (<path>[ -> <path2>]): <what to do>``.
 
-    An ``OSError`` raised with a message only (no errno, as the toolkit's own
+    The advice names ``out_flag``, the command's own output option (``--out-dir``; ``eval``'s
+    ``--out``). An ``OSError`` raised with a message only (no errno, as the toolkit's own
     ``FileNotFoundError("... expected layout ...")`` checks do) is returned as its message.
     """
     if exc.errno is None:
@@ -63,7 +69,7 @@ def os_error_message(exc: OSError) -> str:
         if exc.filename2 is not None:
             where += f" -> {os.fsdecode(exc.filename2)}"
         where += ")"
-    advice = _ADVICE.get(name, f"check the path and the disk; {_AGAIN}")
+    advice = _ADVICE.get(name, f"check the path and the disk; {_AGAIN}").replace("{out}", out_flag)
     return " ".join(f"{what} [{name}]{where}: {advice}".split())
 
 
@@ -108,6 +114,35 @@ def check_output_path(path: str | os.PathLike, *, kind: str = "folder") -> None:
     _check_writable_folder(existing)
 
 
+def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+    """Whether paths ``a`` and ``b`` name one file: the same path once symbolic links, ``..`` and
+    the current folder are resolved, or (both existing) the same inode, hard links included."""
+    try:
+        if os.path.exists(a) and os.path.exists(b) and os.path.samefile(a, b):
+            return True
+    except OSError:
+        pass
+    return os.path.realpath(a) == os.path.realpath(b)
+
+
+def check_apart(writes: Iterable[tuple[str, str | os.PathLike]], reads: Iterable[tuple[str, str | os.PathLike]], *,
+                command: str, flag: str) -> None:
+    """Raise ``ValueError`` when a file the command would write is one it reads, before any work.
+
+    ``writes``: (how the command line names it, path), e.g. ``("--out run/model.pt", ...)`` or
+    ``("attack.json in --out-dir run", ...)``; ``reads``: (what it is, path), e.g.
+    ``("the checkpoint", ...)``. The message names both and ``flag``, the option to change.
+    """
+    reads = [(what, Path(p)) for what, p in reads if p is not None]
+    for said, w in writes:
+        for what, r in reads:
+            if same_file(w, r):
+                said_already = os.fspath(r) == os.fspath(w) and os.fspath(r) in said
+                where = "" if said_already else f" {r}"
+                raise ValueError(f"{said} would replace {what}{where}, which `{command}` reads; an output never "
+                                 f"replaces an input: choose another {flag}")
+
+
 def user_cache_dir() -> Path:
     """The per-user cache folder: ``$XDG_CACHE_HOME/robust-features`` (when set to an absolute
     path, as the XDG spec asks) or ``~/.cache/robust-features``."""
@@ -116,4 +151,5 @@ def user_cache_dir() -> Path:
     return base / "robust-features"
 
 
-__all__ = ["CACHE_DIR_HELP", "CACHE_ENV", "check_output_path", "errno_name", "os_error_message", "user_cache_dir"]
+__all__ = ["CACHE_DIR_HELP", "CACHE_ENV", "check_apart", "check_output_path", "errno_name", "os_error_message",
+           "same_file", "user_cache_dir"]

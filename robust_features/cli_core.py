@@ -14,11 +14,18 @@ per-dataset defaults are presets (``empirical.options.TRAIN_PRESETS``) filling w
 absent. Each command resolves its options, calls one run of :mod:`empirical.runs` (which writes
 ``train.json`` / ``eval.json`` / ``attack.json``) and prints from the record it returns. Torch is
 imported only when a command runs.
+
+Before a command starts, :func:`robust_features.cli.main` checks its output locations (``train`` /
+``attack``: ``--out-dir``; ``eval``: ``--out``, by default ``eval.json`` beside the checkpoint)
+writable and that no file it writes is one it reads (the checkpoint, its sidecar, the ``--config``
+file): each command's ``io`` below names them. A non-finite training loss ends ``train`` with one
+line on stderr and exit status 3.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from dataclasses import fields
 from pathlib import Path
@@ -74,8 +81,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     o = resolve_train_options(args)
     try:
         rec = run_train(o, args.out_dir, started_at=started_at, start_time=t0)
-    except NonFiniteLossError as exc:
-        print(f"robust-features train: error: {exc}")
+    except NonFiniteLossError as exc:        # its own exit status: the settings, not the input, failed
+        print(f"robust-features train: error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 3
     if rec is not None:          # rank 0
         m = rec["metrics"]
@@ -88,7 +95,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
-    from empirical.runs import run_eval
+    from empirical.runs import eval_record_path, run_eval
     from foundation.records import utc_now
 
     started_at, t0 = utc_now(), time.perf_counter()
@@ -107,8 +114,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     else:
         for k, v in m["robust_accuracy"].items():
             print(f"robust {100 * v:.2f}% at {rec['attacks'][k]}, n={m['n']}")
-    out = Path(args.out) if args.out is not None else Path(args.checkpoint).with_name("eval.json")
-    print(f"record {out}")
+    print(f"record {eval_record_path(args.checkpoint, args.out)}")
     return 0
 
 
@@ -124,6 +130,32 @@ def _cmd_attack(args: argparse.Namespace) -> int:
           f"adversarial {100 * m['adversarial_accuracy']:.1f}% at {rec['attack']}, n={rec['config']['n']}; "
           f"record {Path(args.out_dir) / 'attack.json'}")
     return 0
+
+
+def _config_input(args: argparse.Namespace) -> list[tuple[str, str | None]]:
+    return [("the --config file", args.config)]
+
+
+# each command's io: (output locations (flag, path, kind), the files it writes (how the command line
+# names them, path), the files it reads (what, path)), checked by robust_features.cli.check_locations
+def _train_io(args: argparse.Namespace) -> Any:
+    from empirical.runs import TRAIN_FILES, folder_outputs
+
+    return [("--out-dir", args.out_dir, "folder")], folder_outputs(args.out_dir, TRAIN_FILES), _config_input(args)
+
+
+def _eval_io(args: argparse.Namespace) -> Any:
+    from empirical.runs import checkpoint_inputs, eval_outputs, eval_record_path
+
+    return ([("--out", eval_record_path(args.checkpoint, args.out), "file")], eval_outputs(args.checkpoint, args.out),
+            [*checkpoint_inputs(args.checkpoint), *_config_input(args)])
+
+
+def _attack_io(args: argparse.Namespace) -> Any:
+    from empirical.runs import ATTACK_FILES, checkpoint_inputs, folder_outputs
+
+    return ([("--out-dir", args.out_dir, "folder")], folder_outputs(args.out_dir, ATTACK_FILES),
+            [*checkpoint_inputs(args.checkpoint), *_config_input(args)])
 
 
 def _add_options(p: argparse.ArgumentParser, cls: type) -> None:
@@ -145,7 +177,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="run folder: latest.pt, model.pt + model.json, train.json")
     p.add_argument("--cache-dir", default=None, help=CACHE_DIR_HELP)
     _add_options(p, TrainOptions)
-    p.set_defaults(func=_cmd_train)
+    p.set_defaults(func=_cmd_train, io=_train_io)
 
     p = subparsers.add_parser("eval", help="clean and PGD robust accuracy of a checkpoint (writes eval.json)",
                               description="Evaluate a checkpoint. Options: defaults < --config TOML < --set "
@@ -156,7 +188,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="record path (default: eval.json beside the checkpoint)")
     p.add_argument("--cache-dir", default=None, help=CACHE_DIR_HELP)
     _add_options(p, EvalOptions)
-    p.set_defaults(func=_cmd_eval)
+    p.set_defaults(func=_cmd_eval, io=_eval_io)
 
     p = subparsers.add_parser("attack", help="PGD adversarial examples for a checkpoint (adversarial.pt, attack.json)",
                               description="Attack a checkpoint. Options: defaults < --config TOML < --set "
@@ -166,7 +198,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out-dir", required=True, type=C.path_arg, help="folder of adversarial.pt and attack.json")
     p.add_argument("--cache-dir", default=None, help=CACHE_DIR_HELP)
     _add_options(p, AttackOptions)
-    p.set_defaults(func=_cmd_attack)
+    p.set_defaults(func=_cmd_attack, io=_attack_io)
 
 
 __all__ = ["TRAIN_KEYS", "load_toml_config", "register", "resolve_attack_options", "resolve_eval_options",

@@ -53,11 +53,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("experiment", choices=("theorems", "tsipras", "pipeline"))
     p.add_argument("--backend", default="numpy",
                    help="array backend: numpy (CPU) or cupy (GPU) (default: %(default)s)")
-    from foundation.checks import path_arg
+    from foundation import checks as C
 
-    p.add_argument("--out-dir", required=True, type=path_arg, help="folder for the JSON record and figure")
-    p.add_argument("--seed", type=int, default=0, help="base seed (default: %(default)s)")
-    p.add_argument("--n", type=int, default=None,
+    p.add_argument("--out-dir", required=True, type=C.path_arg, help="folder for the JSON record and figure")
+    p.add_argument("--seed", type=C.int_arg, default=0, help="base seed (default: %(default)s)")
+    p.add_argument("--n", type=C.int_arg, default=None,
                    help="sample size per replicate (default: the experiment's; 3-10 s per experiment "
                    "on an idle 2-core CPU, several times that on a busy one)")
     p.add_argument("--no-figures", action="store_true", help="write only the JSON record")

@@ -14,6 +14,8 @@ from pathlib import Path
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``theory`` subcommands to the top-level parser."""
+    from foundation import checks as C
+
     theory = subparsers.add_parser(
         "theory", help="Gaussian robust-features model (paper sec. 4): closed forms, fits, figures")
     sub = theory.add_subparsers(dest="theory_command", metavar="SUBCOMMAND")
@@ -21,10 +23,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     report = sub.add_parser(
         "report", help="compute every theory number and figure into --out-dir (about 30 s on CPU)")
     report.add_argument("--out-dir", type=_out_dir, required=True, help="folder for the record and figures")
-    report.add_argument("--seed", type=int, default=0, help="sampling seed (default: %(default)s)")
-    report.add_argument("--n-samples", type=int, default=20_000,
+    report.add_argument("--seed", type=C.int_arg, default=0, help="sampling seed (default: %(default)s)")
+    report.add_argument("--n-samples", type=C.int_arg, default=20_000,
                         help="samples for the 2-D eps-ball fits (default: %(default)s)")
-    report.add_argument("--sweep-samples", type=int, default=5_000,
+    report.add_argument("--sweep-samples", type=C.int_arg, default=5_000,
                         help="samples for the d=8 eps sweep (default: %(default)s)")
     report.add_argument("--no-figures", action="store_true", help="write the record only")
     report.set_defaults(func=_report)
