@@ -36,7 +36,7 @@ def _common(p: argparse.ArgumentParser, default_preset: str = "digits") -> None:
     p.add_argument("--data", type=C.nonempty_arg, help="dataset spec: digits, synthetic, cifar10, imagefolder:PATH")
     p.add_argument("--data-root", type=C.path_arg, help="folder holding the dataset files (torchvision layout)")
     p.add_argument("--cache-dir", help=CACHE_DIR_HELP)
-    p.add_argument("--seed", type=int, help="base seed of the whole chain")
+    p.add_argument("--seed", type=C.int_arg, help="base seed of the whole chain")
     p.add_argument("--device", type=C.nonempty_arg,
                    help="auto, cpu, cuda or cuda:N (default auto: cuda if available, else cpu)")
     p.add_argument("--out-dir", default="runs", type=C.path_arg,
@@ -165,6 +165,8 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
     cfg = resolve_config(args)
     if args.plan:
         return _plan(cfg, Path(args.out_dir) / cfg.name)
+    if args.check is not None:
+        return _check(cfg, Path(args.check), Path(args.out_dir), device, quiet=args.quiet)
     # run_reproduce locks OUT_DIR/<preset>, checks reuse, then writes resolved_config.json
     render = None
     if not args.no_figures:      # the CLI floor hands the painter to the run
@@ -179,6 +181,25 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
     if missed:
         print(f"targets missed: {', '.join(missed)}")
     return 0
+
+
+def _check(cfg: Any, committed: Any, out_dir: Any, device: str, *, quiet: bool) -> int:
+    """``reproduce --check DIR``: rerun the preset in ``OUT_DIR`` and compare with the records in
+    ``DIR`` (:func:`empirical.golden.run_check`); exit 0 when they are reproduced, 1 when not."""
+    from empirical.golden import run_check
+    from foundation.runtime import same_file
+
+    if same_file(committed, out_dir / cfg.name):
+        raise ValueError(f"--check {committed} is the folder the rerun would write (--out-dir {out_dir}); an output "
+                         "never replaces an input: choose another --out-dir")
+    rec = run_check(cfg, committed, scratch=out_dir, device=device, progress=not quiet)
+    diffs = rec["differences"]
+    made = ", ".join(sorted({str((v or {}).get("git_commit"))[:7] for v in rec["made_by"].values()}))
+    verdict = "reproduced" if not diffs else f"NOT reproduced: {len(diffs)} differences"
+    print(f"{committed} (made by {made}): {verdict} by the current code; {committed / 'check.json'}")
+    for d in diffs[:20]:
+        print(f"  {d}")
+    return 0 if not diffs else 1
 
 
 def _plan(cfg: Any, root: Any) -> int:
@@ -211,6 +232,7 @@ def _positive_seconds(text: str) -> float:
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the construction / experiment / reproduce subcommands to the top-level parser."""
     from empirical import constructions
+    from foundation import checks as C
 
     kinds = constructions.kinds()
     p = subparsers.add_parser("construct", help=f"build one of {', '.join(kinds)} (sharded, resumable)",
@@ -235,4 +257,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--plan", action="store_true",
                    help="run nothing: print and record (plan.json) each stage's image passes and estimated "
                         "seconds on this CPU and on an H200")
+    p.add_argument("--check", metavar="DIR", type=C.path_arg, default=None,
+                   help="rerun the preset in OUT_DIR and compare its records number for number with the committed "
+                        "ones in DIR (wall times aside); write DIR/check.json; exit 1 when they differ")
     p.set_defaults(func=_cmd_reproduce)
