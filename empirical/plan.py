@@ -274,7 +274,7 @@ def plan(cfg: Any) -> dict[str, Any]:
 
 def compare_with_run(plan_: dict[str, Any], reproduce_record: dict[str, Any]) -> list[dict[str, Any]]:
     """Planned vs measured seconds per stage, for a finished ``reproduce.json`` (training stages
-    include their attack sub-stage)."""
+    include their attack sub-stage; a stage the run skipped counts the seconds it took when built)."""
     measured = reproduce_record["metrics"]["stages"]
     planned: dict[str, float] = {}
     key = "estimated_s_cpu" if str(reproduce_record.get("provenance", {}).get("device", "cpu")).startswith("cpu") \
@@ -284,9 +284,13 @@ def compare_with_run(plan_: dict[str, Any], reproduce_record: dict[str, Any]) ->
     out = []
     for stage, sec in planned.items():
         m = measured.get(stage)
-        if m is not None and not m.get("skipped"):
-            out.append({"stage": stage, "planned_s": sec, "measured_s": float(m["wall_seconds"]),
-                        "ratio": float(m["wall_seconds"]) / sec if sec > 0 else float("nan")})
+        if m is None:
+            continue
+        # a stage a rerun skipped carries the seconds it took when it was built
+        took = m.get("built_seconds") if m.get("skipped") else m.get("wall_seconds")
+        if took is not None:
+            out.append({"stage": stage, "planned_s": sec, "measured_s": float(took),
+                        "ratio": float(took) / sec if sec > 0 else float("nan")})
     return out
 
 

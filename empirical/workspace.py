@@ -187,7 +187,7 @@ class Workspace:
             model.eval()
             self._models[name], self._model_hash[name] = model, status.artifacts[ckpt_name]
             self._recipes[name] = recipe
-            timer.done(f"train:{name}", True)
+            timer.done(f"train:{name}", True, built_seconds=status.record.get("wall_seconds"))
             self.log(f"model {name}: valid checkpoint, skipped")
             return model
         if status.state == "stale":
@@ -434,7 +434,8 @@ class Workspace:
                 if not status.valid and main:
                     self.store.save(stage, key, self._dataset_payload(kind, ds.manifest), artifacts=("manifest.json",))
                 self._datasets[kind] = ds
-                timer.done(f"construct:{kind}", True)
+                timer.done(f"construct:{kind}", True,
+                           built_seconds=(status.record or {}).get("wall_seconds") if status.valid else None)
                 self.log(f"dataset {kind}: valid shards, skipped")
                 return ds
         elif diffs:
@@ -510,7 +511,7 @@ class Workspace:
             n = int(old["metrics"].get("n_robust", 0))
             self._masks.setdefault(name, {}).update({k: unpack_bits(v, n) for k, v in old.get("masks", {}).items()
                                                      if k != "clean"})
-            timer.done(f"eval:{name}", True)
+            timer.done(f"eval:{name}", True, built_seconds=old.get("wall_seconds"))
             return old["metrics"]
         if problems or status.edited:
             self.log(f"eval {name}: stale, edited after it was written ({'; '.join(problems) or status.reason}); "
@@ -582,7 +583,7 @@ class Workspace:
             old = status.record
             self._masks.setdefault(name, {}).update({k: unpack_bits(v, sub.n) for k, v in old.get("masks", {}).items()})
             self._sanity[name] = old.get("sanity", {})
-            timer.done(f"eval-suite:{name}", True)
+            timer.done(f"eval-suite:{name}", True, built_seconds=old.get("wall_seconds"))
             return old["summary"]
         if problems or status.edited:
             self.log(f"eval-suite {name}: stale, edited after it was written ({'; '.join(problems) or status.reason}); "

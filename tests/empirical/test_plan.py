@@ -86,6 +86,10 @@ def test_cli_plan_writes_a_record_and_compares_with_a_finished_run(tmp_path, cap
     rows = compare_with_run(plan(get_preset("digits")), fake)
     assert [r["stage"] for r in rows] == ["train:standard"]
     assert rows[0]["measured_s"] == 2.0 and rows[0]["ratio"] == pytest.approx(2.0 / rows[0]["planned_s"])
+    # a stage a rerun skipped counts the seconds it took when it was built
+    fake["metrics"]["stages"]["train:robust"]["built_seconds"] = 7.5
+    rows = compare_with_run(plan(get_preset("digits")), fake)
+    assert [(r["stage"], r["measured_s"]) for r in rows] == [("train:standard", 2.0), ("train:robust", 7.5)]
 
 
 def test_plan_counts_an_image_folder_without_decoding_it(tmp_path):

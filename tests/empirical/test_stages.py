@@ -94,6 +94,9 @@ def test_a_rerun_skips_every_valid_stage_and_a_tampered_checkpoint_is_retrained(
     ws = Workspace(cfg=cfg, root=root)
     run_table1(ws)
     assert ws.timings and all(v["skipped"] for k, v in ws.timings.items() if k != "data")
+    # the rerun keeps each stage's own figure: the seconds it took when it was built (its stage record's)
+    built = json.loads((root / "models" / "std_Drand" / "stage.json").read_text())["wall_seconds"]
+    assert ws.timings["train:std_Drand"]["built_seconds"] == built > 0
     ckpt = root / "models" / "std_Drand" / "model.pt"
     ckpt.write_bytes(ckpt.read_bytes() + b"\0")
     ws2 = Workspace(cfg=cfg, root=root)
