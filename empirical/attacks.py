@@ -107,7 +107,8 @@ def _better(obj_new: torch.Tensor, succ_new: torch.Tensor, obj_old: torch.Tensor
 
 def _pgd_batch(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, norm: str, eps: float, steps: int,
                step_size: float, targeted: bool, random_start_: bool, restarts: int, use_best: bool,
-               generator: torch.Generator | None, precision: str) -> torch.Tensor:
+               generator: torch.Generator | None, precision: str,
+               progress: Callable[[int], None] | None = None) -> torch.Tensor:
     n = x.shape[0]
     starts = []
     for r in range(restarts):
@@ -141,6 +142,8 @@ def _pgd_batch(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, norm: str,
         with torch.no_grad():
             xa = xa.detach() + step_size * _step(grad.float().to(xa.dtype), norm)
             xa = (x0 + project(xa - x0, norm, eps)).clamp(0, 1)
+        if progress is not None:
+            progress(int(xa.shape[0]))
     if restarts == 1:
         return best_x.detach()
     obj_r = best_obj.view(restarts, n)
@@ -157,7 +160,7 @@ def _pgd_batch(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, norm: str,
 
 def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attack: Attack, *, use_best: bool = True,
         generator: torch.Generator | None = None, batch_size: int | None = None,
-        precision: str = "auto") -> torch.Tensor:
+        precision: str = "auto", progress: Callable[[int], None] | None = None) -> torch.Tensor:
     """The iterative attack ``attack`` (:class:`empirical.threat.Attack`, validated when it was
     built) in its ``norm`` ball of radius ``eps`` around ``x``, in [0, 1].
 
@@ -169,7 +172,8 @@ def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attack: Attack, *, u
     example's best. ``use_best`` returns the best iterate instead of the last. An attack of method
     ``fgsm`` is one step from a random start (:func:`fgsm_rs`). Works on ``batch_size`` examples at a
     time (all at once by default). Returns x' (same shape, device, dtype as x). ``precision``:
-    :mod:`empirical.precision`. The steps are the ``robustness`` library's (L2Step / LinfStep).
+    :mod:`empirical.precision`. ``progress(n)`` is called after every step with the image-steps
+    it took (a progress bar's update). The steps are the ``robustness`` library's (L2Step / LinfStep).
     """
     _check_attack(attack)
     if attack.method == "fgsm":
@@ -187,7 +191,7 @@ def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attack: Attack, *, u
         outs.append(_pgd_batch(model, x[i : i + bs].detach(), y[i : i + bs], norm=attack.norm, eps=attack.eps,
                                steps=attack.steps, step_size=attack.step, targeted=attack.targeted,
                                random_start_=attack.random_start, restarts=attack.restarts, use_best=use_best,
-                               generator=generator, precision=precision))
+                               generator=generator, precision=precision, progress=progress))
     return torch.cat(outs) if outs else x.detach().clone()
 
 

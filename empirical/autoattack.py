@@ -196,7 +196,7 @@ def input_gradient(model: nn.Module, x: torch.Tensor, y: torch.Tensor, precision
 
 def _apgd_run(model: nn.Module, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None, *, norm: str,
               eps: float, steps: int, restarts: int, loss: str, rho: float, gen: torch.Generator,
-              precision: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+              precision: str, progress: Any = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """One APGD run with ``restarts`` random starts batched; (x_adv, success, loss) per example."""
     n, nd = x.shape[0], x.ndim
     x0 = x.repeat(restarts, *([1] * (nd - 1)))
@@ -220,6 +220,8 @@ def _apgd_run(model: nn.Module, x: torch.Tensor, y: torch.Tensor, target: torch.
             x_new = _proj(x0, x_cur + a * (z - x_cur) + (1 - a) * (x_cur - x_prev), norm, eps)
             x_prev, x_cur = x_cur, x_new
         l_new, g_cur, s_new = _loss_grad(model, x_cur, yy, tt, loss, precision)
+        if progress is not None:
+            progress(int(x_cur.shape[0]))
         with torch.no_grad():
             rises += (l_new > l_cur).to(rises.dtype)
             l_cur = l_new
@@ -253,9 +255,11 @@ def _apgd_run(model: nn.Module, x: torch.Tensor, y: torch.Tensor, target: torch.
     return xo[pick, ar], cs, cl
 
 
-def validate_apgd(steps: Any, restarts: Any, loss: Any, n_target_classes: Any, rho: Any) -> None:
+def validate_apgd(steps: Any, restarts: Any, loss: Any, n_target_classes: Any, rho: Any,
+                  targets_at_once: Any = 1) -> None:
     """APGD's own budget (the threat model and the run settings are checked elsewhere, once)."""
     C.positive_int("steps", steps)
+    C.positive_int("targets_at_once", targets_at_once)
     C.positive_int("restarts", restarts)
     C.one_of("loss", loss, APGD_LOSSES, what="an APGD loss")
     C.positive_int("n_target_classes", n_target_classes)
@@ -264,7 +268,7 @@ def validate_apgd(steps: Any, restarts: Any, loss: Any, n_target_classes: Any, r
 
 def _apgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, norm: str, eps: float, steps: int, restarts: int,
           loss: str, n_target_classes: int, seed: int, rho: float, precision: str,
-          batch_size: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+          batch_size: int | None, progress: Any = None, targets_at_once: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
     """APGD on the clean-correct examples: (x_adv, success mask over all examples)."""
     x = x.detach()
     y = y.to(x.device, torch.long)
@@ -282,7 +286,7 @@ def _apgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, norm: str, eps:
     n_targets = min(n_target_classes, z0.shape[1] - 1)
     bs = batch_size or todo.numel()
     kw = dict(norm=norm, eps=float(eps), steps=steps, restarts=restarts, loss=loss, rho=float(rho),
-              precision=precision)
+              precision=precision, progress=progress)
     for chunk, i in enumerate(range(0, todo.numel(), bs)):
         idx = todo[i : i + bs]
         gen = _generator(x.device, seed, chunk)
@@ -293,18 +297,26 @@ def _apgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, norm: str, eps:
             # one run per target, the classes ranked 2nd, 3rd, ... on clean x, on the examples still
             # robust; where every target fails keep the lowest-margin point (losses against different
             # targets are not comparable, margins are)
+            # (targets_at_once > 1: that many targets run as one batch, the remaining examples repeated
+            # once per target; an example takes the first target of the group that breaks it)
             xa, sa = xc.clone(), torch.zeros(idx.numel(), dtype=torch.bool, device=x.device)
             ma = torch.full((idx.numel(),), math.inf, device=x.device)
-            for k in range(1, n_targets + 1):
+            for k0 in range(1, n_targets + 1, targets_at_once):
                 rem = (~sa).nonzero().squeeze(1)
                 if rem.numel() == 0:
                     break
-                xr, sr, _ = _apgd_run(model, xc[rem], yc[rem], ranked[idx[rem], k], gen=gen, **kw)
-                mr = _margin(model, xr, yc[rem], precision).to(ma.dtype)
-                keep = sr | (mr < ma[rem])
-                xa[rem[keep]] = xr[keep]
-                ma[rem[keep]] = mr[keep]
-                sa[rem[sr]] = True
+                group = list(range(k0, min(k0 + targets_at_once, n_targets + 1)))
+                g, m = len(group), rem.numel()
+                tt = torch.cat([ranked[idx[rem], k] for k in group])
+                xr, sr, _ = _apgd_run(model, xc[rem].repeat(g, 1, 1, 1), yc[rem].repeat(g), tt, gen=gen, **kw)
+                mr = _margin(model, xr, yc[rem].repeat(g), precision).to(ma.dtype)
+                for j in range(g):                          # in target order
+                    xj, sj, mj = xr[j * m : (j + 1) * m], sr[j * m : (j + 1) * m], mr[j * m : (j + 1) * m]
+                    fresh = sj & ~sa[rem]
+                    keep = fresh | (~sa[rem] & (mj < ma[rem]))
+                    xa[rem[keep]] = xj[keep]
+                    ma[rem[keep]] = mj[keep]
+                    sa[rem[fresh]] = True
         out[idx] = xa
         success[idx] = sa
     return out, success
@@ -335,15 +347,17 @@ def apgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, norm: str, eps: 
 
 def run_apgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, norm: str, eps: float, steps: int = 100,
              restarts: int = 1, loss: str = "ce", n_target_classes: int = 9, seed: int = 0, rho: float = 0.75,
-             precision: str = "fp32", batch_size: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+             precision: str = "fp32", batch_size: int | None = None, targets_at_once: int = 1,
+             progress: Any = None) -> tuple[torch.Tensor, torch.Tensor]:
     """:func:`apgd` for the worst-case evaluation (:mod:`empirical.suite`): (x_adv, success mask);
     the threat model (``norm``, ``eps``) comes checked from the :class:`empirical.threat.ThreatModel`
     it was built as, the budget and the batch are checked here."""
-    validate_apgd(steps, restarts, loss, n_target_classes, rho)
+    validate_apgd(steps, restarts, loss, n_target_classes, rho, targets_at_once)
     _check_run(seed, precision, batch_size)
     check_batch(x, y)
     return _apgd(model, x, y, norm=norm, eps=eps, steps=steps, restarts=restarts, loss=loss,
-                 n_target_classes=n_target_classes, seed=seed, rho=rho, precision=precision, batch_size=batch_size)
+                 n_target_classes=n_target_classes, seed=seed, rho=rho, precision=precision, batch_size=batch_size,
+                 progress=progress, targets_at_once=targets_at_once)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -439,7 +453,8 @@ def _margin(model: nn.Module, x: torch.Tensor, y: torch.Tensor, precision: str) 
 
 
 def _square_run(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, norm: str, eps: float, queries: int,
-                p_init: float, rescale: bool, gen: torch.Generator, precision: str) -> tuple[torch.Tensor, torch.Tensor]:
+                p_init: float, rescale: bool, gen: torch.Generator, precision: str,
+                progress: Any = None) -> tuple[torch.Tensor, torch.Tensor]:
     n, c, h, w = x.shape
     if norm == "linf":
         x_best = (x + eps * _rand_sign((n, c, 1, w), gen, x)).clamp(0, 1)
@@ -477,6 +492,8 @@ def _square_run(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, norm: str
             delta[i1[0], :, i1[1], i1[2]] = new.permute(0, 2, 3, 1)
             x_new = (xa + eps * _l2_unit(delta)).clamp(0, 1)
         m_new = _margin(model, x_new, y[act], precision)
+        if progress is not None:
+            progress(k)
         imp = m_new < m_best[act]
         x_best[act[imp]] = x_new[imp]
         m_best[act[imp]] = m_new[imp]
@@ -492,7 +509,7 @@ def validate_square(queries: Any, p_init: Any, rescale_schedule: Any) -> None:
 
 def _square(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, norm: str, eps: float, queries: int,
             p_init: float, seed: int, precision: str, batch_size: int | None,
-            rescale_schedule: bool) -> tuple[torch.Tensor, torch.Tensor]:
+            rescale_schedule: bool, progress: Any = None) -> tuple[torch.Tensor, torch.Tensor]:
     x = x.detach()
     y = y.to(x.device, torch.long)
     out, success = x.clone(), torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
@@ -507,7 +524,7 @@ def _square(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, norm: str, ep
         idx = todo[i : i + bs]
         xa, sa = _square_run(model, x[idx], y[idx], norm=norm, eps=float(eps), queries=queries,
                              p_init=float(p_init), rescale=rescale_schedule, gen=_generator(x.device, seed, chunk),
-                             precision=precision)
+                             precision=precision, progress=progress)
         out[idx] = xa
         success[idx] = sa
     return out, success
@@ -535,14 +552,14 @@ def square(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, norm: str, eps
 
 def run_square(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, norm: str, eps: float, queries: int = 5000,
                p_init: float = 0.8, seed: int = 0, precision: str = "fp32", batch_size: int | None = None,
-               rescale_schedule: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+               rescale_schedule: bool = True, progress: Any = None) -> tuple[torch.Tensor, torch.Tensor]:
     """:func:`square` for the worst-case evaluation (:mod:`empirical.suite`): (x_adv, success mask);
     the threat model comes checked, the budget and the batch are checked here."""
     validate_square(queries, p_init, rescale_schedule)
     _check_run(seed, precision, batch_size)
     check_batch(x, y)
     return _square(model, x, y, norm=norm, eps=eps, queries=queries, p_init=p_init, seed=seed, precision=precision,
-                   batch_size=batch_size, rescale_schedule=rescale_schedule)
+                   batch_size=batch_size, rescale_schedule=rescale_schedule, progress=progress)
 
 
 def torchattacks_reference(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, attack: str, norm: str, eps: float,

@@ -2,7 +2,8 @@
 
 Robust accuracy counts an example as robust when the model classifies it correctly *and* the
 PGD adversarial example (untargeted, best iterate, per-example worst case over restarts) is still
-classified correctly. Numbers are fractions in [0, 1]. Report format (docs/conventions.md sec. 1):
+classified correctly; both verdicts are fp32 forward passes whatever precision the attack's
+steps ran in (:data:`empirical.precision.VERDICT`). Numbers are fractions in [0, 1]. Report format (docs/conventions.md sec. 1):
 "clean x% / robust y% at l2 eps=0.25, PGD-20 (step 0.03125), 1 restart, n=10000".
 """
 
@@ -16,14 +17,15 @@ from torch import nn
 
 from empirical.attacks import pgd
 from empirical.data import check_images
-from empirical.precision import autocast
+from empirical.precision import VERDICT, autocast
 from empirical.threat import Attack
 
 
 @torch.no_grad()
 def predict(model: nn.Module, x: torch.Tensor, *, batch_size: int = 512, device: Any = "cpu",
-            precision: str = "auto") -> torch.Tensor:
-    """Predicted classes (CPU int64) of ``model`` (put in eval mode) on ``x``, in batches."""
+            precision: str = VERDICT) -> torch.Tensor:
+    """Predicted classes (CPU int64) of ``model`` (put in eval mode) on ``x``, in batches; fp32 by
+    default, as every verdict is."""
     dev = torch.device(device)
     model.eval()
     out = []
@@ -34,7 +36,7 @@ def predict(model: nn.Module, x: torch.Tensor, *, batch_size: int = 512, device:
 
 
 def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, batch_size: int = 512, device: Any = "cpu",
-             precision: str = "auto") -> float:
+             precision: str = VERDICT) -> float:
     """Fraction of ``x`` classified as ``y`` (eval mode)."""
     check_images(x)
     if y.shape[0] != x.shape[0]:
@@ -47,7 +49,7 @@ def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, batch_size: 
 
 def robust_mask(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attack: Attack, *, batch_size: int = 512,
                 device: Any = "cpu", generator: torch.Generator | None = None,
-                precision: str = "auto") -> torch.Tensor:
+                precision: str = "auto", progress: Any = None) -> torch.Tensor:
     """Per example (CPU bool): classified correctly both clean and under the untargeted ``attack``
     (:class:`empirical.threat.Attack`: PGD with its restarts batched, best iterate), batch by batch
     in order, every batch's random starts drawn from the one ``generator``."""
@@ -58,7 +60,7 @@ def robust_mask(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attack: Atta
     dev = torch.device(device)
     model.eval()
     parts = [_robust_batch(model, x[i : i + batch_size], y[i : i + batch_size], attack, device=dev,
-                           generator=generator, precision=precision)
+                           generator=generator, precision=precision, progress=progress)
              for i in range(0, x.shape[0], batch_size)]
     return torch.cat(parts) if parts else torch.zeros(0, dtype=torch.bool)
 
@@ -78,11 +80,11 @@ def _check_untargeted(attack: Any) -> None:
 
 
 def _robust_batch(model: nn.Module, xb: torch.Tensor, yb: torch.Tensor, attack: Attack, *, device: torch.device,
-                  generator: torch.Generator | None, precision: str = "auto") -> torch.Tensor:
+                  generator: torch.Generator | None, precision: str = "auto", progress: Any = None) -> torch.Tensor:
     """Which of one batch are classified correctly clean and under ``attack`` (model in eval mode)."""
     xb, yb = xb.to(device), yb.to(device)
-    xa = pgd(model, xb, yb, attack, use_best=True, generator=generator, precision=precision)
-    with torch.no_grad(), autocast(device, precision):
+    xa = pgd(model, xb, yb, attack, use_best=True, generator=generator, precision=precision, progress=progress)
+    with torch.no_grad(), autocast(device, VERDICT):           # the verdict: fp32, whatever the attack ran in
         ok = (model(xb).argmax(1) == yb) & (model(xa).argmax(1) == yb)
     return ok.cpu()
 
@@ -145,7 +147,8 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, attacks: Seq
                for b in range(b0, b1)}
     counts: dict[str, float] = {"clean": 0.0}
     for xb, yb in batches.values():
-        counts["clean"] += int((predict(model, xb, batch_size=batch_size, device=dev) == yb.cpu()).sum())
+        counts["clean"] += int((predict(model, xb, batch_size=batch_size, device=dev, precision=VERDICT)
+                                == yb.cpu()).sum())
     for a in attacks:
         count = 0
         for b, (xb, yb) in batches.items():

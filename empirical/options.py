@@ -244,7 +244,10 @@ class EvalOptions(CheckpointOptions):
     n_test: int | None = option(None, "draw the --n sample from a seeded class-stratified sample of N_TEST images "
                                       "of the split (how reproduce nests eval.n_robust in n_test)",
                                 default_help="the whole split")
-    precision: str = option("fp32", "forward passes of the worst-case attacks", choices=("fp32", "bf16", "auto"))
+    precision: str = option("fp32", "the attacks' steps (PGD, APGD, Square's queries); every verdict is fp32",
+                            choices=("fp32", "bf16", "auto"))
+    progress: bool | None = option(None, "a progress bar per threat and attack (images/s, time left)",
+                                   default_help="when stderr is a terminal")
     budgets: grammar.Table = grammar.table(attacks.options, "the worst-case attacks' budget options")
 
     def __post_init__(self) -> None:
@@ -256,6 +259,7 @@ class EvalOptions(CheckpointOptions):
         if self.n_test is not None:
             C.positive_int("n_test", self.n_test)
         C.one_of("precision", self.precision, ("fp32", "bf16", "auto"), what="a precision")
+        C.optional_boolean("progress", self.progress, none=" (None = when stderr is a terminal)")
         self.budgets.check()
 
 

@@ -11,6 +11,11 @@
 Attacks, inversion, training and evaluation all call :func:`autocast`; losses and attack
 objectives are always taken in fp32 (``logits.float()``), and the iterates stay fp32.
 
+**Verdicts are fp32.** An attack's iterations may run in bf16 (its ``precision``), but whether a
+point is classified correctly - clean accuracy, "this adversarial input breaks the model", a
+robust mask - is always decided by a forward pass in :data:`VERDICT` precision, fp32, so a number
+recorded as an accuracy never depends on the arithmetic the attack chose.
+
 Torch is imported when a forward pass is set up, not with the module, so the settings that name
 a precision (:mod:`empirical.settings`) can check it without torch.
 """
@@ -21,6 +26,7 @@ from contextlib import nullcontext
 from typing import Any
 
 PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16")
+VERDICT = "fp32"          # the precision every accuracy and every "broken" is decided in
 
 
 def check_precision(precision: Any, *, name: str = "precision") -> str:
@@ -50,4 +56,4 @@ def autocast(device: Any, precision: str = "auto"):
     return nullcontext()
 
 
-__all__ = ["PRECISIONS", "autocast", "check_precision", "resolve_precision"]
+__all__ = ["PRECISIONS", "VERDICT", "autocast", "check_precision", "resolve_precision"]

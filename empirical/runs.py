@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import sys
 import json
 import time
 from dataclasses import dataclass, field, fields
@@ -396,7 +397,8 @@ def _worst_case_metrics(model: Any, x: Any, y: Any, specs: list[Any], attacks: t
     for spec in specs:
         key = spec.threat.key()
         wc = worst_case(model, x, y, spec.threat, pgd=spec if "pgd" in attacks else None, attacks=rest,
-                        options=o.budgets, seed=o.seed, precision=o.precision, batch_size=o.batch_size, device=dev)
+                        options=o.budgets, seed=o.seed, precision=o.precision, batch_size=o.batch_size, device=dev,
+                        progress=sys.stderr.isatty() if o.progress is None else o.progress)
         s = wc.summary()
         metrics["clean_accuracy"] = s["clean_accuracy"]
         metrics["robust_accuracy"][key] = s["robust_accuracy"]

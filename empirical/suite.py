@@ -14,7 +14,9 @@ attack, so that adding one is its kernel module plus one :func:`register` call:
   sets): together the budget its ``run`` takes; ``clamp`` turns it into the budget that actually
   runs on a C-class model (APGD-T attacks at most C - 1 targets), which is what records show;
 * ``run(model, x, y, *, norm, eps, budget, seed, precision, batch_size)`` -> (x_adv, success):
-  the attack on the examples it is given (the ones still standing), deterministic for a seed;
+  the attack on the examples it is given (the ones still standing), deterministic for a seed
+  (with ``reports_progress``, also ``progress=``: a callable taking the image-steps or queries
+  just done, which the evaluation turns into a progress bar with images/s and the time left);
   ``validate(budget)`` checks a budget before any attack of an evaluation runs;
 * ``describe(budget)`` (``APGD-T-100 x 9 targets``) and ``cost(budget, num_classes)`` -> (gradient
   passes, forward passes) per attacked image, for ``reproduce --plan``.
@@ -50,6 +52,7 @@ class EvalAttack:
     cost: Callable[[Mapping[str, Any], int], tuple[float, float]] | None = None
     clamp: Callable[[dict[str, Any], int], dict[str, Any]] | None = None
     validate: Callable[[Mapping[str, Any]], None] | None = None
+    reports_progress: bool = False        # run takes progress=callable(n): n image-steps / queries done
     white_box: bool = True
     min_classes: int = 2
     source: str = ""
@@ -167,28 +170,29 @@ def white_box() -> tuple[str, ...]:
 # ---------------------------------------------------------------------------------------------
 def _apgd_run(loss: str) -> Callable[..., Any]:
     def run(model: Any, x: Any, y: Any, *, norm: str, eps: float, budget: Mapping[str, Any], seed: int,
-            precision: str, batch_size: int | None) -> Any:
+            precision: str, batch_size: int | None, progress: Any = None) -> Any:
         from empirical.autoattack import run_apgd
 
         return run_apgd(model, x, y, norm=norm, eps=eps, loss=loss, seed=seed, precision=precision,
-                        batch_size=batch_size, **budget)
+                        batch_size=batch_size, progress=progress, **budget)
 
     return run
 
 
 def _square_run(model: Any, x: Any, y: Any, *, norm: str, eps: float, budget: Mapping[str, Any], seed: int,
-                precision: str, batch_size: int | None) -> Any:
+                precision: str, batch_size: int | None, progress: Any = None) -> Any:
     from empirical.autoattack import run_square
 
     return run_square(model, x, y, norm=norm, eps=eps, seed=seed, precision=precision, batch_size=batch_size,
-                      **budget)
+                      progress=progress, **budget)
 
 
 def _validate_apgd(loss: str) -> Callable[[Mapping[str, Any]], None]:
     def validate(b: Mapping[str, Any]) -> None:
         from empirical.autoattack import validate_apgd
 
-        validate_apgd(b["steps"], b["restarts"], loss, b.get("n_target_classes", 9), b["rho"])
+        validate_apgd(b["steps"], b["restarts"], loss, b.get("n_target_classes", 9), b["rho"],
+                      b.get("targets_at_once", 1))
 
     return validate
 
@@ -201,11 +205,15 @@ def _validate_square(b: Mapping[str, Any]) -> None:
 
 def _clamp_targets(budget: dict[str, Any], num_classes: int) -> dict[str, Any]:
     """APGD-T attacks the classes ranked 2nd, 3rd, ... by the clean logits: at most C - 1 of them."""
-    return {**budget, "n_target_classes": min(int(budget["n_target_classes"]), int(num_classes) - 1)}
+    n = min(int(budget["n_target_classes"]), int(num_classes) - 1)
+    return {**budget, "n_target_classes": n, "targets_at_once": min(int(budget.get("targets_at_once", 1)), n)}
 
 
 APGD_STEPS = Option("apgd_steps", 100, "APGD-CE / APGD-T iterations (AutoAttack standard: 100)", C.positive_int)
 APGD_TARGETS = Option("apgd_targets", 9, "APGD-T target classes (standard: 9; at most C - 1 run)", C.positive_int)
+APGD_TARGETS_AT_ONCE = Option(
+    "apgd_targets_at_once", 1, "APGD-T target classes run as one batch (1: one at a time, AutoAttack's order; more: "
+    "the same targets in fewer, larger batches, faster where the standing examples are few)", C.positive_int)
 SQUARE_QUERIES = Option("square_queries", 5000, "Square queries (standard: 5000)", C.positive_int)
 _SOURCE = ("Croce & Hein 2020, 'Reliable evaluation of adversarial robustness with an ensemble of diverse "
            "parameter-free attacks' (AutoAttack, version='standard')")
@@ -215,22 +223,25 @@ register(EvalAttack(
     budget_fields={"steps": "apgd_steps"}, fixed={"restarts": 1, "rho": 0.75},
     describe=lambda b: f"APGD-CE-{b['steps']}",
     cost=lambda b, c: (float(b["steps"] * b["restarts"]), 0.0),
-    validate=_validate_apgd("ce"), white_box=True, source=_SOURCE))
+    validate=_validate_apgd("ce"), reports_progress=True, white_box=True, source=_SOURCE))
 register(EvalAttack(
-    name="apgd-t", label="APGD-T", run=_apgd_run("dlr-targeted"), options=(APGD_STEPS, APGD_TARGETS),
-    budget_fields={"steps": "apgd_steps", "n_target_classes": "apgd_targets"}, fixed={"restarts": 1, "rho": 0.75},
-    describe=lambda b: f"APGD-T-{b['steps']} x {b['n_target_classes']} targets",
+    name="apgd-t", label="APGD-T", run=_apgd_run("dlr-targeted"), options=(APGD_STEPS, APGD_TARGETS, APGD_TARGETS_AT_ONCE),
+    budget_fields={"steps": "apgd_steps", "n_target_classes": "apgd_targets", "targets_at_once": "apgd_targets_at_once"},
+    fixed={"restarts": 1, "rho": 0.75},
+    describe=lambda b: (f"APGD-T-{b['steps']} x {b['n_target_classes']} targets"
+                        + (f" ({b['targets_at_once']} at once)" if b.get("targets_at_once", 1) > 1 else "")),
     cost=lambda b, c: (float(b["steps"] * b["restarts"] * b["n_target_classes"]), 0.0),
-    clamp=_clamp_targets, validate=_validate_apgd("dlr-targeted"), white_box=True, min_classes=4, source=_SOURCE))
+    clamp=_clamp_targets, validate=_validate_apgd("dlr-targeted"), reports_progress=True, white_box=True,
+    min_classes=4, source=_SOURCE))
 register(EvalAttack(
     name="square", label="Square", run=_square_run, options=(SQUARE_QUERIES,),
     budget_fields={"queries": "square_queries"}, fixed={"p_init": 0.8, "rescale_schedule": True},
     describe=lambda b: f"Square-{b['queries']}",
     cost=lambda b, c: (0.0, float(b["queries"] + 3)),
-    validate=_validate_square, white_box=False, source="Andriushchenko, Croce, Flammarion & Hein 2020, 'Square Attack' (score-based, "
+    validate=_validate_square, reports_progress=True, white_box=False, source="Andriushchenko, Croce, Flammarion & Hein 2020, 'Square Attack' (score-based, "
                             "no gradients)"))
 SUITES["standard"] = ("apgd-ce", "apgd-t", "square")
 
 
-__all__ = ["APGD_STEPS", "APGD_TARGETS", "EvalAttack", "SQUARE_QUERIES", "SUITES", "get", "names", "options",
+__all__ = ["APGD_STEPS", "APGD_TARGETS", "APGD_TARGETS_AT_ONCE", "EvalAttack", "SQUARE_QUERIES", "SUITES", "get", "names", "options",
            "register", "registered", "resolve", "unregister", "white_box"]

@@ -480,13 +480,24 @@ def _guard_step(run: _Run, epoch: int, row: dict[str, float]) -> None:
         run.co_best = {"acc": acc, "epoch": epoch, "state": _state_to_cpu(run.model.state_dict())}
 
 
-_TABLE_HEADER = f"{'epoch':>5} {'lr':>9} {'loss':>8} {'train':>7} {'test':>7} {'probe':>7} {'sec':>7}"
+def _table_columns(has_test: bool, has_probe: bool) -> list[tuple[str, str, int, str]]:
+    """(title, history key, width, format) of the per-epoch table: a column only where it has
+    values (no test data: no test column; no catastrophic-overfitting probe: no probe column)."""
+    cols = [("epoch", "epoch", 5, "d"), ("lr", "lr", 9, ".4g"), ("loss", "train_loss", 8, ".4f"),
+            ("train", "train_acc", 7, ".4f")]
+    if has_test:
+        cols.append(("test", "test_acc", 7, ".4f"))
+    if has_probe:
+        cols.append(("probe", "probe_pgd_acc", 7, ".4f"))
+    return [*cols, ("sec", "seconds", 7, ".2f")]
 
 
-def _table_line(row: dict[str, float]) -> str:
-    return (f"{row['epoch']:>5} {row['lr']:>9.4g} {row['train_loss']:>8.4f} {row['train_acc']:>7.4f} "
-            f"{row.get('test_acc', float('nan')):>7.4f} {row.get('probe_pgd_acc', float('nan')):>7.4f} "
-            f"{row['seconds']:>7.2f}")
+def _table_header(cols: list[tuple[str, str, int, str]]) -> str:
+    return " ".join(f"{title:>{width}}" for title, _, width, _ in cols)
+
+
+def _table_line(row: dict[str, float], cols: list[tuple[str, str, int, str]]) -> str:
+    return " ".join(f"{row[key]:>{width}{spec}}" for _, key, width, spec in cols)
 
 
 def _run_epoch(run: _Run, epoch: int, bar: Any, eval_data: tuple[torch.Tensor, torch.Tensor] | None,
@@ -508,7 +519,7 @@ def _run_epoch(run: _Run, epoch: int, bar: Any, eval_data: tuple[torch.Tensor, t
     run.epochs_trained += 1
     run.train_seconds = run.seconds_before + (now - run.t_start)
     if bar is not None:
-        bar.write(_table_line(row))
+        bar.write(_table_line(row, _table_columns(eval_data is not None, run.probe is not None)))
         if run.stopped:
             bar.write(run.stopped)
     _save_latest(run, epoch)
@@ -580,7 +591,7 @@ def fit(model: nn.Module, x_train: torch.Tensor, y_train: torch.Tensor, cfg: Tra
         from tqdm.auto import tqdm
 
         bar = tqdm
-        tqdm.write(_TABLE_HEADER)
+        tqdm.write(_table_header(_table_columns(eval_data is not None, run.probe is not None)))
     for epoch in range(run.start_epoch + 1, cfg.epochs + 1):
         if run.stopped:
             break

@@ -493,6 +493,7 @@ class Workspace:
         import torch
 
         from empirical.evaluate import accuracy, robust_mask
+        from empirical.precision import VERDICT
         from foundation.records import pack_bits, unpack_bits
 
         d, ev = self.data(), self.cfg.eval
@@ -516,11 +517,12 @@ class Workspace:
         if problems or status.edited:
             self.log(f"eval {name}: stale, edited after it was written ({'; '.join(problems) or status.reason}); "
                      "evaluating again")
+        # accuracies are verdicts: fp32, whatever precision the attacks' steps run in
         out: dict[str, float] = {"clean": accuracy(model, d.x_test, d.y_test, batch_size=ev.batch_size,
-                                                   device=self.device, precision=ev.precision)}
+                                                   device=self.device, precision=VERDICT)}
         if shifted:
             out["shifted"] = accuracy(model, d.x_test, next_label(d.y_test, d.num_classes),
-                                      batch_size=ev.batch_size, device=self.device, precision=ev.precision)
+                                      batch_size=ev.batch_size, device=self.device, precision=VERDICT)
         masks: dict[str, Any] = {}
         if robust:
             assert sub is not None
@@ -530,9 +532,14 @@ class Workspace:
                 gen = torch.Generator(device=torch.device(self.device))
                 gen.manual_seed(self.attack_seed)
                 attacks["robust_strong"] = (ev.attack("strong"), gen)
+            from empirical.worst_case import progress_bar
+
             for k, (a, gen) in attacks.items():
+                update, close = progress_bar(f"{name} {k.replace('robust_', '')} PGD on {sub.n}",
+                                             sub.n * a.steps * a.restarts, self.progress)
                 masks[k] = robust_mask(model, xr, yr, a, batch_size=ev.batch_size, device=self.device, generator=gen,
-                                       precision=ev.precision)
+                                       precision=ev.precision, progress=update)
+                close()
             for k, m in masks.items():
                 out[k] = float(m.float().mean())
             out["n_robust"] = int(sub.n)
@@ -540,7 +547,7 @@ class Workspace:
             from empirical.evaluate import predict
 
             masks["clean"] = predict(model, xr, batch_size=ev.batch_size, device=self.device,
-                                     precision=ev.precision) == yr.cpu()
+                                     precision=VERDICT) == yr.cpu()
         out = {k: float(v) for k, v in out.items()}
         self.store.save(path, key, {"metrics": out, "masks": {k: pack_bits(m.numpy()) for k, m in masks.items()},
                                     "subset": sub.describe() if sub is not None else None},
@@ -590,7 +597,8 @@ class Workspace:
                      "evaluating again")
         wc = worst_case(model, d.x_test[sub.indices], d.y_test[sub.indices], ThreatModel(ev.norm, ev.eps),
                         pgd=ev.attack("strong"), attacks=ev.suite, options=ev.budgets, seed=self.attack_seed,
-                        precision=ev.precision, batch_size=ev.batch_size, device=self.device, pgd_mask=strong)
+                        precision=ev.precision, batch_size=ev.batch_size, device=self.device, pgd_mask=strong,
+                        progress=self.progress)
         summary = wc.summary()
         self._masks.setdefault(name, {})["robust_worst"] = wc.robust
         self._sanity[name] = dict(wc.sanity)

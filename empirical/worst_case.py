@@ -34,7 +34,7 @@ from torch import nn
 from empirical import suite
 from empirical.autoattack import check_batch, clean_logits, input_gradient
 from empirical.evaluate import predict, robust_mask
-from empirical.precision import check_precision
+from empirical.precision import VERDICT, check_precision
 from empirical.threat import Attack, ThreatModel
 from foundation import checks as C
 from foundation.records import pack_bits
@@ -72,10 +72,21 @@ def _resolve_budgets(names: tuple[str, ...], budgets: Mapping[str, Mapping[str, 
     return out
 
 
+def progress_bar(desc: str, total: float, enabled: bool) -> tuple[Any, Any]:
+    """(update(n), close()) of a progress bar over ``total`` image-steps with images/s and the time
+    left (tqdm on stderr; two no-ops when not ``enabled``)."""
+    if not enabled or total <= 0:
+        return (lambda n: None), (lambda: None)
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=int(total), desc=desc, unit="img-step", unit_scale=True, leave=False, dynamic_ncols=True)
+    return bar.update, bar.close
+
+
 def ensemble(model: nn.Module, x: torch.Tensor, y: torch.Tensor, threat: ThreatModel, *,
              attacks: Sequence[str] | str = "standard", budgets: Mapping[str, Mapping[str, Any]] | None = None,
              seed: int = 0, precision: str = "fp32", batch_size: int | None = 500,
-             standing: torch.Tensor | None = None) -> dict[str, Any]:
+             standing: torch.Tensor | None = None, progress: bool = False) -> dict[str, Any]:
     """Run ``attacks`` (registered names, or a suite name of :data:`empirical.suite.SUITES`) in
     order under ``threat``, each only on the examples still standing: at first ``standing`` (a bool
     mask; default the clean-correct examples, and never a clean-misclassified one), then whatever
@@ -107,7 +118,7 @@ def ensemble(model: nn.Module, x: torch.Tensor, y: torch.Tensor, threat: ThreatM
     x = x.detach()
     y = y.to(x.device, torch.long)
     n = x.shape[0]
-    z0 = clean_logits(model, x, y, precision, batch_size)
+    z0 = clean_logits(model, x, y, VERDICT, batch_size)
     for a in names:
         row = suite.get(a)
         if z0.shape[1] < row.min_classes:
@@ -129,9 +140,19 @@ def ensemble(model: nn.Module, x: torch.Tensor, y: torch.Tensor, threat: ThreatM
         t0 = time.perf_counter()
         if idx.numel():
             xs, ys = x[idx], y[idx]
-            xa, _ = suite.get(a).run(model, xs, ys, norm=threat.norm, eps=threat.eps, budget=plan[a], seed=seed,
-                                     precision=precision, batch_size=batch_size)
-            verified = clean_logits(model, xa, ys, precision, batch_size).argmax(1) != ys
+            row = suite.get(a)
+            kw: dict[str, Any] = {}
+            if row.reports_progress:
+                per = row.cost(plan[a], z0.shape[1]) if row.cost is not None else (0.0, 0.0)
+                update, close = progress_bar(f"{threat.describe()} {a} on {idx.numel()}", idx.numel() * sum(per),
+                                             progress)
+                kw["progress"] = update
+            xa, _ = row.run(model, xs, ys, norm=threat.norm, eps=threat.eps, budget=plan[a], seed=seed,
+                            precision=precision, batch_size=batch_size, **kw)
+            if row.reports_progress:
+                close()
+            # the verdict is fp32 whatever the attack's steps ran in
+            verified = clean_logits(model, xa, ys, VERDICT, batch_size).argmax(1) != ys
             succ[idx[verified]] = True
             x_adv[idx[verified]] = xa[verified]
         _sync(x.device)
@@ -174,6 +195,7 @@ class WorstCase:
     budgets: dict[str, dict[str, Any]]           # the budget that actually ran (PGD: its Attack's fields)
     descriptions: dict[str, str]
     sanity: dict[str, dict[str, Any]] = field(default_factory=dict)
+    precision: str = "fp32"                      # the attacks' steps (verdicts are fp32)
 
     @property
     def robust(self) -> np.ndarray:
@@ -206,9 +228,13 @@ class WorstCase:
     def summary(self) -> dict[str, Any]:
         """The record of this evaluation (every number a number)."""
         return {"semantics": SEMANTICS, "threat": self.threat.describe(), "description": self.describe(),
+                "attack_precision": self.precision, "verdict_precision": VERDICT,
                 "order": list(self.order), "n": self.n, "clean_accuracy": float(self.clean.mean()) if self.n else 0.0,
                 "robust_accuracy": self.accuracies(), "n_attacked": dict(self.n_attacked),
-                "n_broken": self.n_broken(), "seconds": dict(self.seconds), "seeds": dict(self.seeds),
+                "n_broken": self.n_broken(), "seconds": dict(self.seconds),
+                "images_per_second": {a: (self.n_attacked[a] / self.seconds[a] if self.seconds.get(a) else None)
+                                      for a in self.order},
+                "seeds": dict(self.seeds),
                 "budgets": self.budgets, "mask_sha256": self.masks_sha256(),
                 "sanity_flags": dict(self.sanity.get("flags", {})),
                 "sanity_explanations": dict(self.sanity.get("explanations", {}))}
@@ -217,7 +243,7 @@ class WorstCase:
 def worst_case(model: nn.Module, x: torch.Tensor, y: torch.Tensor, threat: ThreatModel, *, pgd: Attack | None,
                attacks: Sequence[str] = (), options: Mapping[str, Any] | None = None, seed: int = 0,
                precision: str = "fp32", batch_size: int = 512, device: Any = "cpu",
-               pgd_mask: Any = None, sanity_examples: int = 512) -> WorstCase:
+               pgd_mask: Any = None, sanity_examples: int = 512, progress: bool = False) -> WorstCase:
     """The worst case of ``model`` on ``(x, y)`` under ``threat``: ``pgd`` (an untargeted
     :class:`empirical.threat.Attack` in ``threat``, or None), then the suite ``attacks`` (registered
     names, :mod:`empirical.suite`) with the budgets their ``options`` give (option name -> value;
@@ -236,7 +262,7 @@ def worst_case(model: nn.Module, x: torch.Tensor, y: torch.Tensor, threat: Threa
     if pgd is not None and (pgd.norm, pgd.eps) != (threat.norm, threat.eps):
         raise ValueError(f"the PGD attack ({pgd.describe()}) is not in the threat model {threat.describe()}")
     dev = torch.device(device)
-    clean = (predict(model, x, batch_size=batch_size, device=dev, precision=precision) == y.cpu()).numpy()
+    clean = (predict(model, x, batch_size=batch_size, device=dev, precision=VERDICT) == y.cpu()).numpy()
     order: list[str] = []
     after: dict[str, np.ndarray] = {}
     n_attacked: dict[str, int] = {}
@@ -250,8 +276,11 @@ def worst_case(model: nn.Module, x: torch.Tensor, y: torch.Tensor, threat: Threa
         if pgd_mask is None:
             gen = torch.Generator(device=dev)
             gen.manual_seed(seed)
+            update, close = progress_bar(f"{threat.describe()} pgd on {int(clean.shape[0])}",
+                                         clean.shape[0] * pgd.steps * pgd.restarts, progress)
             pgd_mask = robust_mask(model, x, y, pgd, batch_size=batch_size, device=dev, generator=gen,
-                                   precision=precision).numpy()
+                                   precision=precision, progress=update).numpy()
+            close()
         pgd_mask = np.asarray(pgd_mask, dtype=bool)
         if pgd_mask.shape != clean.shape:
             raise ValueError(f"pgd_mask has shape {pgd_mask.shape}; expected {clean.shape}")
@@ -271,7 +300,7 @@ def worst_case(model: nn.Module, x: torch.Tensor, y: torch.Tensor, threat: Threa
         xd, yd = x.to(dev), y.to(dev)
         res = ensemble(model, xd, yd, threat, attacks=names, budgets={a: suite.get(a).budget(values) for a in names},
                        seed=seed, precision=precision, batch_size=batch_size,
-                       standing=torch.from_numpy(standing).to(dev))
+                       standing=torch.from_numpy(standing).to(dev), progress=progress)
         for a in names:
             order.append(a)
             n_attacked[a] = int(res["n_run"][a])
@@ -287,7 +316,8 @@ def worst_case(model: nn.Module, x: torch.Tensor, y: torch.Tensor, threat: Threa
         sanity = sanity_flags(pgd_robust_accuracy=pgd_acc, result=res, model=model, x=xd[:sanity_examples],
                               y=yd[:sanity_examples], precision=precision)
     return WorstCase(threat=threat, order=tuple(order), clean=clean, after=after, n_attacked=n_attacked,
-                     seconds=seconds, seeds=seeds, budgets=budgets, descriptions=descriptions, sanity=sanity)
+                     seconds=seconds, seeds=seeds, budgets=budgets, descriptions=descriptions, sanity=sanity,
+                     precision=precision)
 
 
 def _final_accuracy(v: Any) -> float:

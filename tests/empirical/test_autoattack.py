@@ -266,6 +266,30 @@ def test_apgd_t_is_at_least_as_strong_as_torchattacks_apgdt(trained):
     assert float(ours.float().mean()) <= float(theirs.float().mean()) + 0.01, msg
 
 
+def test_apgd_t_targets_at_once_runs_the_same_attack_batched(trained):
+    """Targets run as one batch (run_apgd targets_at_once, for wide devices) break the same examples
+    as one target at a time, up to the random starts: the same robust accuracy within 1 point, each
+    returned point inside the ball, the success mask exactly the examples the returned points break."""
+    from empirical.autoattack import run_apgd
+    data, model, x, y = trained
+    eps = BUDGETS[data]["linf"]
+    kw = dict(norm="linf", eps=eps, steps=30, loss="dlr-targeted", n_target_classes=9, seed=3)
+    xa1, s1 = run_apgd(model, x, y, **kw)
+    xa9, s9 = run_apgd(model, x, y, targets_at_once=9, **kw)
+    xa4, s4 = run_apgd(model, x, y, targets_at_once=4, **kw)
+    r1, r9, r4 = (_robust(model, xa, y) for xa in (xa1, xa9, xa4))
+    for xa in (xa9, xa4):
+        assert float((xa - x).abs().amax()) <= eps + 1e-6 and float(xa.min()) >= 0 and float(xa.max()) <= 1
+    acc = [float(r.float().mean()) for r in (r1, r9, r4)]
+    assert max(acc) - min(acc) <= 0.01, acc
+    assert 0.05 < acc[0] < 0.95, acc                                 # the budget matters on this model
+    clean = model(x).argmax(1) == y
+    for s, r in ((s1, r1), (s9, r9), (s4, r4)):                       # success = broken, on the clean-correct
+        assert torch.equal(s, ~r & clean)
+    with pytest.raises(ValueError, match="targets_at_once"):
+        run_apgd(model, x, y, targets_at_once=0, **kw)
+
+
 @pytest.mark.parametrize("norm", ["linf", "l2"])
 def test_square_is_at_least_as_strong_as_torchattacks_square(trained, norm):
     pytest.importorskip("torchattacks")

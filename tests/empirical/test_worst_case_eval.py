@@ -39,7 +39,8 @@ def test_eval_suite_reports_each_attack_the_worst_case_masks_and_flags(digits_ck
         assert set(m["sanity_flags"][key]) == {"non_monotone_in_eps", "pgd_gap", "square_stronger", "zero_gradients"}
     assert m["robust_accuracy"]["l2_eps1"]["worst_case"] <= m["robust_accuracy"]["l2_eps0.5"]["worst_case"]
     assert m["sanity_flags"]["l2_monotone"] == {"non_monotone_in_eps": False}
-    assert rec["config"]["worst_case"]["budgets"]["apgd-t"] == {"steps": 10, "n_target_classes": 3}
+    assert rec["config"]["worst_case"]["budgets"]["apgd-t"] == {"steps": 10, "n_target_classes": 3,
+                                                            "targets_at_once": 1}
 
 
 def test_eval_attack_names_are_checked(digits_ckpt, capsys):
@@ -91,14 +92,17 @@ def test_reproduce_reports_the_worst_case_column_and_a_suite_added_later_reuses_
 
 
 def test_eval_records_the_budget_that_ran_beside_the_one_asked_for(digits_ckpt, tmp_path):
-    """APGD-T attacks the classes ranked 2nd, 3rd, ...: at most C - 1 = 9 on digits, whatever is asked."""
+    """APGD-T attacks the classes ranked 2nd, 3rd, ...: at most C - 1 = 9 on digits, whatever is asked
+    (and at most that many in one batch)."""
     out = tmp_path / "ev.json"
     assert main(["eval", "--checkpoint", str(digits_ckpt), "--threat", "l2:1.0", "--n", "20", "--steps", "2",
-                 "--attack", "apgd-t", "--apgd-steps", "2", "--apgd-targets", "20", "--seed", "7",
-                 "--out", str(out)]) == 0
+                 "--attack", "apgd-t", "--apgd-steps", "2", "--apgd-targets", "20", "--apgd-targets-at-once", "20",
+                 "--seed", "7", "--out", str(out)]) == 0
     rec = json.loads(out.read_text())
-    assert rec["config"]["worst_case"]["budgets"]["apgd-t"] == {"steps": 2, "n_target_classes": 20}   # asked
+    assert rec["config"]["worst_case"]["budgets"]["apgd-t"] == {"steps": 2, "n_target_classes": 20,
+                                                             "targets_at_once": 20}  # asked
     ran = rec["budgets_run"]["l2_eps1"]
     assert ran["apgd-t"]["n_target_classes"] == 9 and ran["apgd-t"]["steps"] == 2                      # ran
+    assert ran["apgd-t"]["targets_at_once"] == 9
     assert ran["pgd"]["steps"] == 2 and rec["attack_seeds"]["l2_eps1"] == {"pgd": 7, "apgd-t": 7}
     assert "autoattack" in rec["semantics"] and rec["config"]["worst_case"]["semantics"] == rec["semantics"]
