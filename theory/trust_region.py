@@ -85,27 +85,40 @@ def trust_region_eig(p: Array, u: Array, eps: float, *, rtol: float = 1e-12,
     elif zero_top.any():  # isotropic P and v = 0
         hard[zero_top] = True
 
-    active = ~hard
     tiny = np.finfo(float).eps
+    # Newton on the rows still moving, kept compact (a row leaves when it converges); the rows of
+    # a are zero where a coordinate of P v is, and then so is that coordinate of w (0 / r, with
+    # r = 0 only on a top coordinate at rho = 0, where the product is set to 0 explicitly)
+    idx = np.flatnonzero(~hard)
+    a_k, rho_k = a[idx], rho[idx]
     for _ in range(max_iter):
-        idx = np.flatnonzero(active)
         if idx.size == 0:
             break
-        r = rho[idx, None] + gap[None, :]
-        w = np.divide(a[idx], r, out=np.zeros((idx.size, d)), where=a[idx] != 0.0)
-        phi = np.sum(w * w, axis=1)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            inv = 1.0 / (rho_k[:, None] + gap)
+            w = a_k * inv
+            ww = w * w
+            q = ww * inv
+        if not rho_k.all():
+            zero = a_k == 0.0
+            w[zero] = 0.0
+            ww[zero] = 0.0
+            q[zero] = 0.0
+        phi = np.einsum("ij->i", ww)
         norm = np.sqrt(phi)
-        dphi = np.sum(np.divide(w * w, r, out=np.zeros_like(w), where=w != 0.0), axis=1)
+        dphi = np.einsum("ij->i", q)
         # psi = 1/norm - 1/eps ; psi' = dphi / norm^3  (dphi = sum w^2 / r > 0)
         step = (1.0 / norm - 1.0 / eps) * norm**3 / dphi
         # converged: on the sphere, or the next step is below the resolution of rho
-        done = (np.abs(norm - eps) <= rtol * eps) | (np.abs(step) <= 4 * tiny * rho[idx])
-        new = rho[idx] - step
-        rho[idx] = np.where(done, rho[idx], np.maximum(new, rho[idx]))  # monotone from the left
-        active[idx[done]] = False
-    if active.any():
+        done = (np.abs(norm - eps) <= rtol * eps) | (np.abs(step) <= 4 * tiny * rho_k)
+        rho_k = np.where(done, rho_k, np.maximum(rho_k - step, rho_k))  # monotone from the left
+        if done.any():
+            rho[idx[done]] = rho_k[done]
+            keep = ~done
+            idx, a_k, rho_k = idx[keep], a_k[keep], rho_k[keep]
+    if idx.size:
         raise RuntimeError(
-            f"secular equation did not converge for {int(active.sum())} of {n} rows in "
+            f"secular equation did not converge for {idx.size} of {n} rows in "
             f"{max_iter} Newton steps"
         )
     r = rho[:, None] + gap[None, :]
