@@ -39,7 +39,9 @@ def test_precision_resolves_per_device_and_the_h200_rate_follows_it():
     cpu = {s.stage: s.precision for s in stages(cfg, "cpu")}
     gpu = {s.stage: s.precision for s in stages(cfg, "cuda")}
     assert cpu["train:standard"] == gpu["train:standard"] == "bf16"     # recipe precision bf16
-    assert cpu["eval:standard"] == gpu["eval:standard"] == "fp32"        # eval.precision fp32
+    assert cpu["eval:standard"] == gpu["eval:standard"] == "bf16"        # eval.precision bf16 (the attacks' steps)
+    c10 = get_preset("cifar10")
+    assert {s.precision for s in stages(c10, "cuda") if s.stage.startswith("eval:")} == {"fp32"}   # eval.precision fp32
     d = get_preset("digits")
     assert {s.precision for s in stages(d, "cpu")} == {"fp32"}          # auto on a CPU
     assert stages(d, "cuda")[0].precision == "bf16"                     # auto on CUDA
