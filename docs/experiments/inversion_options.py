@@ -53,6 +53,12 @@ VARIANTS: dict[str, dict] = {
     "straight-through": {"straight_through": True},
     "50 steps": {"steps": 50},
     "200 steps": {"steps": 200},
+    # the speed issue: half the steps at the preset's loss?
+    "50 steps, cosine 1.0": {"steps": 50, "step_size": 1.0},
+    "50 steps, cosine 2.0": {"steps": 50, "step_size": 2.0},
+    "50 steps, constant 0.5": {"steps": 50, "step_schedule": "constant"},
+    "50 steps, constant 1.0": {"steps": 50, "step_schedule": "constant", "step_size": 1.0},
+    "70 steps, cosine 1.0": {"steps": 70, "step_size": 1.0},
 }
 
 #: part 2: name -> dotted-key overrides of the whole preset
@@ -67,7 +73,7 @@ FULL: dict[str, dict] = {
 }
 
 
-def loss_study(ws: Workspace, n: int) -> dict[str, dict[str, float]]:
+def loss_study(ws: Workspace, n: int, only: list[str] | None = None) -> dict[str, dict[str, float]]:
     d, cfg = ws.data(), ws.cfg
     model = ws.source_model("robust")
     for p in model.parameters():
@@ -80,6 +86,8 @@ def loss_study(ws: Workspace, n: int) -> dict[str, dict[str, float]]:
         g0 = model.features(x)
     out: dict[str, dict[str, float]] = {}
     for name, ov in VARIANTS.items():
+        if only and name not in only:
+            continue
         rc = replace(cfg.rep, **ov)
         fn = functools.partial(model.features, straight_through=True) if rc.straight_through else model.features
         t = time.perf_counter()
@@ -145,6 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--n-loss", type=int, default=500, help="training images of the loss study (0: skip it)")
     ap.add_argument("--full", action="store_true", help="also rebuild D_R and train on it per FULL variant")
     ap.add_argument("--only", action="append", default=None, help="with --full: just this FULL variant (repeatable)")
+    ap.add_argument("--variant", action="append", default=None, help="part 1: just this VARIANTS entry (repeatable)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--out", type=Path, required=True, help="JSON record to write")
     args = ap.parse_args(argv)
@@ -153,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     started, t0 = utc_now(), time.perf_counter()
     cfg = with_overrides(get_preset(args.preset), {"seed": args.seed, "data": args.data})
     ws = Workspace(cfg=cfg, root=args.folder, device=args.device)
-    metrics: dict = {"loss": loss_study(ws, args.n_loss)} if args.n_loss else {}
+    metrics: dict = {"loss": loss_study(ws, args.n_loss, args.variant)} if args.n_loss else {}
     if args.full:
         metrics["full"] = full_study(args.folder, cfg, args.only or list(FULL), args.device)
     numeric = {"loss": metrics.get("loss", {}),
