@@ -33,10 +33,23 @@ import torch
 
 from foundation.records import utc_now, write_record
 
-RECIPES = {"standard": "std", "robust": "adv", "std_DR": "on_dr", "std_DNR": "on_dnr"}
 MODES = {"fp32": ("fp32", "fp32", {}), "bf16": ("bf16", "bf16", {}), "pgd-fp32/suite-bf16": ("fp32", "bf16", {}),
          "fp32/targets-batched": ("fp32", "fp32", {"apgd_targets_at_once": 9}),
          "bf16/targets-batched": ("bf16", "bf16", {"apgd_targets_at_once": 9})}
+
+
+def _recipe_of(name: str) -> str:
+    """The recipe field a reproduction trained model ``name`` with: a source model's
+    (:data:`empirical.constructions.SOURCE_MODELS`) or its construction row's."""
+    from empirical import constructions as registry
+
+    if name in registry.SOURCE_MODELS:
+        return registry.SOURCE_MODELS[name]
+    row = registry.by_model(name)
+    if row is None:
+        raise SystemExit(f"--names: {name!r} is not a model a reproduction trains; valid: "
+                         f"{', '.join([*registry.SOURCE_MODELS, *(registry.get(k).model for k in registry.kinds())])}")
+    return row.recipe
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -75,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{args.preset}: {x.shape[0]} test examples, {threat.describe()}, suite {', '.join(attacks)}; "
           f"torch threads {torch.get_num_threads()}", flush=True)
     for name in [s for s in args.names.split(",") if s]:
-        channels_last = cfg.recipe(RECIPES.get(name, "std")).channels_last
+        channels_last = cfg.recipe(_recipe_of(name)).channels_last
         for mode in modes:
             pgd_prec, suite_prec, extra_options = MODES[mode]
             model = in_memory_format(load_model(f"{args.models}/{name}/model.pt"), channels_last, "cpu").eval()
