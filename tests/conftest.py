@@ -64,3 +64,18 @@ def umask():
     os.umask(old)
     yield lambda value: os.umask(value)
     os.umask(old)
+
+
+@pytest.fixture()
+def checkpoint(tmp_path):
+    """An (untrained) digits MLP checkpoint: enough for eval/attack to run on (the CLI suites'
+    shared one; a test module may define its own ``checkpoint`` instead)."""
+    import torch
+
+    from empirical.checkpoint import save_checkpoint
+    from empirical.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model("mlp", num_classes=10, in_channels=1, image_size=8, mean=(0.3,), std=(0.3,))
+    return save_checkpoint(model, tmp_path / "ck" / "model.pt", arch="mlp", dataset="digits", num_classes=10,
+                           in_channels=1, image_size=8, mean=(0.3,), std=(0.3,), extra={"data_seed": 0})

@@ -20,7 +20,7 @@ import torch
 
 import empirical.runs as runs
 import empirical.train as train_module
-from empirical.checkpoint import save_checkpoint, sidecar_path
+from empirical.checkpoint import sidecar_path
 from empirical.data import load_dataset
 from empirical.models import build_model
 from empirical.threat import ThreatModel, parse_fraction
@@ -38,15 +38,6 @@ def _one_line(capsys) -> str:
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.endswith("\n") and "Traceback" not in err, err
     return err
-
-
-@pytest.fixture()
-def checkpoint(tmp_path) -> Path:
-    """An (untrained) digits MLP checkpoint: enough for eval/attack to run on."""
-    torch.manual_seed(0)
-    model = build_model("mlp", num_classes=10, in_channels=1, image_size=8, mean=(0.3,), std=(0.3,))
-    return save_checkpoint(model, tmp_path / "ck" / "model.pt", arch="mlp", dataset="digits", num_classes=10,
-                           in_channels=1, image_size=8, mean=(0.3,), std=(0.3,), extra={"data_seed": 0})
 
 
 def _interrupt_after_epoch(monkeypatch, k: int) -> None:

@@ -14,10 +14,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from empirical.checkpoint import load_model, save_checkpoint, sidecar_path
+from empirical.checkpoint import load_model, sidecar_path
 from foundation.records import file_sha256
 from empirical.devices import resolve_device
-from empirical.models import build_model
 from foundation import records
 from robust_features.cli import main
 from foundation.records import read_record
@@ -27,15 +26,6 @@ def _one_line(capsys) -> str:
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "Traceback" not in err, err
     return err
-
-
-@pytest.fixture()
-def checkpoint(tmp_path) -> Path:
-    """An (untrained) digits MLP checkpoint: enough for eval/attack to run on."""
-    torch.manual_seed(0)
-    model = build_model("mlp", num_classes=10, in_channels=1, image_size=8, mean=(0.3,), std=(0.3,))
-    return save_checkpoint(model, tmp_path / "ck" / "model.pt", arch="mlp", dataset="digits", num_classes=10,
-                           in_channels=1, image_size=8, mean=(0.3,), std=(0.3,), extra={"data_seed": 0})
 
 
 def _all_commands(tmp_path: Path, checkpoint: Path, device: str) -> list[list[str]]:

@@ -20,9 +20,8 @@ import numpy as np
 import pytest
 import torch
 
-from empirical.checkpoint import load_model, save_checkpoint, sidecar_path
+from empirical.checkpoint import load_model, sidecar_path
 from empirical.data import IMAGE_SUFFIXES, ImageData, load_cifar10, load_dataset, load_imagefolder, make_synthetic
-from empirical.models import build_model
 from foundation.records import file_sha256
 from robust_features.cli import main
 
@@ -300,15 +299,6 @@ def test_every_loader_checks_what_it_returns(tmp_path, monkeypatch):
 # ---------------------------------------------------------------------------------------------
 # checkpoints: finite weights of the model's dtypes, verified against the sidecar's sha256
 # ---------------------------------------------------------------------------------------------
-@pytest.fixture()
-def checkpoint(tmp_path) -> Path:
-    """An (untrained) digits MLP checkpoint: enough for eval to run on."""
-    torch.manual_seed(0)
-    model = build_model("mlp", num_classes=10, in_channels=1, image_size=8, mean=(0.3,), std=(0.3,))
-    return save_checkpoint(model, tmp_path / "ck" / "model.pt", arch="mlp", dataset="digits", num_classes=10,
-                           in_channels=1, image_size=8, mean=(0.3,), std=(0.3,), extra={"data_seed": 0})
-
-
 def _rewrite(path: Path, edit, *, resign: bool = True) -> dict[str, torch.Tensor]:
     """Edit the saved state_dict; with ``resign`` the sidecar records the new sha256 (so the file
     passes verification and what is checked is its content)."""
