@@ -23,7 +23,7 @@ Conventions (docs/conventions.md sec. 1, docs/paper-notes.md sec. 2.2 / 3.1):
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -32,6 +32,7 @@ from torch.nn import functional as F
 
 from empirical.precision import autocast, check_precision
 from empirical.threat import STEP_SCHEDULES, Attack
+from foundation import checks as C
 
 def step_factor(schedule: str, it: int, steps: int) -> float:
     """Multiplier of the step size at iteration ``it`` (0-based) of ``steps``.
@@ -108,7 +109,12 @@ def _better(obj_new: torch.Tensor, succ_new: torch.Tensor, obj_old: torch.Tensor
 def _pgd_batch(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, norm: str, eps: float, steps: int,
                step_size: float, targeted: bool, random_start_: bool, restarts: int, use_best: bool,
                generator: torch.Generator | None, precision: str,
-               progress: Callable[[int], None] | None = None) -> torch.Tensor:
+               progress: Callable[[int], None] | None = None,
+               objective: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None,
+               ) -> torch.Tensor:
+    """One batch of :func:`pgd`. ``objective(x_adv, labels)`` -> (objective to ascend, success) per
+    example replaces the model's cross-entropy when given (``labels`` are ``y`` repeated per restart,
+    whatever their shape: :func:`nontransferable_pgd` passes (target, source label) pairs)."""
     n = x.shape[0]
     starts = []
     for r in range(restarts):
@@ -117,7 +123,7 @@ def _pgd_batch(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, norm: str,
         else:
             starts.append(x.clone())
     x0 = x.repeat(restarts, *([1] * (x.ndim - 1)))
-    yy = y.repeat(restarts)
+    yy = y.repeat(restarts, *([1] * (y.ndim - 1)))
     xa = torch.cat(starts).detach()
     best_x = xa.clone()
     best_obj = torch.full((xa.shape[0],), -math.inf, device=x.device)
@@ -127,9 +133,12 @@ def _pgd_batch(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, norm: str,
         if it == steps and not use_best and restarts == 1:
             return xa.detach()                      # last iterate, no scoring pass needed
         xa.requires_grad_(True)
-        with autocast(dev, precision):
-            logits = model(xa)
-        obj, succ = _objective(logits, yy, targeted)
+        if objective is not None:
+            obj, succ = objective(xa, yy)
+        else:
+            with autocast(dev, precision):
+                logits = model(xa)
+            obj, succ = _objective(logits, yy, targeted)
         if use_best or it == steps:
             with torch.no_grad():
                 upd = _better(obj, succ, best_obj, best_succ) if use_best else torch.ones_like(succ)
@@ -192,6 +201,60 @@ def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attack: Attack, *, u
                                steps=attack.steps, step_size=attack.step, targeted=attack.targeted,
                                random_start_=attack.random_start, restarts=attack.restarts, use_best=use_best,
                                generator=generator, precision=precision, progress=progress))
+    return torch.cat(outs) if outs else x.detach().clone()
+
+
+def nontransferable_pgd(model: nn.Module, ensemble: Sequence[nn.Module], x: torch.Tensor, y: torch.Tensor,
+                        target: torch.Tensor, attack: Attack, *, ensemble_weight: float = 1.0, use_best: bool = True,
+                        generator: torch.Generator | None = None, batch_size: int | None = None,
+                        precision: str = "auto", progress: Callable[[int], None] | None = None) -> torch.Tensor:
+    """Nakkiran's non-transferable targeted attack (Distill 2019, response 5, "Adversarial Examples
+    are Just Bugs, Too"): PGD steps on the "disentangled loss"
+
+        L(f, x', t) + ensemble_weight * mean_i L(f_i, x', y)
+
+    minimised over the ``attack`` ball around ``x`` (a targeted :class:`empirical.threat.Attack`),
+    ``f`` = ``model``, ``f_i`` = ``ensemble``, L the cross-entropy. The first term makes x' a targeted
+    example for f; the second keeps every independently trained f_i at the true label y, so the
+    step keeps only what f alone reacts to (the response's "off-manifold" component). With an empty
+    ensemble (or weight 0) this is exactly :func:`pgd` toward ``target`` (tested). Success is f
+    predicting t; ``use_best`` keeps, per example, the best iterate: successful first, then the lowest
+    disentangled loss. Same steps, projection, batching, precision and ``progress`` as :func:`pgd`.
+    """
+    _check_attack(attack)
+    if attack.method != "pgd" or not attack.targeted:
+        raise ValueError(f"attack={attack.describe()!r} must be a targeted PGD (targeted=True, method 'pgd')")
+    check_precision(precision)
+    C.non_negative_float("ensemble_weight", ensemble_weight)
+    if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
+        raise ValueError(f"batch_size={batch_size!r} must be a positive integer or None")
+    _check_inputs(x, y)
+    _check_inputs(x, target)
+    ensemble = list(ensemble)
+    dev = x.device
+    labels = torch.stack([target.to(dev, torch.long), y.to(dev, torch.long)], dim=1)   # (t, y) per example
+    if attack.eps == 0:
+        return x.detach().clone()
+
+    def objective(xa: torch.Tensor, ty: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        with autocast(dev, precision):
+            logits = model(xa)
+        obj, succ = _objective(logits, ty[:, 0], targeted=True)          # -L(f, x', t)
+        if ensemble and ensemble_weight > 0:
+            keep = torch.zeros_like(obj)
+            for f_i in ensemble:
+                with autocast(dev, precision):
+                    keep = keep + F.cross_entropy(f_i(xa).float(), ty[:, 1], reduction="none")
+            obj = obj - ensemble_weight * keep / len(ensemble)           # - w * mean_i L(f_i, x', y)
+        return obj, succ
+
+    bs = x.shape[0] if batch_size is None else batch_size
+    outs = []
+    for i in range(0, x.shape[0], max(bs, 1)):
+        outs.append(_pgd_batch(model, x[i : i + bs].detach(), labels[i : i + bs], norm=attack.norm, eps=attack.eps,
+                               steps=attack.steps, step_size=attack.step, targeted=True,
+                               random_start_=attack.random_start, restarts=attack.restarts, use_best=use_best,
+                               generator=generator, precision=precision, progress=progress, objective=objective))
     return torch.cat(outs) if outs else x.detach().clone()
 
 
@@ -278,4 +341,4 @@ def match_representation(feature_fn: Callable[[torch.Tensor], torch.Tensor], tar
     return torch.cat(xs), torch.cat(losses)
 
 
-__all__ = ["STEP_SCHEDULES", "fgsm_rs", "match_representation", "pgd", "project", "random_start", "step_factor"]
+__all__ = ["STEP_SCHEDULES", "fgsm_rs", "match_representation", "nontransferable_pgd", "pgd", "project", "random_start", "step_factor"]

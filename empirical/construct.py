@@ -449,6 +449,51 @@ def build_targeted(req: BuildRequest) -> ConstructionResult:
     return build_sharded(req, method="targeted_pgd", make_shard=make_shard, assess=assess)
 
 
+def build_nontransferable(req: BuildRequest) -> ConstructionResult:
+    """D_nt: Nakkiran's non-transferable targeted examples relabelled like D_det, {(x^{y->t}, t)} with
+    t = (y + 1) mod C, made by :func:`empirical.attacks.nontransferable_pgd` on the first source model
+    (f, the standard model) with every further source model as the ensemble held at y.
+
+    Sanity aux (stored images): ``target_success`` (f predicts t), ``ensemble_keeps_y`` (the fraction
+    of the ensemble still predicting y), ``ensemble_predicts_t`` (the fraction predicting t: the
+    in-ensemble transfer), ``l2``, ``linf``, ``orig_label``.
+    """
+    from empirical.attacks import nontransferable_pgd
+
+    cfg, num_classes = req.settings, req.num_classes
+    names = list(req.sources)
+    model, ensemble = req.sources[names[0]], [req.sources[n] for n in names[1:]]
+    for m in (model, *ensemble):
+        m.eval()
+    dev = torch.device(req.device)
+
+    def make_shard(i: int, xs: torch.Tensor, ys: torch.Tensor, idx: torch.Tensor, gen: torch.Generator) -> ShardOutput:
+        t = next_label(ys.cpu().to(torch.int64), num_classes)
+        attack_gen = None
+        if cfg.random_start or cfg.restarts > 1:
+            attack_gen = torch.Generator(device=dev)
+            attack_gen.manual_seed(shard_seed(cfg.seed + 1, i))
+        x_adv = nontransferable_pgd(model, ensemble, xs.to(dev), ys.to(dev), t.to(dev), cfg.attack,
+                                    ensemble_weight=cfg.ensemble_weight, use_best=cfg.use_best, generator=attack_gen,
+                                    batch_size=cfg.batch_size, precision=cfg.precision)
+        return ShardOutput(x=x_adv, y=t, aux={"orig_label": ys.cpu().to(torch.int64)})
+
+    def assess(x_st: torch.Tensor, x0: torch.Tensor, y0: torch.Tensor, y1: torch.Tensor) -> dict[str, torch.Tensor]:
+        pred = predict(model, x_st, device=dev, batch_size=cfg.batch_size, precision="fp32")
+        keeps = torch.zeros(x_st.shape[0])
+        to_t = torch.zeros(x_st.shape[0])
+        for f_i in ensemble:
+            p_i = predict(f_i, x_st, device=dev, batch_size=cfg.batch_size, precision="fp32")
+            keeps += (p_i == y0).float()
+            to_t += (p_i == y1).float()
+        k = max(len(ensemble), 1)
+        l2, linf = _distances(x_st, x0)
+        return {"target_success": pred == y1, "source_pred_is_orig": pred == y0,
+                "ensemble_keeps_y": keeps / k, "ensemble_predicts_t": to_t / k, "l2": l2, "linf": linf}
+
+    return build_sharded(req, method="nontransferable_targeted_pgd", make_shard=make_shard, assess=assess)
+
+
 def _request(root: str | Path, kind: str, model: torch.nn.Module, cfg: Any, **kw: Any) -> BuildRequest:
     return BuildRequest(folder=Path(root), kind=kind, settings=cfg, sources={"source": model}, **kw)
 

@@ -22,7 +22,10 @@ deciding by ``if kind in (...)``:
   trained on the constructed set; ``shifted``: its labels follow the rule t = ``next_label(y)``, so
   that model is also scored against the shifted test labels (Table 1's D_det column);
 * ``metrics``: the manifest metrics its row of the report shows, as (key, column title);
-* ``cost(settings, n)`` -> (forward+backward passes, forward passes) to build n images, for the plan.
+* ``cost(settings, n)`` -> (forward+backward passes, forward passes) to build n images, for the plan;
+* ``extra_models(settings, arch, seed)`` -> ((name, arch, seed), ...): further models trained on D
+  with the ``std`` recipe that the builder gets after ``sources`` (the ensemble of D_nt), named in
+  the manifest with their checkpoints' sha256 like the source models.
 
 The paper's four constructions are registered below with builders that import their kernels
 (:mod:`empirical.construct`) only when they run, so this table imports no torch. A new one is its
@@ -38,7 +41,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from empirical.settings import RepresentationConfig, TargetedConfig
+from empirical.settings import NonTransferConfig, RepresentationConfig, TargetedConfig
 from foundation.config import Option
 
 SOURCE_MODELS: dict[str, str] = {"standard": "std", "robust": "adv"}   # workspace model name -> its recipe field
@@ -60,6 +63,9 @@ class Construction:
     cost: Callable[[Any, int], tuple[float, float]] | None = None
     summary: str = ""
     source: str = ""
+    # further models it is built from: extra_models(settings, arch, seed) -> ((name, arch, seed), ...),
+    # each trained by the workspace on D with the ``std`` recipe and handed to the builder after ``sources``
+    extra_models: Callable[[Any, str, int], tuple[tuple[str, str, int], ...]] | None = None
 
     def __post_init__(self) -> None:
         import re
@@ -186,6 +192,34 @@ register(Construction(
     kind="D_det", section="targeted", settings=TargetedConfig(), build=_targeted, sources=("standard",),
     recipe="on_ddet", model="std_Ddet", shifted=True, metrics=_TARGETED_METRICS, cost=_targeted_cost,
     source=_PAPER, summary="targeted PGD toward t = (y + 1) mod C on a standard model; label t"))
+
+
+# ---------------------------------------------------------------------------------------------
+# the debate's constructions (docs/debate.md)
+# ---------------------------------------------------------------------------------------------
+def _nontransferable(req: Any) -> Any:
+    from empirical.construct import build_nontransferable
+
+    return build_nontransferable(req)
+
+
+def _nt_cost(s: NonTransferConfig, n: int) -> tuple[float, float]:
+    return float(n * s.steps * s.restarts * (1 + s.models)), float(n * (s.restarts + 1) * (1 + s.models))
+
+
+def _nt_models(s: NonTransferConfig, arch: str, seed: int) -> tuple[tuple[str, str, int], ...]:
+    """The ensemble: ``models`` fresh models of ``s.arch`` (or the preset's), seeds seed + model_seed + i."""
+    return tuple((f"nt_ensemble_{i}", s.arch or arch, seed + s.model_seed + i) for i in range(s.models))
+
+
+register(Construction(
+    kind="D_nt", section="nontransfer", settings=NonTransferConfig(), build=_nontransferable, sources=("standard",),
+    recipe="on_ddet", model="std_Dnt", shifted=True, extra_models=_nt_models, cost=_nt_cost,
+    metrics=(("target_success_rate", "source success"), ("ensemble_predicts_t_mean", "ensemble -> t"),
+             ("ensemble_keeps_y_mean", "ensemble keeps y"), ("l2_mean", "l2 to x (mean)")),
+    source="Nakkiran, Distill 2019, response 5 ('Adversarial Examples are Just Bugs, Too')",
+    summary="non-transferable targeted examples toward t = (y + 1) mod C: targeted on the standard model while "
+            "an ensemble of independently trained models is held at y; label t"))
 
 
 def check_kinds(name: str, value: Any) -> tuple[str, ...]:

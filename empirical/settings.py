@@ -107,6 +107,59 @@ class TargetedConfig:
 
 
 @dataclass(frozen=True)
+class NonTransferConfig:
+    """D_nt: Nakkiran's non-transferable targeted examples (Distill 2019, response 5), relabelled like
+    D_det: each training x attacked toward t = (y + 1) mod C on the standard model f while an
+    ensemble of ``models`` independently trained models f_i is held at y
+    (:func:`empirical.attacks.nontransferable_pgd`); label t.
+
+    ``arch`` is the ensemble's architecture ("" = the preset's ``arch``, f's own, as in the response:
+    ten fresh ResNet-18s for a ResNet-18 f); ensemble model i is the preset's ``std`` recipe on D with
+    seed ``seed + model_seed + i`` (``seed`` the preset's). The attack's defaults are the response's
+    l2 setting (eps 2.5, 10 steps of 0.5, from x, K = 10 models); a preset sets them to its D_det
+    attack so the two sets differ only in the ensemble term (docs/debate.md)."""
+
+    models: int = 10
+    arch: str = ""
+    model_seed: int = 3000
+    ensemble_weight: float = 1.0
+    norm: str = "l2"
+    eps: float = 2.5
+    steps: int = 10
+    step_size: float = 0.5
+    random_start: bool = False         # the response: x_0 = x
+    use_best: bool = True
+    restarts: int = 1
+    precision: str = "auto"
+    batch_size: int = 512
+    shard_size: int = 1000
+    storage: str = "float32"
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        C.positive_int("models", self.models)
+        if not isinstance(self.arch, str):
+            raise ValueError(f"arch={self.arch!r} must be an architecture spec, or '' for the preset's arch")
+        C.non_negative_int("model_seed", self.model_seed)
+        C.non_negative_float("ensemble_weight", self.ensemble_weight)
+        check_precision(self.precision)
+        C.positive_float("eps", self.eps)
+        C.positive_float("step_size", self.step_size)
+        self.attack  # noqa: B018 - the attack's own checks: norm, steps, restarts, random_start
+        C.boolean("use_best", self.use_best)
+        C.positive_int("batch_size", self.batch_size)
+        C.positive_int("shard_size", self.shard_size)
+        check_storage(self.storage)
+        C.seed("seed", self.seed)
+
+    @property
+    def attack(self) -> Attack:
+        """The targeted PGD whose loss gains the ensemble term (:class:`empirical.threat.Attack`)."""
+        return Attack(self.norm, self.eps, steps=self.steps, step_size=self.step_size, restarts=self.restarts,
+                      random_start=self.random_start, targeted=True)
+
+
+@dataclass(frozen=True)
 class TransferConfig:
     """The attack made on the source model and replayed on the targets (Figure 3)."""
 
@@ -224,5 +277,5 @@ class EvalConfig:
         return self.attack(which).describe()
 
 
-__all__ = ["STARTS", "STEP_SCHEDULES", "STORAGES", "EvalConfig", "RepresentationConfig", "TargetedConfig",
+__all__ = ["STARTS", "STEP_SCHEDULES", "STORAGES", "EvalConfig", "NonTransferConfig", "RepresentationConfig", "TargetedConfig",
            "TransferConfig", "check_storage"]

@@ -247,10 +247,27 @@ class Workspace:
         """The source model(s) of ``kind`` as its manifest records them (one model: ``model``,
         ``arch``, ``checkpoint_sha256``; several: ``models``, a list of those). ``hashes`` gives the
         checkpoints' sha256 once the models are trained."""
-        row = registry.get(kind)
-        ids = [{"model": name, "arch": self.cfg.arch,
-                **({"checkpoint_sha256": hashes[name]} if hashes is not None else {})} for name in row.sources]
+        ids = [{"model": name, "arch": arch, **({"checkpoint_sha256": hashes[name]} if hashes is not None else {})}
+               for name, arch in self.source_archs(kind).items()]
         return ids[0] if len(ids) == 1 else {"models": ids}
+
+    def extra_models(self, kind: str) -> tuple[tuple[str, str, int], ...]:
+        """(name, arch, seed) of the further models construction ``kind`` is built from (its row's
+        ``extra_models``: D_nt's ensemble), each trained on D with the ``std`` recipe."""
+        row = registry.get(kind)
+        return tuple(row.extra_models(self.cfg.settings(kind), self.cfg.arch, self.cfg.seed)) if row.extra_models else ()
+
+    def source_archs(self, kind: str) -> dict[str, str]:
+        """Every model construction ``kind`` is built from, in the order its builder gets them: name -> arch."""
+        return {**{name: self.cfg.arch for name in registry.get(kind).sources},
+                **{name: arch for name, arch, _ in self.extra_models(kind)}}
+
+    def source_models(self, kind: str) -> dict[str, Any]:
+        """Train (or load) every model construction ``kind`` is built from: name -> model, in order."""
+        out = {name: self.source_model(name) for name in registry.get(kind).sources}
+        for name, arch, seed in self.extra_models(kind):
+            out[name] = self.model(name, arch=arch, recipe=self.cfg.std, seed=seed)
+        return out
 
     def dataset_differences(self, kind: str, manifest: Mapping[str, Any], *,
                             source_sha256: Mapping[str, str] | None = None) -> list[str]:
@@ -269,18 +286,19 @@ class Workspace:
                 for k, v in to_jsonable(base).items() if old_base.get(k) != v]
         src = manifest.get("source", {}) or {}
         old_ids = src.get("models", [src]) if isinstance(src.get("models", [src]), list) else [src]
-        for i, name in enumerate(row.sources):
+        archs = self.source_archs(kind)
+        for i, (name, arch) in enumerate(archs.items()):
             old = old_ids[i] if i < len(old_ids) and isinstance(old_ids[i], Mapping) else {}
             if old.get("model", name) != name:
                 out.append(f"source model {old.get('model')!r} -> {name!r}")
-            if old.get("arch") != self.cfg.arch:
-                out.append(f"arch (the source model's) {old.get('arch')!r} -> {self.cfg.arch!r}")
+            if old.get("arch") != arch:
+                out.append(f"arch (the source model's) {old.get('arch')!r} -> {arch!r}")
             new_sha = (source_sha256 or {}).get(name)
             if new_sha is not None and old.get("checkpoint_sha256") != new_sha:
                 out.append(f"source model checkpoint sha256 {str(old.get('checkpoint_sha256'))[:12]}... -> "
                            f"{new_sha[:12]}... (models/{name} was retrained)")
-        if len(old_ids) != len(row.sources):
-            out.append(f"source models {len(old_ids)} -> {len(row.sources)}")
+        if len(old_ids) != len(archs):
+            out.append(f"source models {len(old_ids)} -> {len(archs)}")
         return out
 
     #: what a dataset's stage record keeps of its manifest, to tell an edited manifest from a rebuilt one
@@ -393,8 +411,8 @@ class Workspace:
 
         row = registry.get(kind)
         d, base = self.data(), self._base()
-        sources = {name: self.source_model(name) for name in row.sources}
-        hashes = {name: self.model_sha256(name) for name in row.sources}
+        sources = self.source_models(kind)
+        hashes = {name: self.model_sha256(name) for name in sources}
         source = self._source_identity(kind, hashes)
         stage = self.store.dataset_record(kind)
         folder = stage.parent
