@@ -27,6 +27,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from empirical import constructions as registry
+from empirical.leakage import LeakageConfig
 from empirical.settings import EvalConfig, TransferConfig
 from foundation import checks as C
 from foundation import config as grammar
@@ -179,6 +180,7 @@ class ExperimentConfig:
     notes: str = ""
     expected_runtime: str = ""
     constructions: tuple[str, ...] = ()   # registered constructions beyond the paper's four (empirical.constructions)
+    leakage: LeakageConfig = field(default_factory=LeakageConfig)   # Goh's probe (robust-features debate)
     sections: grammar.Table = grammar.table(registry.sections, "the constructions' settings (empirical.constructions)")
 
     def __post_init__(self) -> None:
@@ -228,10 +230,18 @@ def validate_config(cfg: ExperimentConfig) -> None:
         if unknown:
             raise ValueError(f"construction {kind!r} names source models {unknown}; valid: "
                              f"{', '.join(registry.SOURCE_MODELS)}")
+
     try:
         parse_arch(cfg.arch)
     except ValueError as exc:
         raise ValueError(f"arch={cfg.arch!r}: {exc}") from None
+    for kind in registry.kinds():       # every registered construction's further models (D_nt's ensemble)
+        row = registry.get(kind)
+        for _, arch, _ in (row.extra_models(cfg.settings(kind), cfg.arch, cfg.seed) if row.extra_models else ()):
+            try:
+                parse_arch(arch)
+            except ValueError as exc:
+                raise ValueError(f"{row.section}.arch={arch!r}: {exc}") from None
     archs = cfg.fig3_archs
     if not isinstance(archs, tuple) or not all(isinstance(a, str) for a in archs):
         raise ValueError(f"fig3_archs={archs!r} must be a list of architecture specs, e.g. mlp,cnn_small")
@@ -255,7 +265,8 @@ def validate_config(cfg: ExperimentConfig) -> None:
 
 
 _NESTED = {"std": Recipe, "adv": Recipe, "on_dr": Recipe, "on_dnr": Recipe, "on_drand": Recipe,
-           "on_ddet": Recipe, "eval": EvalConfig, "transfer": TransferConfig, "targets": Targets}
+           "on_ddet": Recipe, "eval": EvalConfig, "transfer": TransferConfig, "targets": Targets,
+           "leakage": LeakageConfig}
 
 
 def valid_keys(cfg: ExperimentConfig) -> list[str]:
@@ -320,14 +331,13 @@ def run_construct(ws: Any, kind: str, *, started_at: str, start_time: float) -> 
     ``construct_<kind>.json`` (its sanity metrics, label histogram, build speed, content hash).
     Under ``torchrun`` rank 0 trains the missing source models in one process while the other
     ranks wait, every rank builds its shards, and rank 0 writes the record (None elsewhere)."""
-    row = registry.get(kind)
+    registry.get(kind)          # an unknown kind is refused before anything runs
     info = ws.dist_info
     if info is not None and info.is_distributed:
         from empirical.distributed import barrier
 
         if info.is_main:     # trained in one process (exactly the single-process model) while the others wait
-            for name in row.sources:
-                ws.source_model(name)
+            ws.source_models(kind)
         barrier(info)
     ds = ws.dataset(kind)
     if info is not None and not info.is_main:

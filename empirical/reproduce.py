@@ -40,7 +40,7 @@ from empirical.experiments import (
     run_more_constructions,
     run_table1,
 )
-from empirical.settings import EvalConfig, RepresentationConfig, TargetedConfig, TransferConfig
+from empirical.settings import EvalConfig, NonTransferConfig, RepresentationConfig, TargetedConfig, TransferConfig
 from empirical.stats import gap_fraction_of_accuracies
 from empirical.workspace import Workspace
 from foundation.records import atomic_write_text, utc_now, write_record
@@ -80,6 +80,8 @@ DIGITS = ExperimentConfig(
     on_ddet=Recipe(epochs=20, batch_size=64, lr=0.05, channels_last=True),
     rep=RepresentationConfig(steps=100, step_size=0.1, batch_size=512, shard_size=512, storage="float32"),
     targeted=TargetedConfig(eps=1.0, steps=50, step_size=0.1, batch_size=512, shard_size=512),
+    # the debate's non-transferable set: D_det's attack plus the ensemble term (docs/debate.md)
+    nontransfer=NonTransferConfig(models=5, eps=1.0, steps=50, step_size=0.1, batch_size=512, shard_size=512),
     eval=EvalConfig(eps=0.75, n_robust=None, suite=("apgd-ce", "apgd-t", "square")),
     transfer=TransferConfig(eps=1.0, steps=50, step_size=0.1, n_examples=1000),
     fig3_archs=("cnn_small", "mlp", "fastnet"),
@@ -102,6 +104,7 @@ SYNTHETIC = ExperimentConfig(
     on_ddet=Recipe(epochs=20, batch_size=64, lr=0.05),
     rep=RepresentationConfig(steps=100, step_size=0.1, batch_size=500, shard_size=500),
     targeted=TargetedConfig(eps=1.0, steps=20, step_size=0.1, batch_size=500, shard_size=500),
+    nontransfer=NonTransferConfig(models=3, eps=1.0, steps=20, step_size=0.1, batch_size=500, shard_size=500),
     eval=EvalConfig(eps=0.5, n_robust=300, strong_steps=10, strong_restarts=2, suite=("apgd-ce", "apgd-t", "square")),
     transfer=TransferConfig(eps=1.0, steps=20, step_size=0.1, n_examples=300),
     fig3_archs=("mlp", "cnn_small"),
@@ -189,6 +192,9 @@ CIFAR10_CPU = ExperimentConfig(
                              shard_size=1000, storage="float32"),
     targeted=TargetedConfig(eps=1.0, steps=20, step_size=0.125, precision="bf16", batch_size=500, shard_size=1000,
                             storage="float32"),
+    # the debate's non-transferable set: exactly D_det's attack plus the term holding 5 fresh models at y
+    nontransfer=NonTransferConfig(models=5, eps=1.0, steps=20, step_size=0.125, precision="bf16", batch_size=500,
+                                  shard_size=1000, storage="float32"),
     # the attacks' steps in bf16, every verdict fp32: on this preset's four Figure 2 models (n=1000) the
     # whole evaluation, suite included, lands within 0.2 points of fp32 steps at 1.7-1.9x the speed
     # (benchmarks/bench_precision.py, paper_figures/results/benchmarks/precision-cifar10-cpu.json)
@@ -246,14 +252,15 @@ def smoke(cfg: ExperimentConfig) -> ExperimentConfig:
                      apgd_steps=3, apgd_targets=2, square_queries=10),
         sections={**{k: replace(v, **_smoke_settings(v)) for k, v in cfg.sections.items()}},
         transfer=replace(cfg.transfer, steps=2, n_examples=24, batch_size=64),
+        leakage=replace(cfg.leakage, steps=20, probe_steps=30, null_permutations=0),
         expected_runtime="seconds on a CPU",
     )
 
 
 def _smoke_settings(settings: Any) -> dict[str, Any]:
-    """A construction's settings at smoke size: few steps, shards of 40, batches of 64 (each where
-    the settings have that field)."""
-    small = {"steps": 3, "shard_size": 40, "batch_size": 64}
+    """A construction's settings at smoke size: few steps, shards of 40, batches of 64, an ensemble
+    of 2 (each where the settings have that field)."""
+    small = {"steps": 3, "shard_size": 40, "batch_size": 64, "models": 2}
     names = {f.name for f in fields(settings)}
     return {k: v for k, v in small.items() if k in names}
 
