@@ -28,6 +28,7 @@ from typing import Any
 
 from empirical import constructions as registry
 from empirical.leakage import LeakageConfig
+from empirical.squares import SquaresConfig
 from empirical.settings import EvalConfig, TransferConfig
 from foundation import checks as C
 from foundation import config as grammar
@@ -181,6 +182,7 @@ class ExperimentConfig:
     expected_runtime: str = ""
     constructions: tuple[str, ...] = ()   # registered constructions beyond the paper's four (empirical.constructions)
     leakage: LeakageConfig = field(default_factory=LeakageConfig)   # Goh's probe (robust-features debate)
+    squares: SquaresConfig = field(default_factory=SquaresConfig)   # Nakkiran's adversarial squares (debate)
     sections: grammar.Table = grammar.table(registry.sections, "the constructions' settings (empirical.constructions)")
 
     def __post_init__(self) -> None:
@@ -266,7 +268,7 @@ def validate_config(cfg: ExperimentConfig) -> None:
 
 _NESTED = {"std": Recipe, "adv": Recipe, "on_dr": Recipe, "on_dnr": Recipe, "on_drand": Recipe,
            "on_ddet": Recipe, "eval": EvalConfig, "transfer": TransferConfig, "targets": Targets,
-           "leakage": LeakageConfig}
+           "leakage": LeakageConfig, "squares": SquaresConfig}
 
 
 def valid_keys(cfg: ExperimentConfig) -> list[str]:

@@ -24,6 +24,7 @@ FIGURE_MODULES: tuple[str, ...] = (
     "paper_figures.theory_figs",
     "paper_figures.simulate_figs",
     "paper_figures.empirical_figs",
+    "paper_figures.debate",
 )
 
 RESULTS_ROOT = Path(__file__).resolve().parent / "results"

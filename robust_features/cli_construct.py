@@ -5,6 +5,8 @@
     robust-features table1  --preset digits --out-dir runs
     robust-features fig3    --preset digits --out-dir runs
     robust-features reproduce [--preset digits] [--out-dir runs] [--data cifar10] [--device cuda]
+    robust-features debate --preset cifar10-cpu --data imagefolder:DATA --seed 1 --out-dir runs/seed1
+    robust-features debate-report runs
     torchrun --standalone --nproc_per_node=8 -m robust_features construct D_R --preset cifar10
 
 ``construct`` also runs under ``torchrun`` (shards split across ranks, rank 0 writes the manifest
@@ -183,6 +185,50 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_debate(args: argparse.Namespace) -> int:
+    """``robust-features debate``: the debate's tests on a preset's workspace (empirical.debate),
+    then this run's rows printed; every stage ``reproduce`` already made is reused."""
+    from empirical.debate import run_debate
+
+    _single_process_only("debate")
+    ws = _workspace(args)
+    released = dict(args.released or [])
+    with ws.writing(("D_rand", "D_det", "D_nt")):
+        out = run_debate(ws, squares=not args.no_squares, released=released)
+    rows = out["debate"]["rows"]
+    num = lambda v: "n/a" if v is None else f"{v:.2f}"  # noqa: E731 - a NaN is recorded as null
+    for r in rows:
+        v = r["ours"]
+        print(f"{'met ' if r['met'] else 'MISS'} {r['test']}: ours {num(v['value'])} +- {num(v['stderr'])} "
+              f"({r['criterion']}; bound {num(r['bound'])}); published {r['published']}")
+    print(f"{sum(r['met'] for r in rows)} of {len(rows)} criteria met; records in {ws.root} "
+          f"(debate.json, nontransfer.json, preference.json, leakage.json"
+          f"{'' if args.no_squares else ', squares.json'}); several seeds: robust-features debate-report ROOT")
+    return 0
+
+
+def _released_arg(text: str) -> tuple[str, str]:
+    import re
+
+    name, sep, folder = text.partition("=")
+    if not sep or not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]*", name) or not folder:
+        raise argparse.ArgumentTypeError(f"must be NAME=FOLDER (e.g. D_rand=DATA/drand_CIFAR), got {text!r}")
+    return name, folder
+
+
+def _cmd_debate_report(args: argparse.Namespace) -> int:
+    """``robust-features debate-report ROOT``: the seeds of ROOT (seed<K>/[<preset>/]debate.json)
+    summarised into ROOT/debate.json and ROOT/debate.md (paper_figures.debate)."""
+    from pathlib import Path
+
+    from paper_figures.debate import summarise
+
+    paths = summarise(Path(args.root))
+    print(Path(paths[1]).read_text())
+    print(f"written: {', '.join(map(str, paths))}")
+    return 0
+
+
 def _check(cfg: Any, committed: Any, out_dir: Any, device: str, *, quiet: bool) -> int:
     """``reproduce --check DIR``: rerun the preset in ``OUT_DIR`` and compare with the records in
     ``DIR`` (:func:`empirical.golden.run_check`); exit 0 when they are reproduced, 1 when not."""
@@ -251,6 +297,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         p = subparsers.add_parser(which, help=text)
         _common(p)
         p.set_defaults(func=_cmd_experiment(which))
+    p = subparsers.add_parser("debate", help="the published tests of the claim on a preset's workspace: non-transferable "
+                              "targeted examples, the leakage probe, the adversarial squares, the preference readout "
+                              "(docs/debate.md)")
+    _common(p)
+    p.add_argument("--no-squares", action="store_true", help="leave out the adversarial-squares toy")
+    p.add_argument("--released", type=_released_arg, action="append", metavar="NAME=FOLDER",
+                   help="also probe one of the authors' released sets (a folder holding CIFAR_ims and CIFAR_lab, "
+                        "e.g. D_rand=DATA/drand_CIFAR); repeatable")
+    p.set_defaults(func=_cmd_debate)
+    p = subparsers.add_parser("debate-report", help="summarise debate runs of several seeds (ROOT/seed<K>/) into "
+                              "ROOT/debate.json and ROOT/debate.md")
+    p.add_argument("root", type=C.path_arg, metavar="ROOT")
+    p.set_defaults(func=_cmd_debate_report)
     p = subparsers.add_parser("reproduce", help="the whole section-3 chain + figures + report (default preset digits)")
     _common(p)
     p.add_argument("--no-figures", action="store_true", help="skip rendering the figures")

@@ -1,0 +1,263 @@
+"""The debate report: every published test of the paper's claim beside this toolkit's number.
+
+A debate study is a folder ``<study>/`` holding ``seed<K>/`` folders, each the records of one
+``robust-features debate --seed K`` run (``nontransfer.json``, ``preference.json``,
+``leakage.json``, ``squares.json``, ``table1.json``, ``fig3.json`` and that seed's ``debate.json``).
+:func:`summarise` reads them (schema-checked, each record's config seed checked against its folder)
+and writes, beside them:
+
+* ``debate.json`` - a record with one row per test (:data:`empirical.debate.ROWS`): ``test``,
+  ``source``, ``published``, ``ours`` (``mean``, ``stderr`` over seeds, ``n_seeds``, ``per_seed``),
+  ``criterion``, ``met`` (on the mean, with the seeds' standard error where the criterion asks for
+  one) and ``met_per_seed``, and ``from``: the record key each number is read from, with the sha256
+  of every record used, so each number is recomputable from the records it cites;
+* ``debate.md`` - the table "published test | their setting and number | ours (preset, seeds) |
+  same sign and band?", then the per-seed tables of the non-transferable set, the leakage probe,
+  the squares and the preference readout.
+
+The rows' definitions and criteria live in one place, :mod:`empirical.debate`; this module only
+reads records and renders (it never trains).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+from empirical.debate import ROWS, judge, lookup
+from empirical.stats import mean_and_stderr
+from foundation.records import atomic_write_text, file_sha256, read_record, write_record
+
+RECORDS: tuple[str, ...] = ("nontransfer", "preference", "leakage", "squares", "table1", "fig3")
+
+
+def seed_folders(root: Path) -> list[tuple[int, Path]]:
+    """The ``seed<K>/`` folders of ``root`` that hold a debate record, by seed."""
+    out = []
+    for p in Path(root).iterdir():
+        if not (p.is_dir() and p.name.startswith("seed") and p.name[4:].isdigit()):
+            continue
+        if (p / "debate.json").is_file():
+            out.append((int(p.name[4:]), p))
+        else:        # a run's own layout: seed<K>/<preset>/debate.json (``--out-dir ROOT/seed<K>``)
+            inner = sorted(q for q in p.iterdir() if q.is_dir() and (q / "debate.json").is_file())
+            if len(inner) > 1:
+                raise ValueError(f"{p} holds debate records of several presets ({', '.join(q.name for q in inner)}); "
+                                 "summarise one preset's seeds at a time")
+            if inner:
+                out.append((int(p.name[4:]), inner[0]))
+    return sorted(out)
+
+
+def _read_seed(seed: int, folder: Path) -> tuple[dict[str, Any], dict[str, str], dict[str, Any]]:
+    """(record name -> metrics, record name -> sha256, the preset config) of one seed's folder."""
+    metrics, shas, config = {}, {}, {}
+    for name in RECORDS:
+        path = folder / f"{name}.json"
+        if not path.is_file():
+            continue
+        rec = read_record(path)
+        got = (rec.get("config") or {}).get("seed")
+        if got is not None and int(got) != seed:
+            raise ValueError(f"{path} was run with seed {got}, not {seed} (its folder's name)")
+        metrics[name], shas[name] = rec.get("metrics", {}), file_sha256(path)
+        if name == "nontransfer":
+            config = rec.get("config") or {}
+    return metrics, shas, config
+
+
+def _f(v: Any, nd: int = 1) -> str:
+    return "n/a" if not isinstance(v, (int, float)) or not math.isfinite(float(v)) else f"{float(v):.{nd}f}"
+
+
+def summarise(root: Path) -> list[Path]:
+    """Write ``root/debate.json`` and ``root/debate.md`` from the seed folders of ``root``."""
+    import time
+
+    from foundation.records import utc_now
+
+    started, t0 = utc_now(), time.perf_counter()
+    root = Path(root)
+    folders = seed_folders(root)
+    if not folders:
+        raise ValueError(f"{root} holds no seed<K>/ folder with a debate.json record")
+    per_seed = {seed: _read_seed(seed, folder) for seed, folder in folders}
+    preset = next((c.get("name") for _, _, c in per_seed.values() if c.get("name")), root.name)
+    rows = []
+    for row in ROWS:
+        rec = row.ours.partition(":")[0]
+        seeds = [s for s, (m, _, _) in per_seed.items() if rec in m]
+        if not seeds:
+            continue
+        vals = [lookup(per_seed[s][0], row.ours) for s in seeds]
+        refs_seed = {s: {k: lookup(per_seed[s][0], a) for k, a in row.refs.items()} for s in seeds}
+        stats = mean_and_stderr(vals)
+        ref_means = {k: mean_and_stderr([refs_seed[s][k] for s in seeds])["mean"] for k in row.refs}
+        if len(seeds) > 1:
+            se = stats["stderr"]
+        else:      # one seed: the binomial standard error its record gives
+            se = lookup(per_seed[seeds[0]][0], row.ours_stderr) if row.ours_stderr else float("nan")
+        verdict = judge(row, stats["mean"], se, ref_means)
+        seed_se = {s: lookup(per_seed[s][0], row.ours_stderr) if row.ours_stderr else float("nan") for s in seeds}
+        rows.append({
+            "test": row.test, "source": row.source, "published": row.published,
+            "ours": {"mean": stats["mean"], "stderr": se, "n_seeds": len(seeds),
+                     "per_seed": {str(s): v for s, v in zip(seeds, vals)}},
+            "refs": {k: {"mean": ref_means[k], "per_seed": {str(s): refs_seed[s][k] for s in seeds}} for k in row.refs},
+            "criterion": row.criterion_text, "bound": verdict["bound"], "met": verdict["met"],
+            "met_per_seed": {str(s): judge(row, v, seed_se[s], refs_seed[s])["met"] for s, v in zip(seeds, vals)},
+            "from": {"ours": row.ours, **{k: a for k, a in row.refs.items()}},
+            "records": {str(s): {f"seed{s}/{rec}.json": per_seed[s][1][rec]} for s in seeds},
+        })
+    sources = {f"seed{s}/{n}.json": sha for s, (_, shas, _) in per_seed.items() for n, sha in shas.items()}
+    rec = write_record(root / "debate.json", experiment="paper_figures.debate",
+                       config={"preset": preset, "seeds": [s for s, _ in folders]},
+                       metrics={"n_rows": len(rows), "n_met": sum(r["met"] for r in rows),
+                                "means": [r["ours"]["mean"] for r in rows], "met": [r["met"] for r in rows]},
+                       seeds={f"seed{s}": s for s, _ in folders}, device="none (rendered from records)",
+                       started_at=started, start_time=t0, extra={"rows": rows, "sources": sources, "units": "percent"})
+    md = render(rec, per_seed, preset)
+    return [root / "debate.json", atomic_write_text(root / "debate.md", md)]
+
+
+def render(rec: dict[str, Any], per_seed: dict[int, Any], preset: str) -> str:
+    """``debate.md`` from the summary record and the seeds' metrics."""
+    rows = rec["rows"]
+    seeds = sorted(per_seed)
+    L = [f"# The debate, tested: {preset} ({len(seeds)} seed{'s' if len(seeds) != 1 else ''}: "
+         f"{', '.join(map(str, seeds))})", "",
+         "Each published test of the claim of Ilyas et al. (2019) as a construction or evaluation of this "
+         "toolkit, its number beside the published one. Ours: mean +- standard error over seeds (one seed: "
+         "the binomial standard error over examples). Rendered by `python -m paper_figures` from the "
+         "records of the seed<K>/ folders (`debate.json` names the record key and sha256 behind every "
+         "number). Settings and their differences from the published ones: docs/debate.md.", "",
+         "| published test | their setting and number | ours | criterion | same sign and band? |",
+         "|---|---|---|---|---|"]
+    for r in rows:
+        o = r["ours"]
+        ours = f"{_f(o['mean'], 2)} +- {_f(o['stderr'], 2)}"
+        if r["refs"]:
+            ours += " (" + ", ".join(f"{k} {_f(v['mean'], 2)}" for k, v in r["refs"].items()) + ")"
+        per = "/".join("yes" if v else "no" for v in r["met_per_seed"].values())
+        L.append(f"| {r['test']} | {r['published']} ({r['source'].split(',')[0]}) | {ours} | {r['criterion']} | "
+                 f"{'**yes**' if r['met'] else '**no**'} (per seed {per}) |")
+    L += ["", f"{rec['metrics']['n_met']} of {rec['metrics']['n_rows']} criteria met on the mean.", ""]
+    L += _nontransfer_table(per_seed) + _leakage_table(per_seed) + _squares_table(per_seed) + _preference_table(per_seed)
+    return "\n".join(L) + "\n"
+
+
+def _mean_row(label: str, cols: list[list[float]]) -> str:
+    cells = []
+    for c in cols:
+        s = mean_and_stderr(c)
+        cells.append(f"{_f(s['mean'])} +- {_f(s['stderr'])}")
+    return f"| {label} | " + " | ".join(cells) + " |"
+
+
+def _nontransfer_table(per_seed: dict[int, Any]) -> list[str]:
+    seeds = [s for s in sorted(per_seed) if "nontransfer" in per_seed[s][0]]
+    if not seeds:
+        return []
+    keys = [("D_det", "success.value", "PGD success"), ("D_nt", "success.value", "non-transf. success"),
+            ("D_det", "transfer_same_arch.value", "PGD transfer"), ("D_nt", "transfer_same_arch.value", "non-transf. transfer"),
+            ("D_det", "test_xy", "D_det model (X,Y)"), ("D_det", "test_x_y_plus_1", "D_det model (X,Y+1)"),
+            ("D_nt", "test_xy", "D_nt model (X,Y)"), ("D_nt", "test_x_y_plus_1", "D_nt model (X,Y+1)")]
+    L = ["## Non-transferable targeted examples (Nakkiran) against targeted PGD (D_det), same f and images", "",
+         "Success on f; transfer to a fresh model of f's architecture (of the examples f is fooled by and the fresh "
+         "model classifies correctly when clean); models trained on each set on the test set, (X, Y) and (X, Y+1). "
+         "Percent.", "", "| seed | " + " | ".join(k[2] for k in keys) + " |", "|---|" + "---|" * len(keys)]
+    cols: list[list[float]] = [[] for _ in keys]
+    for s in seeds:
+        m = per_seed[s][0]
+        vals = [lookup(m, f"nontransfer:sets.{k}.{p}") for k, p, _ in keys]
+        for c, v in zip(cols, vals):
+            c.append(v)
+        L.append(f"| {s} | " + " | ".join(_f(v) for v in vals) + " |")
+    L += [_mean_row("mean +- se", cols), ""]
+    archs = sorted((per_seed[seeds[0]][0]["nontransfer"].get("sets", {}).get("D_nt", {}).get("transfer") or {}))
+    if archs:
+        L += ["Transfer to every Figure 3 architecture (fresh models trained on D), PGD / non-transferable, percent:", "",
+              "| seed | " + " | ".join(archs) + " |", "|---|" + "---|" * len(archs)]
+        for s in seeds:
+            m = per_seed[s][0]
+            L.append(f"| {s} | " + " | ".join(
+                f"{_f(lookup(m, f'nontransfer:sets.D_det.transfer.{a}.value'))} / "
+                f"{_f(lookup(m, f'nontransfer:sets.D_nt.transfer.{a}.value'))}" for a in archs) + " |")
+        L.append("")
+    return L
+
+
+def _leakage_table(per_seed: dict[int, Any]) -> list[str]:
+    seeds = [s for s in sorted(per_seed) if "leakage" in per_seed[s][0]]
+    if not seeds:
+        return []
+    sets = [k for k in ("D_rand", "D_det", "D_nt") if k in (per_seed[seeds[0]][0]["leakage"].get("sets") or {})]
+    L = ["## Robust-feature leakage probe (Goh)", "",
+         "The robust linear model's clean accuracy and certified fraction at its eps; the linear probe on its "
+         "features trained on each set, tested on D (percent).", "",
+         "| seed | robust linear clean | certified | " + " | ".join(f"probe on {k}" for k in sets) + " |",
+         "|---|---|---|" + "---|" * len(sets)]
+    cols: list[list[float]] = [[] for _ in range(2 + len(sets))]
+    for s in seeds:
+        m = per_seed[s][0]
+        vals = [lookup(m, "leakage:robust_linear.clean_accuracy"), lookup(m, "leakage:robust_linear.certified_fraction"),
+                *[lookup(m, f"leakage:sets.{k}.accuracy") for k in sets]]
+        for c, v in zip(cols, vals):
+            c.append(v)
+        L.append(f"| {s} | " + " | ".join(_f(v) for v in vals) + " |")
+    return L + [_mean_row("mean +- se", cols), ""]
+
+
+def _squares_table(per_seed: dict[int, Any]) -> list[str]:
+    seeds = [s for s in sorted(per_seed) if "squares" in per_seed[s][0]]
+    if not seeds:
+        return []
+    keys = [("network.train_accuracy", "net train acc."), ("network.test_accuracy", "net test acc. (noisy labels)"),
+            ("network.flipped.value", "net flipped at eps"), ("linear.flipped", "linear flipped at eps"),
+            ("certificate.sampled_min_radius", "linear min radius (sampled)"), ("certificate.closed_form", "closed form")]
+    L = ["## Adversarial squares (Nakkiran)", "", "| seed | " + " | ".join(k[1] for k in keys) + " |",
+         "|---|" + "---|" * len(keys)]
+    cols: list[list[float]] = [[] for _ in keys]
+    for s in seeds:
+        vals = [lookup(per_seed[s][0], f"squares:{k}") for k, _ in keys]
+        for c, v in zip(cols, vals):
+            c.append(v)
+        L.append(f"| {s} | " + " | ".join(_f(v, 3) for v in vals) + " |")
+    return L + [_mean_row("mean +- se", cols), ""]
+
+
+def _preference_table(per_seed: dict[int, Any]) -> list[str]:
+    seeds = [s for s in sorted(per_seed) if "preference" in per_seed[s][0]]
+    if not seeds:
+        return []
+    kinds = [k for k in ("D_rand", "D_det", "D_nt") if k in per_seed[seeds[0]][0]["preference"]]
+    keys = [(k, p) for k in kinds for p in ("test_xy", "test_x_y_plus_1", "train_predicts_t.value",
+                                            "train_predicts_source_label.value")]
+    L = ["## Preference readout of every model trained on a relabelled set", "",
+         "Test accuracy on (X, Y) and on (X, Y+1); on its own training images (those whose set label differs from "
+         "the source image's label), how often it predicts the set's label t and the source label y. Percent.", "",
+         "| model | (X, Y) | (X, Y+1) | train: predicts t | train: predicts source y |", "|---|---|---|---|---|"]
+    for k in kinds:
+        cells = []
+        for p in ("test_xy", "test_x_y_plus_1", "train_predicts_t.value", "train_predicts_source_label.value"):
+            s = mean_and_stderr([lookup(per_seed[x][0], f"preference:{k}.{p}") for x in seeds])
+            cells.append(f"{_f(s['mean'])} +- {_f(s['stderr'])}")
+        L.append(f"| trained on {k} | " + " | ".join(cells) + " |")
+    del keys
+    return L + [""]
+
+
+def build(results_root: Path) -> list[Path]:
+    """Summarise every debate study under ``results_root/debate/`` (folders holding seed<K>/ debate records)."""
+    base = Path(results_root) / "debate"
+    written: list[Path] = []
+    if not base.is_dir():
+        return written
+    for folder in sorted(p for p in base.iterdir() if p.is_dir()):
+        if seed_folders(folder):
+            written += summarise(folder)
+    return written
+
+
+__all__ = ["RECORDS", "build", "render", "seed_folders", "summarise"]
