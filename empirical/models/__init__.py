@@ -13,7 +13,7 @@ from typing import Any
 
 from torch import nn
 
-from empirical.models.base import Act, ImageClassifier, Normalize
+from empirical.models.base import NORMS, Act, ImageClassifier, Normalize, set_norm
 from empirical.models.nets import cnn_small, densenet121, fastnet, inception_small, mlp, resnet18, resnet50, vgg16
 
 _BUILDERS: dict[str, Callable[..., ImageClassifier]] = {
@@ -43,12 +43,19 @@ def default_arch(dataset_name: str) -> str:
 _FIXED = ("num_classes", "in_channels", "image_size", "mean", "std")
 
 
+#: architectures without normalisation layers: their ``norm`` option is ``none`` only
+_NO_NORM: tuple[str, ...] = ("mlp",)
+
+
 def arch_options(name: str) -> dict[str, Any]:
-    """The options architecture ``name`` accepts, with their defaults (e.g. fastnet: widths, pool, act)."""
+    """The options architecture ``name`` accepts, with their defaults (e.g. fastnet: widths, pool, act),
+    and ``norm``, the normalisation switch every architecture has (:data:`NORMS`: ``batch`` where the
+    architecture has BatchNorm layers, ``none`` for the MLP; :func:`empirical.models.base.set_norm`)."""
     if name not in _BUILDERS:
         raise ValueError(f"unknown architecture {name!r}; valid: {', '.join(ARCHS)}")
     sig = inspect.signature(_BUILDERS[name])
-    return {k: p.default for k, p in sig.parameters.items() if k not in _FIXED and p.default is not inspect._empty}
+    opts = {k: p.default for k, p in sig.parameters.items() if k not in _FIXED and p.default is not inspect._empty}
+    return {**opts, "norm": "none" if name in _NO_NORM else "batch"}
 
 
 def parse_arch(spec: str) -> tuple[str, dict[str, Any]]:
@@ -84,6 +91,12 @@ def parse_arch(spec: str) -> tuple[str, dict[str, Any]]:
         ints = opts[key] if isinstance(opts[key], tuple) else (opts[key],) if isinstance(opts[key], int) else ()
         if any(v < 1 for v in ints) or (isinstance(opts[key], tuple) and not opts[key]):
             raise ValueError(f"architecture option {key}={text!r} of {name!r} must be positive, like {_fmt(default)}")
+    norm = opts.get("norm")
+    if norm is not None:
+        valid = ("none",) if name in _NO_NORM else NORMS
+        if norm not in valid:
+            raise ValueError(f"architecture option norm={norm!r} of {name!r} is not valid; valid: {', '.join(valid)}"
+                             + (" (it has no normalisation layer)" if name in _NO_NORM else ""))
     return name, opts
 
 
@@ -115,8 +128,9 @@ def build_model(arch: str, *, num_classes: int, in_channels: int, image_size: in
         raise ValueError(f"num_classes={num_classes} must be at least 2")
     if len(mean) != in_channels or len(std) != in_channels:
         raise ValueError(f"mean={tuple(mean)} and std={tuple(std)} need in_channels={in_channels} entries")
-    model = _BUILDERS[name](num_classes=num_classes, in_channels=in_channels, image_size=image_size,
-                            mean=mean, std=std, **opts)
+    norm = opts.pop("norm", arch_options(name)["norm"])
+    model = set_norm(_BUILDERS[name](num_classes=num_classes, in_channels=in_channels, image_size=image_size,
+                                     mean=mean, std=std, **opts), norm)
     model.arch_config = {"arch": canonical_arch(arch), "num_classes": num_classes, "in_channels": in_channels,
                          "image_size": image_size, "mean": [float(m) for m in mean], "std": [float(s) for s in std]}
     return model
@@ -133,6 +147,6 @@ def in_memory_format(model: nn.Module, channels_last: bool | None, device: Any) 
     return model.to(memory_format=torch.contiguous_format)
 
 
-__all__ = ["ARCHS", "Act", "ImageClassifier", "Normalize", "arch_options", "build_model", "canonical_arch", "in_memory_format",
+__all__ = ["ARCHS", "NORMS", "Act", "ImageClassifier", "Normalize", "arch_options", "set_norm", "build_model", "canonical_arch", "in_memory_format",
            "default_arch", "parse_arch", "cnn_small", "densenet121",
            "fastnet", "inception_small", "mlp", "resnet18", "resnet50", "vgg16"]

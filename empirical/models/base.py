@@ -116,6 +116,35 @@ class ImageClassifier(nn.Module):
         return out * self.head_scale if self.head_scale != 1.0 else out
 
 
+NORMS: tuple[str, ...] = ("batch", "group", "none")   # the normalisation switch of every architecture
+GROUPS = 32          # GroupNorm's groups (Wu & He 2018), or the largest divisor of the channels below it
+
+
+def group_count(channels: int) -> int:
+    """GroupNorm's number of groups for ``channels``: gcd(channels, 32) (32 groups when they divide)."""
+    import math
+
+    return math.gcd(int(channels), GROUPS)
+
+
+def set_norm(model: nn.Module, kind: str) -> nn.Module:
+    """Every ``BatchNorm2d`` of ``model`` replaced in place by ``kind`` (:data:`NORMS`): ``batch``
+    keeps them, ``group`` puts a ``GroupNorm`` (:func:`group_count` groups, affine) in each place,
+    ``none`` an identity - the switch of Benz, Zhang & Kweon (ICCV 2021), who train the same networks
+    with and without BatchNorm. The modules keep their names, so a checkpoint's keys name the layer
+    they belong to. Returns ``model``."""
+    if kind not in NORMS:
+        raise ValueError(f"norm={kind!r} is not a normalisation; valid: {', '.join(NORMS)}")
+    if kind == "batch":
+        return model
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, nn.BatchNorm2d):
+                c = child.num_features
+                setattr(parent, name, nn.GroupNorm(group_count(c), c) if kind == "group" else nn.Identity())
+    return model
+
+
 def conv_bn(c_in: int, c_out: int, k: int = 3, stride: int = 1, act: str = "relu") -> nn.Sequential:
     return nn.Sequential(nn.Conv2d(c_in, c_out, k, stride=stride, padding=k // 2, bias=False),
                          nn.BatchNorm2d(c_out), Act(act))
