@@ -29,7 +29,7 @@ from empirical.debate import ROWS, judge, lookup
 from empirical.stats import mean_and_stderr
 from foundation.records import atomic_write_text, file_sha256, read_record, write_record
 
-RECORDS: tuple[str, ...] = ("nontransfer", "preference", "leakage", "squares", "table1", "fig3")
+RECORDS: tuple[str, ...] = ("nontransfer", "preference", "leakage", "squares", "norm", "table1", "fig3")
 
 
 def seed_folders(root: Path) -> list[tuple[int, Path]]:
@@ -143,7 +143,8 @@ def render(rec: dict[str, Any], per_seed: dict[int, Any], preset: str) -> str:
         L.append(f"| {r['test']} | {r['published']} ({r['source'].split(',')[0]}) | {ours} | {r['criterion']} | "
                  f"{'**yes**' if r['met'] else '**no**'} (per seed {per}) |")
     L += ["", f"{rec['metrics']['n_met']} of {rec['metrics']['n_rows']} criteria met on the mean.", ""]
-    L += _nontransfer_table(per_seed) + _leakage_table(per_seed) + _squares_table(per_seed) + _preference_table(per_seed)
+    L += (_nontransfer_table(per_seed) + _leakage_table(per_seed) + _squares_table(per_seed)
+          + _preference_table(per_seed) + _norm_table(per_seed))
     return "\n".join(L) + "\n"
 
 
@@ -245,6 +246,28 @@ def _preference_table(per_seed: dict[int, Any]) -> list[str]:
             cells.append(f"{_f(s['mean'])} +- {_f(s['stderr'])}")
         L.append(f"| trained on {k} | " + " | ".join(cells) + " |")
     del keys
+    return L + [""]
+
+
+def _norm_table(per_seed: dict[int, Any]) -> list[str]:
+    seeds = [s for s in sorted(per_seed) if "norm" in per_seed[s][0]]
+    if not seeds:
+        return []
+    m0 = per_seed[seeds[0]][0]["norm"]
+    kinds = [k for k in ("D", "D_rand", "D_det", "D_R") if k in m0]
+    other = next((k for k in m0.get(kinds[0], {}) if k not in ("batch",) and not k.startswith("batch_minus_")), "none")
+    L = ["## BatchNorm through the chain (Benz et al.)", "",
+         f"Each model trained with the preset's architecture (BatchNorm) and with norm={other}, all else equal: clean "
+         "test accuracy (and the strong PGD's robust accuracy for D and D_R), percent, mean +- se over seeds.", "",
+         f"| trained on | clean, BN | clean, {other} | BN minus {other} | robust, BN | robust, {other} | BN minus {other} |",
+         "|---|---|---|---|---|---|---|"]
+    for k in kinds:
+        def cell(path: str) -> str:
+            st = mean_and_stderr([lookup(per_seed[s][0], f"norm:{k}.{path}") for s in seeds])
+            return f"{_f(st['mean'])} +- {_f(st['stderr'])}" if math.isfinite(st["mean"]) else "-"
+        L.append(f"| {k} | {cell('batch.clean')} | {cell(other + '.clean')} | {cell('batch_minus_' + other + '.clean.value')} | "
+                 f"{cell('batch.robust_strong')} | {cell(other + '.robust_strong')} | "
+                 f"{cell('batch_minus_' + other + '.robust_strong.value')} |")
     return L + [""]
 
 

@@ -12,7 +12,7 @@ from empirical.shards import load_constructed
 from foundation.records import read_record
 from robust_features.cli import main
 
-RECORDS = ("table1", "fig3", "nontransfer", "preference", "leakage", "squares", "debate")
+RECORDS = ("table1", "fig3", "nontransfer", "preference", "leakage", "squares", "norm", "debate")
 
 
 @pytest.fixture(scope="module")
@@ -47,8 +47,16 @@ def test_the_records_say_what_they_measured(debated):
     assert pref["D_det"]["test_x_y_plus_1"] == pytest.approx(t1["D_det"]["shifted"])
     lk = read_record(debated / "leakage.json")["metrics"]
     assert set(lk["sets"]) == {"D", "D_rand", "D_det", "D_nt"} and lk["chance"] == pytest.approx(10.0)
+    norm = read_record(debated / "norm.json")
+    for kind in ("D", "D_rand", "D_det", "D_R"):      # BatchNorm through the chain: each set's model, with and without
+        m = norm["metrics"][kind]
+        assert m["batch_minus_none"]["clean"]["value"] == pytest.approx(m["batch"]["clean"] - m["none"]["clean"])
+        assert norm["models"][kind]["none"]["arch"].endswith("norm=none")
+        stage = json.loads((debated / "models" / norm["models"][kind]["none"]["name"] / "stage.json").read_text())
+        assert stage["arch"] == norm["models"][kind]["none"]["arch"]      # the switch is in the model's own record
+    assert "robust_strong" in norm["metrics"]["D_R"]["batch_minus_none"]
     debate = read_record(debated / "debate.json")
-    records = {n: read_record(debated / f"{n}.json")["metrics"] for n in ("nontransfer", "leakage", "squares")}
+    records = {n: read_record(debated / f"{n}.json")["metrics"] for n in ("nontransfer", "leakage", "squares", "norm")}
     rows = debate["rows"]
     assert len(rows) == len(ROWS)
     sq = records["squares"]

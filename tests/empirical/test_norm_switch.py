@@ -73,3 +73,13 @@ def test_bad_norms_are_refused_naming_the_valid_ones(spec, msg):
         parse_arch(spec)
     with pytest.raises(ValueError, match="valid"):
         set_norm(nn.Sequential(), "layer")
+
+
+def test_arch_with_norm_switches_only_the_normalisation():
+    from empirical.controls import arch_with_norm
+
+    assert arch_with_norm("fastnet:widths=32-64-128", "none") == "fastnet:norm=none,widths=32-64-128"
+    assert arch_with_norm("fastnet:widths=32-64-128,norm=none", "batch") == "fastnet:widths=32-64-128"
+    assert arch_with_norm("resnet18", "group") == "resnet18:norm=group"
+    with pytest.raises(ValueError, match="not valid"):
+        arch_with_norm("mlp", "batch")
