@@ -494,6 +494,22 @@ def build_nontransferable(req: BuildRequest) -> ConstructionResult:
     return build_sharded(req, method="nontransferable_targeted_pgd", make_shard=make_shard, assess=assess)
 
 
+def build_error_only(req: BuildRequest) -> ConstructionResult:
+    """D_err: every training image relabelled with the briefly trained teacher's prediction (the
+    first source model); aux ``teacher_wrong`` (its prediction is not y: the examples the student
+    trains on) and ``orig_label``. The images are D's own."""
+    cfg, teacher = req.settings, req.model
+    teacher.eval()
+    dev = torch.device(req.device)
+
+    def make_shard(i: int, xs: torch.Tensor, ys: torch.Tensor, idx: torch.Tensor, gen: torch.Generator) -> ShardOutput:
+        pred = predict(teacher, xs, device=dev, batch_size=cfg.batch_size, precision="fp32").cpu().to(torch.int64)
+        ys = ys.cpu().to(torch.int64)
+        return ShardOutput(x=xs, y=pred, aux={"teacher_wrong": pred != ys, "orig_label": ys})
+
+    return build_sharded(req, method="teacher_relabelled", make_shard=make_shard)
+
+
 def _request(root: str | Path, kind: str, model: torch.nn.Module, cfg: Any, **kw: Any) -> BuildRequest:
     return BuildRequest(folder=Path(root), kind=kind, settings=cfg, sources={"source": model}, **kw)
 

@@ -23,9 +23,12 @@ deciding by ``if kind in (...)``:
   that model is also scored against the shifted test labels (Table 1's D_det column);
 * ``metrics``: the manifest metrics its row of the report shows, as (key, column title);
 * ``cost(settings, n)`` -> (forward+backward passes, forward passes) to build n images, for the plan;
-* ``extra_models(settings, arch, seed)`` -> ((name, arch, seed), ...): further models trained on D
-  with the ``std`` recipe that the builder gets after ``sources`` (the ensemble of D_nt), named in
-  the manifest with their checkpoints' sha256 like the source models.
+* ``extra_models(settings, arch, seed)`` -> (:class:`ExtraModel`, ...): further models trained on D
+  with the ``std`` recipe (and the overrides each names) that the builder gets after ``sources``
+  (the ensemble of D_nt, the teacher of D_err), named in the manifest with their checkpoints'
+  sha256 like the source models;
+* ``train_mask``: the aux key of a per-example mask; the model trained on the set sees only those
+  examples (D_err: the teacher's mistakes).
 
 The paper's four constructions are registered below with builders that import their kernels
 (:mod:`empirical.construct`) only when they run, so this table imports no torch. A new one is its
@@ -37,14 +40,25 @@ settings dataclass, its builder (and a kernel if it needs one) and one :func:`re
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
-from empirical.settings import NonTransferConfig, RepresentationConfig, TargetedConfig
+from empirical.settings import ErrorOnlyConfig, NonTransferConfig, RepresentationConfig, TargetedConfig
 from foundation.config import Option
 
 SOURCE_MODELS: dict[str, str] = {"standard": "std", "robust": "adv"}   # workspace model name -> its recipe field
+
+
+@dataclass(frozen=True)
+class ExtraModel:
+    """A further model a construction is built from: trained on D with the preset's ``std`` recipe,
+    ``recipe`` overriding some of its fields (``{"epochs": 2}``: a briefly trained teacher)."""
+
+    name: str
+    arch: str
+    seed: int
+    recipe: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -63,9 +77,13 @@ class Construction:
     cost: Callable[[Any, int], tuple[float, float]] | None = None
     summary: str = ""
     source: str = ""
-    # further models it is built from: extra_models(settings, arch, seed) -> ((name, arch, seed), ...),
-    # each trained by the workspace on D with the ``std`` recipe and handed to the builder after ``sources``
-    extra_models: Callable[[Any, str, int], tuple[tuple[str, str, int], ...]] | None = None
+    # further models it is built from: extra_models(settings, arch, seed) -> (ExtraModel, ...), each
+    # trained by the workspace on D with the ``std`` recipe (and its overrides) and handed to the builder
+    # after ``sources``
+    extra_models: Callable[[Any, str, int], tuple[ExtraModel, ...]] | None = None
+    # the aux key of a boolean per-example mask: the model trained on the set sees only those examples
+    # (the error-only control keeps the teacher's mistakes); None = every example
+    train_mask: str | None = None
 
     def __post_init__(self) -> None:
         import re
@@ -78,7 +96,7 @@ class Construction:
             if not hasattr(self.settings, f):
                 raise ValueError(f"construction {self.kind!r}: its settings {type(self.settings).__name__} need a "
                                  f"{f!r} field (the sharded writer reads it)")
-        if not self.sources:
+        if not self.sources and self.extra_models is None:
             raise ValueError(f"construction {self.kind!r} names no source model")
         if not self.model:
             object.__setattr__(self, "model", f"std_{self.kind.replace('_', '')}")
@@ -207,9 +225,9 @@ def _nt_cost(s: NonTransferConfig, n: int) -> tuple[float, float]:
     return float(n * s.steps * s.restarts * (1 + s.models)), float(n * (s.restarts + 1) * (1 + s.models))
 
 
-def _nt_models(s: NonTransferConfig, arch: str, seed: int) -> tuple[tuple[str, str, int], ...]:
+def _nt_models(s: NonTransferConfig, arch: str, seed: int) -> tuple[ExtraModel, ...]:
     """The ensemble: ``models`` fresh models of ``s.arch`` (or the preset's), seeds seed + model_seed + i."""
-    return tuple((f"nt_ensemble_{i}", s.arch or arch, seed + s.model_seed + i) for i in range(s.models))
+    return tuple(ExtraModel(f"nt_ensemble_{i}", s.arch or arch, seed + s.model_seed + i) for i in range(s.models))
 
 
 register(Construction(
@@ -220,6 +238,26 @@ register(Construction(
     source="Nakkiran, Distill 2019, response 5 ('Adversarial Examples are Just Bugs, Too')",
     summary="non-transferable targeted examples toward t = (y + 1) mod C: targeted on the standard model while "
             "an ensemble of independently trained models is held at y; label t"))
+
+
+def _error_only(req: Any) -> Any:
+    from empirical.construct import build_error_only
+
+    return build_error_only(req)
+
+
+def _err_models(s: ErrorOnlyConfig, arch: str, seed: int) -> tuple[ExtraModel, ...]:
+    """The teacher: ``teacher_epochs`` of the ``std`` recipe, seed seed + model_seed."""
+    return (ExtraModel("err_teacher", s.teacher_arch or arch, seed + s.model_seed, {"epochs": s.teacher_epochs}),)
+
+
+register(Construction(
+    kind="D_err", section="erroronly", settings=ErrorOnlyConfig(), build=_error_only, sources=(),
+    recipe="std", model="std_Derr", extra_models=_err_models, train_mask="teacher_wrong",
+    cost=lambda s, n: (0.0, float(n)), metrics=(("teacher_wrong_rate", "teacher's mistakes"),),
+    source="Wallace, Distill 2019, response 6 ('Learning from Incorrectly Labeled Data')",
+    summary="the training set relabelled by a briefly trained teacher; the model trained on it sees only the "
+            "teacher's mistakes"))
 
 
 def check_kinds(name: str, value: Any) -> tuple[str, ...]:
@@ -234,5 +272,5 @@ def check_kinds(name: str, value: Any) -> tuple[str, ...]:
     return value
 
 
-__all__ = ["PAPER_KINDS", "SOURCE_MODELS", "Construction", "by_model", "check_kinds", "get", "kinds",
+__all__ = ["PAPER_KINDS", "SOURCE_MODELS", "Construction", "ExtraModel", "by_model", "check_kinds", "get", "kinds",
            "register", "registered", "sections", "unregister"]

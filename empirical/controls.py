@@ -1,5 +1,8 @@
 """The controls that decide between explanations of the paper's datasets (docs/debate.md).
 
+* :func:`run_error_only` - Wallace's error-only distillation (Distill 2019, response 6): a briefly
+  trained teacher relabels the training set, a fresh model learns from its mistakes alone (the
+  D_err construction), tested on D beside D_det and D_rand. Record ``error_only.json``.
 * :func:`run_norm` - BatchNorm through the chain (Benz, Zhang & Kweon, ICCV 2021, "Batch
   Normalization Increases Adversarial Vulnerability and Decreases Adversarial Transferability: A
   Non-Robust Feature Perspective"): the models trained on D (the control), D_rand, D_det and D_R
@@ -94,4 +97,53 @@ def run_norm(ws: Any, *, norm: str = "none", sets: Sequence[str] = NORM_SETS) ->
                                                      "D_R clean 84 / 81, robust 45 / 50"})
 
 
-__all__ = ["NORM_SETS", "arch_with_norm", "run_norm"]
+def run_error_only(ws: Any) -> dict[str, Any]:
+    """Wallace's control (the D_err construction): the teacher's accuracy (on its training set and
+    the test set), its mistakes, and the model trained on them alone (with the teacher's labels)
+    tested on D, beside the models trained on D_det and D_rand and with f's own accuracy as D_det's
+    "teacher" (the points of one plot of test accuracy against teacher accuracy). Record
+    ``error_only.json``."""
+    from empirical.evaluate import accuracy
+    from empirical.precision import VERDICT
+
+    started, t0 = utc_now(), time.perf_counter()
+    cfg, d = ws.cfg, ws.data()
+    row = registry.get("D_err")
+    ds = ws.dataset("D_err")
+    teacher_name = ws.extra_models("D_err")[0].name
+    teacher = ws.loaded_model(teacher_name) or ws.source_models("D_err")[teacher_name]
+    ws.constructed_model("D_err")
+    wrong = ds.aux["teacher_wrong"].bool()
+    student = ws.evaluate(row.model, robust=False)["clean"]
+    n_test = int(d.y_test.shape[0])
+    se = lambda p: 100.0 * math.sqrt(max(p * (1 - p), 0.0) / n_test)  # noqa: E731
+    teacher_test = accuracy(teacher, d.x_test, d.y_test, batch_size=cfg.eval.batch_size, device=ws.device,
+                            precision=VERDICT)
+    others = {}
+    for kind in ("D_det", "D_rand"):
+        r = registry.get(kind)
+        ws.constructed_model(kind)
+        others[kind] = 100.0 * ws.evaluate(r.model, robust=True, strong=False, shifted=r.shifted)["clean"]
+    f_test = 100.0 * ws.evaluate("standard", robust=True, strong=True)["clean"] if ws.loaded_model("standard") \
+        else float("nan")
+    student_pct = 100.0 * student
+    metrics = {
+        "teacher": {"train_accuracy": 100.0 * (1.0 - float(wrong.float().mean())), "test_accuracy": 100.0 * teacher_test,
+                    "mistakes": int(wrong.sum()), "n_train": int(wrong.shape[0])},
+        "student": {"test_accuracy": {"value": student_pct, "stderr": se(student), "n": n_test}},
+        "D_det": {"test_accuracy": others["D_det"], "teacher_test_accuracy": f_test},
+        "D_rand": {"test_accuracy": others["D_rand"]},
+        "closer_to_D_det": abs(student_pct - others["D_det"]) < abs(student_pct - others["D_rand"]),
+        "chance": 100.0 / d.num_classes,
+    }
+    return ws.record("error_only.json", experiment="empirical.controls.error_only", metrics=metrics,
+                     started_at=started, start_time=t0,
+                     extra={"units": "percent", "teacher": {"name": teacher_name,
+                                                             "arch": ws.extra_models("D_err")[0].arch,
+                                                             "epochs": cfg.settings("D_err").teacher_epochs},
+                            "student": row.model, "content_sha256": ds.content_sha256,
+                            "source": "Wallace, Distill 2019 (response 6): ResNet-18 teacher, 2 epochs, 63.1% test; "
+                                      "18,768 mistakes of 50k; student 49.7%"})
+
+
+__all__ = ["NORM_SETS", "arch_with_norm", "run_error_only", "run_norm"]

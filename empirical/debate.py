@@ -335,8 +335,9 @@ def run_debate(ws: Any, *, squares: bool = True, controls: bool = True,
     if squares:
         out["squares"] = run_squares(ws)
     if controls:
-        from empirical.controls import run_norm
+        from empirical.controls import run_error_only, run_norm
 
+        out["error_only"] = run_error_only(ws)
         out["norm"] = run_norm(ws)
     rows = debate_rows({k: v.get("metrics", {}) for k, v in out.items()})
     out["debate"] = ws.record("debate.json", experiment="empirical.debate",
@@ -410,6 +411,12 @@ ROWS: tuple[Row, ...] = (
         f"{_LK}:sets.D_det.accuracy", ("not_clearly_gt", ("chance", 1.0, 0.0)),
         "at or below chance (not above it by 2 standard errors)", refs={"chance": f"{_LK}:chance"},
         ours_stderr=f"{_LK}:sets.D_det.stderr"),
+    Row("Error-only distillation: a model trained on a weak teacher's mistakes alone, tested on D",
+        "Wallace, 'Learning from Incorrectly Labeled Data', Distill 2019 (response 6), "
+        "distillpub/post--ilyas-response-6", "49.7% (ResNet-18, teacher 2 epochs, 63.1%; 18,768 mistakes)",
+        "error_only:student.test_accuracy.value", ("clearly_gt", ("chance", 1.0, 0.0)),
+        "above chance by 2 standard errors", refs={"chance": "error_only:chance"},
+        ours_stderr="error_only:student.test_accuracy.stderr"),
     Row("BatchNorm: the D_rand model's test accuracy with BatchNorm minus without", _BENZ, "68% - 5% = +63 points",
         f"{_BN}:D_rand.batch_minus_none.clean.value", ("gt", 0.0), "> 0 (the same sign)",
         ours_stderr=f"{_BN}:D_rand.batch_minus_none.clean.stderr"),

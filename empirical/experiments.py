@@ -239,11 +239,11 @@ def validate_config(cfg: ExperimentConfig) -> None:
         raise ValueError(f"arch={cfg.arch!r}: {exc}") from None
     for kind in registry.kinds():       # every registered construction's further models (D_nt's ensemble)
         row = registry.get(kind)
-        for _, arch, _ in (row.extra_models(cfg.settings(kind), cfg.arch, cfg.seed) if row.extra_models else ()):
+        for m in (row.extra_models(cfg.settings(kind), cfg.arch, cfg.seed) if row.extra_models else ()):
             try:
-                parse_arch(arch)
+                parse_arch(m.arch)
             except ValueError as exc:
-                raise ValueError(f"{row.section}.arch={arch!r}: {exc}") from None
+                raise ValueError(f"{row.section}.arch={m.arch!r}: {exc}") from None
     archs = cfg.fig3_archs
     if not isinstance(archs, tuple) or not all(isinstance(a, str) for a in archs):
         raise ValueError(f"fig3_archs={archs!r} must be a list of architecture specs, e.g. mlp,cnn_small")

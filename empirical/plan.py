@@ -189,8 +189,10 @@ def stages(cfg: Any, device: str = "cuda") -> list[Stage]:
     kinds = (*registry.PAPER_KINDS, *cfg.constructions)
     for kind in kinds:                     # each construction's cost, as its registry row states it
         row, settings = registry.get(kind), cfg.settings(kind)
-        for name, arch, _ in (row.extra_models(settings, cfg.arch, cfg.seed) if row.extra_models else ()):
-            train(name, arch, cfg.std, n, f"{kind}'s further source model on D")
+        for m in (row.extra_models(settings, cfg.arch, cfg.seed) if row.extra_models else ()):
+            from dataclasses import replace as _replace
+
+            train(m.name, m.arch, _replace(cfg.std, **m.recipe), n, f"{kind}'s further source model on D")
         passes, forward = row.cost(settings, n) if row.cost is not None else (0.0, 0.0)
         out.append(Stage(f"construct:{kind}", src, f"{kind} from the {' + '.join(row.sources)} model: {row.summary}",
                          p(getattr(settings, "precision", "auto")), passes=passes, forward=forward,

@@ -264,7 +264,7 @@ def smoke(cfg: ExperimentConfig) -> ExperimentConfig:
 def _smoke_settings(settings: Any) -> dict[str, Any]:
     """A construction's settings at smoke size: few steps, shards of 40, batches of 64, an ensemble
     of 2 (each where the settings have that field)."""
-    small = {"steps": 3, "shard_size": 40, "batch_size": 64, "models": 2}
+    small = {"steps": 3, "shard_size": 40, "batch_size": 64, "models": 2, "teacher_epochs": 1}
     names = {f.name for f in fields(settings)}
     return {k: v for k, v in small.items() if k in names}
 

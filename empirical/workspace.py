@@ -176,6 +176,12 @@ class Workspace:
         else:
             ds = self.dataset(train_on)
             x, y, upstream = ds.x, ds.y, ds.content_sha256
+            mask = registry.get(train_on).train_mask
+            if mask is not None:       # only the examples the row's mask keeps (D_err: the teacher's mistakes)
+                if mask not in ds.aux:
+                    raise ValueError(f"{ds.root} has no per-example {mask!r} (the mask its construction trains on)")
+                keep = ds.aux[mask].bool()
+                x, y = x[keep], y[keep]
         key = self._model_key(arch=arch, recipe=recipe, seed=seed, train_on=train_on, upstream=upstream)
         stage = self.store.model_record(name)
         folder = stage.parent
@@ -251,22 +257,24 @@ class Workspace:
                for name, arch in self.source_archs(kind).items()]
         return ids[0] if len(ids) == 1 else {"models": ids}
 
-    def extra_models(self, kind: str) -> tuple[tuple[str, str, int], ...]:
-        """(name, arch, seed) of the further models construction ``kind`` is built from (its row's
-        ``extra_models``: D_nt's ensemble), each trained on D with the ``std`` recipe."""
+    def extra_models(self, kind: str) -> tuple[Any, ...]:
+        """The further models construction ``kind`` is built from (its row's ``extra_models``:
+        :class:`empirical.constructions.ExtraModel`, D_nt's ensemble, D_err's teacher), each trained on
+        D with the ``std`` recipe and its overrides."""
         row = registry.get(kind)
         return tuple(row.extra_models(self.cfg.settings(kind), self.cfg.arch, self.cfg.seed)) if row.extra_models else ()
 
     def source_archs(self, kind: str) -> dict[str, str]:
         """Every model construction ``kind`` is built from, in the order its builder gets them: name -> arch."""
         return {**{name: self.cfg.arch for name in registry.get(kind).sources},
-                **{name: arch for name, arch, _ in self.extra_models(kind)}}
+                **{m.name: m.arch for m in self.extra_models(kind)}}
 
     def source_models(self, kind: str) -> dict[str, Any]:
         """Train (or load) every model construction ``kind`` is built from: name -> model, in order."""
         out = {name: self.source_model(name) for name in registry.get(kind).sources}
-        for name, arch, seed in self.extra_models(kind):
-            out[name] = self.model(name, arch=arch, recipe=self.cfg.std, seed=seed)
+        for m in self.extra_models(kind):
+            out[m.name] = self.model(m.name, arch=m.arch, recipe=dataclasses.replace(self.cfg.std, **m.recipe),
+                                     seed=m.seed)
         return out
 
     def dataset_differences(self, kind: str, manifest: Mapping[str, Any], *,

@@ -29,7 +29,7 @@ from empirical.debate import ROWS, judge, lookup
 from empirical.stats import mean_and_stderr
 from foundation.records import atomic_write_text, file_sha256, read_record, write_record
 
-RECORDS: tuple[str, ...] = ("nontransfer", "preference", "leakage", "squares", "norm", "table1", "fig3")
+RECORDS: tuple[str, ...] = ("nontransfer", "preference", "leakage", "squares", "error_only", "norm", "table1", "fig3")
 
 
 def seed_folders(root: Path) -> list[tuple[int, Path]]:
@@ -118,7 +118,35 @@ def summarise(root: Path) -> list[Path]:
                        seeds={f"seed{s}": s for s, _ in folders}, device="none (rendered from records)",
                        started_at=started, start_time=t0, extra={"rows": rows, "sources": sources, "units": "percent"})
     md = render(rec, per_seed, preset)
-    return [root / "debate.json", atomic_write_text(root / "debate.md", md)]
+    out = [root / "debate.json", atomic_write_text(root / "debate.md", md)]
+    fig = error_only_figure(per_seed, root / "error_only.png")
+    return out + ([fig] if fig is not None else [])
+
+
+def error_only_figure(per_seed: dict[int, Any], path: Path) -> Path | None:
+    """Test accuracy against teacher accuracy, one point per seed: the student of Wallace's
+    error-only control (x = its teacher's test accuracy) and the D_det model (x = the standard model
+    f's test accuracy, D_det's "teacher"), with chance; None when no seed has an error_only record."""
+    from paper_figures.empirical_figs import _plt, _save
+
+    seeds = [s for s in sorted(per_seed) if "error_only" in per_seed[s][0]]
+    if not seeds:
+        return None
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(4.6, 3.6))
+    pts = {"error-only student": ("error_only:teacher.test_accuracy", "error_only:student.test_accuracy.value", "o"),
+           "D_det model": ("error_only:D_det.teacher_test_accuracy", "error_only:D_det.test_accuracy", "s")}
+    for label, (xa, ya, mk) in pts.items():
+        xs = [lookup(per_seed[s][0], xa) for s in seeds]
+        ys = [lookup(per_seed[s][0], ya) for s in seeds]
+        ax.scatter(xs, ys, marker=mk, label=label)
+    chance = lookup(per_seed[seeds[0]][0], "error_only:chance")
+    ax.axhline(chance, color="grey", ls=":", lw=1, label="chance")
+    ax.set_xlabel("teacher's test accuracy (%)")
+    ax.set_ylabel("test accuracy on D (%)")
+    ax.set_title("Learning from a teacher's labels alone", fontsize=9)
+    ax.legend(fontsize=7)
+    return _save(fig, path)
 
 
 def render(rec: dict[str, Any], per_seed: dict[int, Any], preset: str) -> str:
@@ -144,7 +172,7 @@ def render(rec: dict[str, Any], per_seed: dict[int, Any], preset: str) -> str:
                  f"{'**yes**' if r['met'] else '**no**'} (per seed {per}) |")
     L += ["", f"{rec['metrics']['n_met']} of {rec['metrics']['n_rows']} criteria met on the mean.", ""]
     L += (_nontransfer_table(per_seed) + _leakage_table(per_seed) + _squares_table(per_seed)
-          + _preference_table(per_seed) + _norm_table(per_seed))
+          + _preference_table(per_seed) + _error_only_table(per_seed) + _norm_table(per_seed))
     return "\n".join(L) + "\n"
 
 
@@ -247,6 +275,26 @@ def _preference_table(per_seed: dict[int, Any]) -> list[str]:
         L.append(f"| trained on {k} | " + " | ".join(cells) + " |")
     del keys
     return L + [""]
+
+
+def _error_only_table(per_seed: dict[int, Any]) -> list[str]:
+    seeds = [s for s in sorted(per_seed) if "error_only" in per_seed[s][0]]
+    if not seeds:
+        return []
+    keys = [("teacher.train_accuracy", "teacher train acc."), ("teacher.test_accuracy", "teacher test acc."),
+            ("teacher.mistakes", "mistakes (student's set)"), ("student.test_accuracy.value", "student on D"),
+            ("D_det.test_accuracy", "D_det model on D"), ("D_rand.test_accuracy", "D_rand model on D")]
+    L = ["## Error-only distillation (Wallace)", "",
+         "A teacher trained briefly relabels the training set; a fresh model trained on its mistakes alone (with its "
+         "labels) is tested on D (percent; `error_only.png` plots it against the teacher's accuracy beside D_det).", "",
+         "| seed | " + " | ".join(k[1] for k in keys) + " |", "|---|" + "---|" * len(keys)]
+    cols: list[list[float]] = [[] for _ in keys]
+    for s in seeds:
+        vals = [lookup(per_seed[s][0], f"error_only:{k}") for k, _ in keys]
+        for c, v in zip(cols, vals):
+            c.append(v)
+        L.append(f"| {s} | " + " | ".join(_f(v) for v in vals) + " |")
+    return L + [_mean_row("mean +- se", cols), ""]
 
 
 def _norm_table(per_seed: dict[int, Any]) -> list[str]:

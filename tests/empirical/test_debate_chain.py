@@ -6,13 +6,14 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 from empirical.debate import ROWS, lookup
 from empirical.shards import load_constructed
 from foundation.records import read_record
 from robust_features.cli import main
 
-RECORDS = ("table1", "fig3", "nontransfer", "preference", "leakage", "squares", "norm", "debate")
+RECORDS = ("table1", "fig3", "nontransfer", "preference", "leakage", "squares", "error_only", "norm", "debate")
 
 
 @pytest.fixture(scope="module")
@@ -55,8 +56,19 @@ def test_the_records_say_what_they_measured(debated):
         stage = json.loads((debated / "models" / norm["models"][kind]["none"]["name"] / "stage.json").read_text())
         assert stage["arch"] == norm["models"][kind]["none"]["arch"]      # the switch is in the model's own record
     assert "robust_strong" in norm["metrics"]["D_R"]["batch_minus_none"]
+    # error-only distillation: the set is D relabelled by the teacher; the student saw its mistakes only
+    from empirical.checkpoint import load_model
+    from empirical.evaluate import predict
+
+    err = load_constructed(debated / "datasets" / "D_err")
+    teacher = load_model(debated / "models" / "err_teacher" / "model.pt")
+    assert torch.equal(predict(teacher, err.x, precision="fp32"), err.y)
+    eo = read_record(debated / "error_only.json")["metrics"]
+    wrong = err.aux["teacher_wrong"].bool()
+    assert eo["teacher"]["mistakes"] == int(wrong.sum()) == int((err.y != err.aux["orig_label"]).sum())
+    assert eo["teacher"]["train_accuracy"] == pytest.approx(100.0 * (1 - float(wrong.float().mean())))
     debate = read_record(debated / "debate.json")
-    records = {n: read_record(debated / f"{n}.json")["metrics"] for n in ("nontransfer", "leakage", "squares", "norm")}
+    records = {n: read_record(debated / f"{n}.json")["metrics"] for n in ("nontransfer", "leakage", "squares", "norm", "error_only")}
     rows = debate["rows"]
     assert len(rows) == len(ROWS)
     sq = records["squares"]
