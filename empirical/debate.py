@@ -335,10 +335,11 @@ def run_debate(ws: Any, *, squares: bool = True, controls: bool = True,
     if squares:
         out["squares"] = run_squares(ws)
     if controls:
-        from empirical.controls import run_error_only, run_norm
+        from empirical.controls import run_error_only, run_norm, run_start_ablation
 
         out["error_only"] = run_error_only(ws)
         out["norm"] = run_norm(ws)
+        out["start_ablation"] = run_start_ablation(ws, start="noise" if ws.cfg.rep.start != "noise" else "random_image")
     rows = debate_rows({k: v.get("metrics", {}) for k, v in out.items()})
     out["debate"] = ws.record("debate.json", experiment="empirical.debate",
                               metrics={"n_rows": len(rows), "n_met": sum(r["met"] for r in rows),
@@ -417,6 +418,9 @@ ROWS: tuple[Row, ...] = (
         "error_only:student.test_accuracy.value", ("clearly_gt", ("chance", 1.0, 0.0)),
         "above chance by 2 standard errors", refs={"chance": "error_only:chance"},
         ours_stderr="error_only:student.test_accuracy.stderr"),
+    Row("D_NR started from noise instead of another training image: the D_NR model's clean accuracy drop",
+        "Li et al., 'Adversarial Examples Are Not Real Features', NeurIPS 2023", "~30 points lower from noise",
+        "start_ablation:dnr_clean_drop", ("gt", 0.0), "> 0 (the same sign)"),
     Row("BatchNorm: the D_rand model's test accuracy with BatchNorm minus without", _BENZ, "68% - 5% = +63 points",
         f"{_BN}:D_rand.batch_minus_none.clean.value", ("gt", 0.0), "> 0 (the same sign)",
         ours_stderr=f"{_BN}:D_rand.batch_minus_none.clean.stderr"),

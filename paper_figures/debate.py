@@ -29,7 +29,8 @@ from empirical.debate import ROWS, judge, lookup
 from empirical.stats import mean_and_stderr
 from foundation.records import atomic_write_text, file_sha256, read_record, write_record
 
-RECORDS: tuple[str, ...] = ("nontransfer", "preference", "leakage", "squares", "error_only", "norm", "table1", "fig3")
+RECORDS: tuple[str, ...] = ("nontransfer", "preference", "leakage", "squares", "error_only", "norm", "start_ablation",
+                             "table1", "fig3")
 
 
 def seed_folders(root: Path) -> list[tuple[int, Path]]:
@@ -172,7 +173,8 @@ def render(rec: dict[str, Any], per_seed: dict[int, Any], preset: str) -> str:
                  f"{'**yes**' if r['met'] else '**no**'} (per seed {per}) |")
     L += ["", f"{rec['metrics']['n_met']} of {rec['metrics']['n_rows']} criteria met on the mean.", ""]
     L += (_nontransfer_table(per_seed) + _leakage_table(per_seed) + _squares_table(per_seed)
-          + _preference_table(per_seed) + _error_only_table(per_seed) + _norm_table(per_seed))
+          + _preference_table(per_seed) + _error_only_table(per_seed) + _norm_table(per_seed)
+          + _start_table(per_seed))
     return "\n".join(L) + "\n"
 
 
@@ -295,6 +297,24 @@ def _error_only_table(per_seed: dict[int, Any]) -> list[str]:
             c.append(v)
         L.append(f"| {s} | " + " | ".join(_f(v) for v in vals) + " |")
     return L + [_mean_row("mean +- se", cols), ""]
+
+
+def _start_table(per_seed: dict[int, Any]) -> list[str]:
+    seeds = [s for s in sorted(per_seed) if "start_ablation" in per_seed[s][0]]
+    if not seeds:
+        return []
+    starts = list((per_seed[seeds[0]][0]["start_ablation"].get("starts") or {}))
+    L = ["## D_R / D_NR from another start (Li et al.)", "",
+         "The models trained on D_R and D_NR built from each start: clean and strong-PGD robust accuracy (percent) "
+         "and the fraction of the robust-vs-standard gap D_R closes, mean +- se over seeds.", "",
+         "| start | D_R clean | D_R robust | D_R closes (%) | D_NR clean | D_NR robust |", "|---|---|---|---|---|---|"]
+    for st in starts:
+        def cell(path: str, scale: float = 1.0) -> str:
+            v = mean_and_stderr([scale * lookup(per_seed[s][0], f"start_ablation:starts.{st}.{path}") for s in seeds])
+            return f"{_f(v['mean'])} +- {_f(v['stderr'])}"
+        L.append(f"| {st} | {cell('std_DR.clean')} | {cell('std_DR.robust_strong')} | "
+                 f"{cell('gap_fraction.D_R.strong.value', 100.0)} | {cell('std_DNR.clean')} | {cell('std_DNR.robust_strong')} |")
+    return L + [""]
 
 
 def _norm_table(per_seed: dict[int, Any]) -> list[str]:

@@ -193,7 +193,7 @@ def _cmd_debate(args: argparse.Namespace) -> int:
     _single_process_only("debate")
     ws = _workspace(args)
     released = dict(args.released or [])
-    with ws.writing(("D_rand", "D_det", "D_nt", *(() if args.no_controls else ("D_R", "D_err")))):
+    with ws.writing(("D_rand", "D_det", "D_nt", *(() if args.no_controls else ("D_R", "D_NR", "D_err")))):
         out = run_debate(ws, squares=not args.no_squares, controls=not args.no_controls, released=released)
     rows = out["debate"]["rows"]
     num = lambda v: "n/a" if v is None else f"{v:.2f}"  # noqa: E731 - a NaN is recorded as null
@@ -303,8 +303,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _common(p)
     p.add_argument("--no-squares", action="store_true", help="leave out the adversarial-squares toy")
     p.add_argument("--no-controls", action="store_true",
-                   help="leave out the controls (error-only distillation, BatchNorm through the chain: "
-                        "empirical.controls)")
+                   help="leave out the controls (error-only distillation, BatchNorm through the chain, D_R / "
+                        "D_NR from noise: empirical.controls)")
     p.add_argument("--released", type=_released_arg, action="append", metavar="NAME=FOLDER",
                    help="also probe one of the authors' released sets (a folder holding CIFAR_ims and CIFAR_lab, "
                         "e.g. D_rand=DATA/drand_CIFAR); repeatable")

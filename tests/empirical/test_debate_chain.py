@@ -13,7 +13,7 @@ from empirical.shards import load_constructed
 from foundation.records import read_record
 from robust_features.cli import main
 
-RECORDS = ("table1", "fig3", "nontransfer", "preference", "leakage", "squares", "error_only", "norm", "debate")
+RECORDS = ("table1", "fig3", "nontransfer", "preference", "leakage", "squares", "error_only", "norm", "start_ablation", "debate")
 
 
 @pytest.fixture(scope="module")
@@ -67,8 +67,20 @@ def test_the_records_say_what_they_measured(debated):
     wrong = err.aux["teacher_wrong"].bool()
     assert eo["teacher"]["mistakes"] == int(wrong.sum()) == int((err.y != err.aux["orig_label"]).sum())
     assert eo["teacher"]["train_accuracy"] == pytest.approx(100.0 * (1 - float(wrong.float().mean())))
+    # the start ablation: a sibling workspace whose source models are this one's (the same checkpoints)
+    sa = read_record(debated / "start_ablation.json")
+    sib = debated / "ablations" / "start-noise"
+    for name in ("standard", "robust"):
+        a = json.loads((debated / "models" / name / "stage.json").read_text())
+        b = json.loads((sib / "models" / name / "stage.json").read_text())
+        assert a["key"] == b["key"] and a["artifacts"] == b["artifacts"]
+    assert load_constructed(sib / "datasets" / "D_NR").manifest["settings"]["start"] == "noise"
+    assert set(sa["metrics"]["starts"]) == {"random_image", "noise"}
+    assert sa["metrics"]["dnr_clean_drop"] == pytest.approx(
+        sa["metrics"]["starts"]["random_image"]["std_DNR"]["clean"] - sa["metrics"]["starts"]["noise"]["std_DNR"]["clean"])
     debate = read_record(debated / "debate.json")
-    records = {n: read_record(debated / f"{n}.json")["metrics"] for n in ("nontransfer", "leakage", "squares", "norm", "error_only")}
+    records = {n: read_record(debated / f"{n}.json")["metrics"] for n in ("nontransfer", "leakage", "squares", "norm", "error_only",
+                                                                  "start_ablation")}
     rows = debate["rows"]
     assert len(rows) == len(ROWS)
     sq = records["squares"]

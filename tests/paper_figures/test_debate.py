@@ -26,6 +26,7 @@ def _metrics(shift: float) -> dict[str, dict]:
         "leakage": {"chance": 10.0, "robust_linear": {"certified_fraction": 85.0, "clean_accuracy": 30.0},
                     "sets": {"D_rand": {"accuracy": 20.0 + shift, "stderr": 1.2},
                              "D_det": {"accuracy": 9.0 - shift, "stderr": 0.9}}},
+        "start_ablation": {"dnr_clean_drop": 12.0 + shift},
         "error_only": {"chance": 10.0, "student": {"test_accuracy": rate(30.0 + shift)}},
         "norm": {k: {"batch_minus_none": {"clean": rate(20.0 - shift), "robust_strong": rate(-3.0)}}
                  for k in ("D", "D_rand", "D_det", "D_R")},
