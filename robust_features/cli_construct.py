@@ -207,6 +207,26 @@ def _cmd_debate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_profile(args: argparse.Namespace) -> int:
+    """``robust-features profile``: the robustness profile of every Figure 2 model (empirical.audit)."""
+    from empirical.audit import ProfileConfig, run_profile
+
+    _single_process_only("profile")
+    ws = _workspace(args)
+    with ws.writing(("D_R", "D_NR")):
+        rec = run_profile(ws, ProfileConfig())
+    num = lambda v: "n/a" if v is None else f"{v:.1f}"  # noqa: E731
+    for t, row in rec["metrics"]["eps"].items():
+        cells = "  ".join(f"{r} {num(row[r]['strong_pgd'])}/{num(row[r]['worst_case'])}"
+                          for r in ("std_D", "adv_D", "std_DR", "std_DNR"))
+        gf = row["dr_gap_fraction"]["worst_case"]
+        print(f"{t:12s} PGD/worst: {cells}  D_R closes (worst) {num(None if gf['value'] is None else 100 * gf['value'])}%")
+    for r, sp in rec["metrics"]["spatial"].items():
+        print(f"spatial {r}: clean {num(sp['clean'])}, worst over {sp['n_transforms']} transforms {num(sp['worst'])}")
+    print(f"record {ws.root / 'profile.json'}")
+    return 0
+
+
 def _released_arg(text: str) -> tuple[str, str]:
     import re
 
@@ -309,6 +329,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="also probe one of the authors' released sets (a folder holding CIFAR_ims and CIFAR_lab, "
                         "e.g. D_rand=DATA/drand_CIFAR); repeatable")
     p.set_defaults(func=_cmd_debate)
+    p = subparsers.add_parser("profile", help="the robustness profile of every Figure 2 model: robust accuracy against "
+                              "l2 / linf eps under the strong PGD and the worst case, and a rotation/translation grid")
+    _common(p)
+    p.set_defaults(func=_cmd_profile)
     p = subparsers.add_parser("debate-report", help="summarise debate runs of several seeds (ROOT/seed<K>/) into "
                               "ROOT/debate.json and ROOT/debate.md")
     p.add_argument("root", type=C.path_arg, metavar="ROOT")
