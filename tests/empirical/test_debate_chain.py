@@ -133,3 +133,15 @@ def test_the_report_over_seeds(debated, tmp_path, capsys):
     assert rec["metrics"]["n_rows"] == len(rec["rows"]) > 0
     assert all(r["ours"]["n_seeds"] == 1 for r in rec["rows"])
     assert "| published test |" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("setting,names", [("nontransfer.models=0", "models"), ("nontransfer.eps=-1", "eps"),
+                                           ("nontransfer.arch=bogus", "nontransfer.arch"),
+                                           ("erroronly.teacher_epochs=0", "teacher_epochs"),
+                                           ("leakage.certified_min=2", "certified_min"),
+                                           ("squares.label_noise=1.5", "label_noise")])
+def test_a_bad_debate_setting_is_one_line_and_exit_2_before_anything_runs(setting, names, tmp_path, capsys):
+    assert main(["debate", "--preset", "digits-smoke", "--out-dir", str(tmp_path), "--set", setting]) == 2
+    err = capsys.readouterr().err
+    assert names in err and err.count("\n") == 1 and "Traceback" not in err
+    assert not any(tmp_path.iterdir())
