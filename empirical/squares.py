@@ -163,8 +163,10 @@ class SquaresConfig:
         C.boolean("random_start", self.random_start)
         if not isinstance(self.eps_sweep, (tuple, list)):
             raise ValueError(f"eps_sweep={self.eps_sweep!r} must be a tuple of budgets >= 0 (distribution units)")
-        for i, e in enumerate(self.eps_sweep):
-            C.non_negative_float(f"eps_sweep[{i}]", e)
+        bad = [e for e in self.eps_sweep if not (C.is_number(e) and math.isfinite(e) and e >= 0)]
+        if bad:
+            raise ValueError(f"eps_sweep={tuple(self.eps_sweep)!r} holds {bad[0]!r}; every budget must be a finite "
+                             "number >= 0 (distribution units)")
         if not C.is_int(self.epoch_probe) or not (self.epoch_probe == 0 or self.epoch_probe >= 2):
             raise ValueError(f"epoch_probe={self.epoch_probe!r} must be 0 (off) or an integer >= 2 (test points)")
         C.seed("seed", self.seed)

@@ -177,7 +177,7 @@ def test_the_settings_import_no_torch():
     ({"schedule": "cosine"}, r"schedule='cosine' is not a schedule; valid: onecycle, step, constant"),
     ({"lr": 0.0}, r"lr=0.0 must be a positive finite number"),
     ({"eps": -0.01}, r"eps=-0.01 must be a finite number >= 0"),
-    ({"eps_sweep": (0.1, math.inf)}, r"eps_sweep\[1\]=inf must be a finite number >= 0"),
+    ({"eps_sweep": (0.1, math.inf)}, r"eps_sweep=\(0.1, inf\) holds inf; every budget must be a finite number >= 0"),
     ({"eps_sweep": 0.1}, r"eps_sweep=0.1 must be a tuple of budgets"),
     ({"epoch_probe": 1}, r"epoch_probe=1 must be 0 \(off\) or an integer >= 2"),
     ({"seed": -1}, r"seed=-1 must be an integer seed"),
