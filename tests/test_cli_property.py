@@ -102,6 +102,7 @@ VALUES: dict[str, tuple[list[str], list[str]]] = {
     "kind": (["D_R", "D_NR", "D_rand", "D_det"], ["bogus", "", "D_r"]),
     "experiment": (["tsipras", "theorems", "pipeline"], ["bogus", ""]),
     "skip": (["theory", "simulate", "reproduce"], ["bogus"]),
+    "debate-report.root": (["."], ["", "bogus"]),      # no seed<K>/ folders under either: exit 2, one line
     "split": (["test", "train"], ["bogus"]), "targeted": (["none", "next", "random"], ["bogus"]),
 }
 CHEAP: dict[str, list[str]] = {     # always added unless drawn
@@ -112,10 +113,13 @@ CHEAP: dict[str, list[str]] = {     # always added unless drawn
     "construct": ["--preset", "digits-smoke"], "fig2": ["--preset", "digits-smoke"],
     "table1": ["--preset", "digits-smoke"], "fig3": ["--preset", "digits-smoke"],
     "reproduce": ["--preset", "digits-smoke", "--no-figures"],
+    "debate": ["--preset", "digits-smoke"], "profile": ["--preset", "digits-smoke"],
     "simulate": ["--n", "200", "--no-figures"],
     "all": ["--skip", "theory", "--skip", "simulate", "--skip", "reproduce"],
     "theory report": ["--n-samples", "100", "--sweep-samples", "100", "--no-figures"],
 }
+# the commands that write a preset's workspace: they share one, so a valid draw reuses its stages
+WORKSPACE_COMMANDS = ("construct", "fig2", "table1", "fig3", "reproduce", "debate", "profile")
 SLOW_WHEN_VALID = {"fig2": ["--set", "eval.n_robust=-5"], "table1": ["--seed", "-1"],
                    "fig3": ["--set", "fig3_archs=mlp,mlp"], "theory report": ["--seed", "-1"]}
 
@@ -149,7 +153,7 @@ def _paths(command: str, action: argparse.Action, fresh: Path, checkpoint: Path,
            workspace: Path) -> tuple[list[str], list[str]] | None:
     dest = action.dest
     if dest in ("out_dir", "out"):
-        if command in ("construct", "fig2", "table1", "fig3", "reproduce"):
+        if command in WORKSPACE_COMMANDS:
             return [str(workspace), str(fresh / "out")], [""]
         return [str(fresh / "o")], [""]
     if dest == "checkpoint":
@@ -228,7 +232,7 @@ def command_lines(draw, root: Path, checkpoint: Path, workspace: Path):
         argv += ["--out-dir", str(fresh / "out")]
     if command in ("eval", "attack") and "--checkpoint" not in given:
         argv += ["--checkpoint", str(checkpoint)]
-    if command in ("construct", "fig2", "table1", "fig3", "reproduce") and "--out-dir" not in given:
+    if command in WORKSPACE_COMMANDS and "--out-dir" not in given:
         argv += ["--out-dir", str(workspace)]
     slow = SLOW_WHEN_VALID.get(command)
     if command == "reproduce" and "--plan" not in argv:
