@@ -416,6 +416,16 @@ def build_representation(req: BuildRequest) -> ConstructionResult:
     return build_sharded(req, method="representation_matching", make_shard=make_shard, assess=assess)
 
 
+def _attack_generator(cfg: Any, dev: torch.device, shard: int) -> torch.Generator | None:
+    """The generator of a targeted construction's random starts in shard ``shard``, seeded from
+    (seed + 1, shard); None when its attack draws nothing (from x, one restart)."""
+    if not (cfg.random_start or cfg.restarts > 1):
+        return None
+    gen = torch.Generator(device=dev)
+    gen.manual_seed(shard_seed(cfg.seed + 1, shard))
+    return gen
+
+
 def build_targeted(req: BuildRequest) -> ConstructionResult:
     """D_rand or D_det: x_NR = argmin_{||x'-x|| <= eps} CE(C(x'), t) by targeted PGD on the source
     model, t by the kind's rule (:func:`targets_for`); label t.
@@ -433,10 +443,7 @@ def build_targeted(req: BuildRequest) -> ConstructionResult:
 
     def make_shard(i: int, xs: torch.Tensor, ys: torch.Tensor, idx: torch.Tensor, gen: torch.Generator) -> ShardOutput:
         t = targets_for(kind, ys.cpu(), num_classes, gen, exclude_true_label=cfg.exclude_true_label)
-        attack_gen = None
-        if cfg.random_start or cfg.restarts > 1:
-            attack_gen = torch.Generator(device=dev)
-            attack_gen.manual_seed(shard_seed(cfg.seed + 1, i))
+        attack_gen = _attack_generator(cfg, dev, i)
         x_adv = pgd(model, xs.to(dev), t.to(dev), cfg.attack, use_best=cfg.use_best, generator=attack_gen,
                     batch_size=cfg.batch_size, precision=cfg.precision)
         return ShardOutput(x=x_adv, y=t, aux={"orig_label": ys.cpu().to(torch.int64), "target_is_true": t == ys.cpu()})
@@ -469,10 +476,7 @@ def build_nontransferable(req: BuildRequest) -> ConstructionResult:
 
     def make_shard(i: int, xs: torch.Tensor, ys: torch.Tensor, idx: torch.Tensor, gen: torch.Generator) -> ShardOutput:
         t = next_label(ys.cpu().to(torch.int64), num_classes)
-        attack_gen = None
-        if cfg.random_start or cfg.restarts > 1:
-            attack_gen = torch.Generator(device=dev)
-            attack_gen.manual_seed(shard_seed(cfg.seed + 1, i))
+        attack_gen = _attack_generator(cfg, dev, i)
         x_adv = nontransferable_pgd(model, ensemble, xs.to(dev), ys.to(dev), t.to(dev), cfg.attack,
                                     ensemble_weight=cfg.ensemble_weight, use_best=cfg.use_best, generator=attack_gen,
                                     batch_size=cfg.batch_size, precision=cfg.precision)

@@ -37,6 +37,29 @@ def check_storage(storage: str) -> str:
     return C.one_of("storage", storage, STORAGES, what="a storage precision")
 
 
+def _check_targeted_attack(s: Any) -> None:
+    """The targeted-attack fields a construction's settings share (``TargetedConfig``,
+    ``NonTransferConfig``): eps and step, then the attack's own checks (norm, steps, restarts,
+    random_start)."""
+    C.positive_float("eps", s.eps)               # stricter than a threat model's eps >= 0
+    C.positive_float("step_size", s.step_size)   # a construction names its step
+    s.attack  # noqa: B018
+
+
+def _targeted_attack(s: Any) -> Attack:
+    """The targeted PGD of a construction's settings (:class:`empirical.threat.Attack`)."""
+    return Attack(s.norm, s.eps, steps=s.steps, step_size=s.step_size, restarts=s.restarts,
+                  random_start=s.random_start, targeted=True)
+
+
+def _check_sharding(s: Any) -> None:
+    """The fields every construction's settings have: batch, shard size, storage, seed."""
+    C.positive_int("batch_size", s.batch_size)
+    C.positive_int("shard_size", s.shard_size)
+    check_storage(s.storage)
+    C.seed("seed", s.seed)
+
+
 @dataclass(frozen=True)
 class RepresentationConfig:
     """D_R / D_NR: representation matching (docs/paper-notes.md sec. 2.2; paper: 1000 steps, step 0.1)."""
@@ -63,10 +86,7 @@ class RepresentationConfig:
         for name in ("normalize_loss", "use_best", "exclude_self", "straight_through"):
             C.boolean(name, getattr(self, name))
         check_precision(self.precision)
-        C.positive_int("batch_size", self.batch_size)
-        C.positive_int("shard_size", self.shard_size)
-        check_storage(self.storage)
-        C.seed("seed", self.seed)
+        _check_sharding(self)
 
 
 @dataclass(frozen=True)
@@ -89,21 +109,15 @@ class TargetedConfig:
 
     def __post_init__(self) -> None:
         check_precision(self.precision)
-        C.positive_float("eps", self.eps)               # stricter than a threat model's eps >= 0
-        C.positive_float("step_size", self.step_size)   # a construction names its step
-        self.attack  # noqa: B018 - the attack's own checks: norm, steps, restarts, random_start
+        _check_targeted_attack(self)
         for name in ("use_best", "exclude_true_label"):
             C.boolean(name, getattr(self, name))
-        C.positive_int("batch_size", self.batch_size)
-        C.positive_int("shard_size", self.shard_size)
-        check_storage(self.storage)
-        C.seed("seed", self.seed)
+        _check_sharding(self)
 
     @property
     def attack(self) -> Attack:
         """The targeted PGD toward the new labels (:class:`empirical.threat.Attack`)."""
-        return Attack(self.norm, self.eps, steps=self.steps, step_size=self.step_size, restarts=self.restarts,
-                      random_start=self.random_start, targeted=True)
+        return _targeted_attack(self)
 
 
 @dataclass(frozen=True)
@@ -143,20 +157,14 @@ class NonTransferConfig:
         C.non_negative_int("model_seed", self.model_seed)
         C.non_negative_float("ensemble_weight", self.ensemble_weight)
         check_precision(self.precision)
-        C.positive_float("eps", self.eps)
-        C.positive_float("step_size", self.step_size)
-        self.attack  # noqa: B018 - the attack's own checks: norm, steps, restarts, random_start
+        _check_targeted_attack(self)
         C.boolean("use_best", self.use_best)
-        C.positive_int("batch_size", self.batch_size)
-        C.positive_int("shard_size", self.shard_size)
-        check_storage(self.storage)
-        C.seed("seed", self.seed)
+        _check_sharding(self)
 
     @property
     def attack(self) -> Attack:
         """The targeted PGD whose loss gains the ensemble term (:class:`empirical.threat.Attack`)."""
-        return Attack(self.norm, self.eps, steps=self.steps, step_size=self.step_size, restarts=self.restarts,
-                      random_start=self.random_start, targeted=True)
+        return _targeted_attack(self)
 
 
 @dataclass(frozen=True)
@@ -182,10 +190,7 @@ class ErrorOnlyConfig:
                              "preset's arch")
         C.positive_int("teacher_epochs", self.teacher_epochs)
         C.non_negative_int("model_seed", self.model_seed)
-        C.positive_int("batch_size", self.batch_size)
-        C.positive_int("shard_size", self.shard_size)
-        check_storage(self.storage)
-        C.seed("seed", self.seed)
+        _check_sharding(self)
 
 
 @dataclass(frozen=True)
