@@ -33,16 +33,30 @@ FIG2_MODELS: dict[str, str] = {"std_D": "standard", "adv_D": "robust", "std_DR":
 
 @dataclass(frozen=True)
 class ProfileConfig:
-    """The budgets of a robustness profile: l2 and linf radii (pixel units), the suite after the
-    strong PGD (the preset's ``eval`` budgets), and the spatial grid (degrees, pixels)."""
+    """The budgets of a robustness profile (``--set profile.KEY=VALUE``): l2 and linf radii (pixel
+    units), the suite after the strong PGD (the preset's ``eval`` budgets, ``square_queries``
+    replaced when set), the examples (``n``: a class-stratified sample of the evaluation sample,
+    nested in it; None = all of it), and the spatial grid (degrees, pixels)."""
 
     l2_eps: tuple[float, ...] = (0.125, 0.25, 0.5, 1.0)
     linf_eps: tuple[float, ...] = (2 / 255, 4 / 255, 8 / 255)
     suite: tuple[str, ...] = ("apgd-ce", "apgd-t", "square")
     rotations: tuple[float, ...] = (-30.0, -20.0, -10.0, 0.0, 10.0, 20.0, 30.0)
     translations: tuple[int, ...] = (-3, 0, 3)
+    n: int | None = None               # None = the whole evaluation sample (eval.n_robust)
+    square_queries: int | None = None  # None = eval.square_queries
 
     def __post_init__(self) -> None:
+        from empirical import suite as attacks
+
+        if not isinstance(self.suite, tuple) or not all(isinstance(a, str) for a in self.suite):
+            raise ValueError(f"suite={self.suite!r} must be a list of attack names, e.g. apgd-ce,apgd-t,square")
+        known = attacks.names()
+        bad = [a for a in self.suite if a not in known]
+        if bad:
+            raise ValueError(f"suite={self.suite!r} names {bad[0]!r}; valid: {', '.join(known)}")
+        C.optional_positive_int("n", self.n, none=" (None = the whole evaluation sample)")
+        C.optional_positive_int("square_queries", self.square_queries, none=" (None = eval.square_queries)")
         for name in ("l2_eps", "linf_eps"):
             v = getattr(self, name)
             if not isinstance(v, tuple) or not all(C.is_number(e) and math.isfinite(e) and e > 0 for e in v):
@@ -91,8 +105,9 @@ def spatial_profile(model: Any, x: Any, y: Any, cfg: ProfileConfig, *, device: A
             "n_transforms": len(per)}
 
 
-def run_profile(ws: Any, cfg: ProfileConfig = ProfileConfig()) -> dict[str, Any]:
-    """The profile of every Figure 2 model (module docstring); record ``profile.json``."""
+def run_profile(ws: Any, cfg: ProfileConfig | None = None) -> dict[str, Any]:
+    """The profile of every Figure 2 model (module docstring) with ``cfg`` (None = the workspace
+    config's ``profile``); record ``profile.json``."""
     import numpy as np
 
     from empirical import constructions as registry
@@ -101,8 +116,14 @@ def run_profile(ws: Any, cfg: ProfileConfig = ProfileConfig()) -> dict[str, Any]
     from empirical.worst_case import SEMANTICS, worst_case
     from foundation.records import json_sha256, pack_bits, unpack_bits
 
+    from empirical.data import stratified_subset
+
+    cfg = ws.cfg.profile if cfg is None else cfg
     started, t0 = utc_now(), time.perf_counter()
     ev, d = ws.cfg.eval, ws.data()
+    budgets = dict(ev.budgets)
+    if cfg.square_queries is not None:
+        budgets["square_queries"] = cfg.square_queries
     names: dict[str, str] = {}
     for row, what in FIG2_MODELS.items():
         if what in registry.SOURCE_MODELS:
@@ -111,8 +132,13 @@ def run_profile(ws: Any, cfg: ProfileConfig = ProfileConfig()) -> dict[str, Any]
         else:
             ws.constructed_model(what)
             names[row] = registry.get(what).model
-    sub = ws.eval_subset()
-    x, y = d.x_test[sub.indices], d.y_test[sub.indices]
+    outer = ws.eval_subset()
+    xo, yo = d.x_test[outer.indices], d.y_test[outer.indices]
+    # the profile's examples: a stratified sample of the evaluation sample (nested in it), or all of it
+    sub = stratified_subset(xo, yo, cfg.n, seed=ws.cfg.subset_seed, name="profile.n")
+    x, y = xo[sub.indices], yo[sub.indices]
+    indices = outer.indices[sub.indices]
+    subset_sha = json_sha256({"eval": outer.indices_sha256, "profile": sub.indices_sha256})
     threats = [("l2", e) for e in cfg.l2_eps] + [("linf", e) for e in cfg.linf_eps]
     eps_rows: dict[str, Any] = {}
     masks: dict[str, dict[str, dict[str, Any]]] = {}
@@ -120,8 +146,8 @@ def run_profile(ws: Any, cfg: ProfileConfig = ProfileConfig()) -> dict[str, Any]
         tkey = f"{norm}_{eps:.6g}"
         pgd = Attack(norm, eps, steps=ev.strong_steps, restarts=ev.strong_restarts, random_start=True)
         for row, name in names.items():
-            key = json_sha256({"model": ws.model_sha256(name), "pgd": pgd, "suite": cfg.suite, "budgets": ev.budgets,
-                               "subset": sub.indices_sha256, "seed": ws.attack_seed, "precision": ev.precision,
+            key = json_sha256({"model": ws.model_sha256(name), "pgd": pgd, "suite": cfg.suite, "budgets": budgets,
+                               "subset": subset_sha, "seed": ws.attack_seed, "precision": ev.precision,
                                "batch_size": ev.batch_size, "semantics": SEMANTICS, "test": ws.data_sha256})
             path = ws.store.eval_record(f"{name}-profile-{tkey}")
             status = ws.store.check(path, key)
@@ -132,7 +158,7 @@ def run_profile(ws: Any, cfg: ProfileConfig = ProfileConfig()) -> dict[str, Any]
                 timer.done(f"profile:{name}:{tkey}", True, built_seconds=rec.get("wall_seconds"))
             else:
                 wc = worst_case(ws.loaded_model(name), x, y, ThreatModel(norm, eps), pgd=pgd, attacks=cfg.suite,
-                                options=ev.budgets, seed=ws.attack_seed, precision=ev.precision,
+                                options=budgets, seed=ws.attack_seed, precision=ev.precision,
                                 batch_size=ev.batch_size, device=ws.device, progress=ws.progress)
                 m = {"pgd": wc.after["pgd"], "worst": wc.robust}
                 rec = {"masks": {k: pack_bits(v) for k, v in m.items()}, "description": wc.describe(),
@@ -151,7 +177,10 @@ def run_profile(ws: Any, cfg: ProfileConfig = ProfileConfig()) -> dict[str, Any]
     metrics = {"eps": eps_rows, "spatial": spatial_rows, "n": int(sub.n)}
     return ws.record("profile.json", experiment="empirical.audit.profile", metrics=metrics, started_at=started,
                      start_time=t0, extra={"units": "percent", "settings": cfg, "models": names,
-                                           "attack_seed": ws.attack_seed, "budgets": dict(ev.budgets),
+                                           "attack_seed": ws.attack_seed, "budgets": budgets,
+                                           "examples": {"n": int(sub.n), "of_eval_sample": int(outer.n),
+                                                        "test_indices": [int(i) for i in indices],
+                                                        "subset_sha256": subset_sha},
                                            "pgd": f"PGD-{ev.strong_steps} x {ev.strong_restarts} restarts, random start",
                                            "threats": {f"{n}_{e:.6g}": f"{n} eps={e:g}" for n, e in threats},
                                            "source": "Li et al., NeurIPS 2023 (released D_R: 15.6% under AutoAttack; "

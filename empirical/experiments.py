@@ -27,6 +27,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from empirical import constructions as registry
+from empirical.audit import ProfileConfig
 from empirical.leakage import LeakageConfig
 from empirical.squares import SquaresConfig
 from empirical.settings import EvalConfig, TransferConfig
@@ -183,6 +184,7 @@ class ExperimentConfig:
     constructions: tuple[str, ...] = ()   # registered constructions beyond the paper's four (empirical.constructions)
     leakage: LeakageConfig = field(default_factory=LeakageConfig)   # Goh's probe (robust-features debate)
     squares: SquaresConfig = field(default_factory=SquaresConfig)   # Nakkiran's adversarial squares (debate)
+    profile: ProfileConfig = field(default_factory=ProfileConfig)   # robustness profiles (robust-features profile)
     sections: grammar.Table = grammar.table(registry.sections, "the constructions' settings (empirical.constructions)")
 
     def __post_init__(self) -> None:
@@ -268,7 +270,7 @@ def validate_config(cfg: ExperimentConfig) -> None:
 
 _NESTED = {"std": Recipe, "adv": Recipe, "on_dr": Recipe, "on_dnr": Recipe, "on_drand": Recipe,
            "on_ddet": Recipe, "eval": EvalConfig, "transfer": TransferConfig, "targets": Targets,
-           "leakage": LeakageConfig, "squares": SquaresConfig}
+           "leakage": LeakageConfig, "squares": SquaresConfig, "profile": ProfileConfig}
 
 
 def valid_keys(cfg: ExperimentConfig) -> list[str]:

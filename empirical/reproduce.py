@@ -40,6 +40,7 @@ from empirical.experiments import (
     run_more_constructions,
     run_table1,
 )
+from empirical.audit import ProfileConfig
 from empirical.squares import smoke as squares_smoke
 from empirical.settings import EvalConfig, NonTransferConfig, RepresentationConfig, TargetedConfig, TransferConfig
 from empirical.stats import gap_fraction_of_accuracies
@@ -201,9 +202,15 @@ CIFAR10_CPU = ExperimentConfig(
     # the attacks' steps in bf16, every verdict fp32: on this preset's four Figure 2 models (n=1000) the
     # whole evaluation, suite included, lands within 0.2 points of fp32 steps at 1.7-1.9x the speed
     # (benchmarks/bench_precision.py, paper_figures/results/benchmarks/precision-cifar10-cpu.json)
-    eval=EvalConfig(eps=0.5, n_robust=1000, strong_steps=20, strong_restarts=2, batch_size=500, precision="bf16"),
+    # and the worst case (the strong PGD, then APGD-CE, APGD-T, Square on what still stands) on every Figure 2 row
+    eval=EvalConfig(eps=0.5, n_robust=1000, strong_steps=20, strong_restarts=2, batch_size=500, precision="bf16",
+                    suite=("apgd-ce", "apgd-t", "square")),
     transfer=TransferConfig(eps=1.0, steps=20, step_size=0.125, n_examples=1000, batch_size=500, precision="bf16"),
     fig3_archs=("fastnet:widths=32-64-128", "resnet18:width=16", "vgg16:width=16", "mlp"),
+    # the profile (robust-features profile): 7 radii x 4 models, so 500 of the 1000 evaluation images and
+    # Square at 1000 queries: at l2 0.5 (seed 0, n=1000) Square-5000 broke 0 of the points APGD-T left on every
+    # Figure 2 model and took 2/3 of the suite's time (235 of 353 s on the robust model); docs/debate.md
+    profile=ProfileConfig(n=500, square_queries=1000),
     targets=Targets(d_rand_min=25.0, d_det_min=15.0, dr_gap_points_min=None, dr_gap_fraction_min=0.35,
                     dnr_above_std_max=0.0, trend_min_archs=3),
     notes=_CIFAR10_CPU_NOTES,

@@ -209,12 +209,12 @@ def _cmd_debate(args: argparse.Namespace) -> int:
 
 def _cmd_profile(args: argparse.Namespace) -> int:
     """``robust-features profile``: the robustness profile of every Figure 2 model (empirical.audit)."""
-    from empirical.audit import ProfileConfig, run_profile
+    from empirical.audit import run_profile
 
     _single_process_only("profile")
     ws = _workspace(args)
     with ws.writing(("D_R", "D_NR")):
-        rec = run_profile(ws, ProfileConfig())
+        rec = run_profile(ws)
     num = lambda v: "n/a" if v is None else f"{v:.1f}"  # noqa: E731
     for t, row in rec["metrics"]["eps"].items():
         cells = "  ".join(f"{r} {num(row[r]['strong_pgd'])}/{num(row[r]['worst_case'])}"
