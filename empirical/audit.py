@@ -67,6 +67,15 @@ class ProfileConfig:
             raise ValueError(f"translations={self.translations!r} must be a list of whole pixels, e.g. -3,0,3")
 
 
+def threat_id(norm: str, eps: float) -> str:
+    """A threat's name in records and stage files, free of dots so a dotted key can address it:
+    ``l2_0p25``; linf radii on the 1/255 grid as ``linf_8of255``, others ``linf_0p1``."""
+    k = eps * 255
+    if norm == "linf" and abs(k - round(k)) < 1e-6 and round(k) >= 1:
+        return f"linf_{round(k)}of255"
+    return f"{norm}_{eps:.6g}".replace(".", "p").replace("-", "m")
+
+
 def spatial(x: Any, angle: float, dx: int, dy: int) -> Any:
     """``x`` rotated by ``angle`` degrees about its centre and shifted by (dx, dy) pixels (bilinear,
     zeros outside), the transform of Engstrom et al.; angle 0 and no shift return ``x`` unchanged."""
@@ -143,7 +152,7 @@ def run_profile(ws: Any, cfg: ProfileConfig | None = None) -> dict[str, Any]:
     eps_rows: dict[str, Any] = {}
     masks: dict[str, dict[str, dict[str, Any]]] = {}
     for norm, eps in threats:
-        tkey = f"{norm}_{eps:.6g}"
+        tkey = threat_id(norm, eps)
         pgd = Attack(norm, eps, steps=ev.strong_steps, restarts=ev.strong_restarts, random_start=True)
         for row, name in names.items():
             key = json_sha256({"model": ws.model_sha256(name), "pgd": pgd, "suite": cfg.suite, "budgets": budgets,
@@ -174,7 +183,12 @@ def run_profile(ws: Any, cfg: ProfileConfig | None = None) -> dict[str, Any]:
             eps_rows[tkey].setdefault("dr_gap_fraction", {})[which] = {"value": gf["value"], "stderr": gf["stderr"]}
     spatial_rows = {row: spatial_profile(ws.loaded_model(name), x, y, cfg, device=ws.device, batch_size=ev.batch_size)
                     for row, name in names.items()}
-    metrics = {"eps": eps_rows, "spatial": spatial_rows, "n": int(sub.n)}
+    # per model, its accuracy by threat under each attack, and the spatial worst case against the standard model's
+    summary: dict[str, Any] = {row: {which: {t: eps_rows[t][row][which] for t in eps_rows}
+                                     for which in ("strong_pgd", "worst_case")} for row in names}
+    summary["spatial_worst"] = {row: spatial_rows[row]["worst"] for row in names}
+    summary["dr_minus_std_spatial_worst"] = spatial_rows["std_DR"]["worst"] - spatial_rows["std_D"]["worst"]
+    metrics = {"eps": eps_rows, "spatial": spatial_rows, "summary": summary, "n": int(sub.n)}
     return ws.record("profile.json", experiment="empirical.audit.profile", metrics=metrics, started_at=started,
                      start_time=t0, extra={"units": "percent", "settings": cfg, "models": names,
                                            "attack_seed": ws.attack_seed, "budgets": budgets,
@@ -182,10 +196,10 @@ def run_profile(ws: Any, cfg: ProfileConfig | None = None) -> dict[str, Any]:
                                                         "test_indices": [int(i) for i in indices],
                                                         "subset_sha256": subset_sha},
                                            "pgd": f"PGD-{ev.strong_steps} x {ev.strong_restarts} restarts, random start",
-                                           "threats": {f"{n}_{e:.6g}": f"{n} eps={e:g}" for n, e in threats},
+                                           "threats": {threat_id(n, e): f"{n} eps={e:g}" for n, e in threats},
                                            "source": "Li et al., NeurIPS 2023 (released D_R: 15.6% under AutoAttack; "
                                                      "ndb796 ResNet-18 38.0% at l2 0.25, 0.1% at linf 8/255; "
                                                      "ResNet-50 24.9% under +-30 degree rotations vs 36.8% standard)"})
 
 
-__all__ = ["FIG2_MODELS", "ProfileConfig", "run_profile", "spatial", "spatial_profile"]
+__all__ = ["FIG2_MODELS", "ProfileConfig", "run_profile", "spatial", "spatial_profile", "threat_id"]

@@ -30,7 +30,7 @@ from empirical.stats import mean_and_stderr
 from foundation.records import atomic_write_text, file_sha256, read_record, write_record
 
 RECORDS: tuple[str, ...] = ("nontransfer", "preference", "leakage", "squares", "error_only", "norm", "start_ablation",
-                             "table1", "fig3")
+                             "table1", "fig3", "fig2", "profile")
 
 
 def seed_folders(root: Path) -> list[tuple[int, Path]]:
@@ -91,16 +91,17 @@ def summarise(root: Path) -> list[Path]:
         seeds = [s for s, (m, _, _) in per_seed.items() if rec in m]
         if not seeds:
             continue
-        vals = [lookup(per_seed[s][0], row.ours) for s in seeds]
-        refs_seed = {s: {k: lookup(per_seed[s][0], a) for k, a in row.refs.items()} for s in seeds}
+        c = row.scale
+        vals = [c * lookup(per_seed[s][0], row.ours) for s in seeds]
+        refs_seed = {s: {k: c * lookup(per_seed[s][0], a) for k, a in row.refs.items()} for s in seeds}
         stats = mean_and_stderr(vals)
         ref_means = {k: mean_and_stderr([refs_seed[s][k] for s in seeds])["mean"] for k in row.refs}
         if len(seeds) > 1:
             se = stats["stderr"]
         else:      # one seed: the binomial standard error its record gives
-            se = lookup(per_seed[seeds[0]][0], row.ours_stderr) if row.ours_stderr else float("nan")
+            se = c * lookup(per_seed[seeds[0]][0], row.ours_stderr) if row.ours_stderr else float("nan")
         verdict = judge(row, stats["mean"], se, ref_means)
-        seed_se = {s: lookup(per_seed[s][0], row.ours_stderr) if row.ours_stderr else float("nan") for s in seeds}
+        seed_se = {s: c * lookup(per_seed[s][0], row.ours_stderr) if row.ours_stderr else float("nan") for s in seeds}
         rows.append({
             "test": row.test, "source": row.source, "published": row.published,
             "ours": {"mean": stats["mean"], "stderr": se, "n_seeds": len(seeds),
@@ -120,8 +121,8 @@ def summarise(root: Path) -> list[Path]:
                        started_at=started, start_time=t0, extra={"rows": rows, "sources": sources, "units": "percent"})
     md = render(rec, per_seed, preset)
     out = [root / "debate.json", atomic_write_text(root / "debate.md", md)]
-    fig = error_only_figure(per_seed, root / "error_only.png")
-    return out + ([fig] if fig is not None else [])
+    figs = [error_only_figure(per_seed, root / "error_only.png"), profile_figure(per_seed, root / "profile.png")]
+    return out + [f for f in figs if f is not None]
 
 
 def error_only_figure(per_seed: dict[int, Any], path: Path) -> Path | None:
@@ -174,7 +175,7 @@ def render(rec: dict[str, Any], per_seed: dict[int, Any], preset: str) -> str:
     L += ["", f"{rec['metrics']['n_met']} of {rec['metrics']['n_rows']} criteria met on the mean.", ""]
     L += (_nontransfer_table(per_seed) + _leakage_table(per_seed) + _squares_table(per_seed)
           + _preference_table(per_seed) + _error_only_table(per_seed) + _norm_table(per_seed)
-          + _start_table(per_seed))
+          + _start_table(per_seed) + _profile_table(per_seed))
     return "\n".join(L) + "\n"
 
 
@@ -339,6 +340,77 @@ def _norm_table(per_seed: dict[int, Any]) -> list[str]:
     return L + [""]
 
 
+_PROFILE_ROWS = {"std_D": "standard on D", "adv_D": "robust on D", "std_DR": "standard on D_R", "std_DNR": "standard on D_NR"}
+
+
+def _profile_seeds(per_seed: dict[int, Any]) -> list[int]:
+    return [s for s in sorted(per_seed) if "profile" in per_seed[s][0]]
+
+
+def _profile_table(per_seed: dict[int, Any]) -> list[str]:
+    """Robust accuracy of every Figure 2 model against each radius under the strong PGD and the worst
+    case, the gap fraction D_R closes under each, and the spatial grid's worst case; mean +- se."""
+    seeds = _profile_seeds(per_seed)
+    if not seeds:
+        return []
+    m0 = per_seed[seeds[0]][0]["profile"]
+    threats = list(m0.get("eps", {}))
+    L = ["## D_R audited: robustness profiles (Li et al.)", "",
+         f"Robust accuracy (percent) of each Figure 2 model under the strong PGD / the worst case (the PGD, then the "
+         f"suite on what still stands) at each radius, on {_f(m0.get('n'), 0)} test images per seed (the budgets, "
+         "attack seed and images are in each seed's profile.json), and the fraction of the robust-vs-standard gap "
+         "D_R closes under each; mean +- se over seeds.", "",
+         "| threat | " + " | ".join(_PROFILE_ROWS.values()) + " | D_R closes, PGD (%) | D_R closes, worst (%) |",
+         "|---|" + "---|" * (len(_PROFILE_ROWS) + 2)]
+
+    def cell(path: str, scale: float = 1.0) -> str:
+        st = mean_and_stderr([scale * lookup(per_seed[s][0], f"profile:{path}") for s in seeds])
+        return f"{_f(st['mean'])} +- {_f(st['stderr'])}" if math.isfinite(st["mean"]) else "-"
+
+    for t in threats:
+        cells = [f"{cell(f'eps.{t}.{r}.strong_pgd')} / {cell(f'eps.{t}.{r}.worst_case')}" for r in _PROFILE_ROWS]
+        L.append(f"| {t} | " + " | ".join(cells) + f" | {cell(f'eps.{t}.dr_gap_fraction.strong_pgd.value', 100.0)} | "
+                 f"{cell(f'eps.{t}.dr_gap_fraction.worst_case.value', 100.0)} |")
+    L += ["", "Rotations and translations (Engstrom et al.'s grid; an image counts only if every transform keeps it "
+          "correct): clean and worst-of-grid accuracy, percent.", "",
+          "| model | clean | worst over the grid |", "|---|---|---|"]
+    for r, label in _PROFILE_ROWS.items():
+        L.append(f"| {label} | {cell(f'spatial.{r}.clean')} | {cell(f'spatial.{r}.worst')} |")
+    return L + [""]
+
+
+def profile_figure(per_seed: dict[int, Any], path: Path) -> Path | None:
+    """Robust accuracy against eps (l2 and linf panels) for every Figure 2 model, the worst case solid
+    and the strong PGD dashed, mean over seeds with the seeds' standard error as bars; None without
+    a profile record."""
+    from paper_figures.empirical_figs import _plt, _save
+
+    seeds = _profile_seeds(per_seed)
+    if not seeds:
+        return None
+    m0 = per_seed[seeds[0]][0]["profile"]
+    plt = _plt()
+    fig, axes = plt.subplots(1, 2, figsize=(8.4, 3.4))
+    for ax, norm in zip(axes, (0, 1)):
+        ts = sorted((t for t, v in m0["eps"].items() if v.get("norm") == norm), key=lambda t: m0["eps"][t]["eps"])
+        if not ts:
+            ax.set_visible(False)
+            continue
+        xs = [m0["eps"][t]["eps"] * (255 if norm == 1 else 1) for t in ts]
+        for i, (r, label) in enumerate(_PROFILE_ROWS.items()):
+            for which, ls in (("worst_case", "-"), ("strong_pgd", "--")):
+                st = [mean_and_stderr([lookup(per_seed[s][0], f"profile:eps.{t}.{r}.{which}") for s in seeds]) for t in ts]
+                ax.errorbar(xs, [v["mean"] for v in st], yerr=[v["stderr"] if math.isfinite(v["stderr"]) else 0 for v in st],
+                            ls=ls, marker="o", ms=3, color=f"C{i}", label=label if which == "worst_case" else None)
+        ax.set_xlabel("l2 eps" if norm == 0 else "linf eps (x 1/255)")
+        ax.set_ylabel("robust accuracy (%)")
+        ax.set_ylim(0, 100)
+    axes[0].legend(fontsize=7, title="solid: worst case; dashed: PGD", title_fontsize=7)
+    fig.suptitle(f"Robustness profiles of the Figure 2 models ({len(seeds)} seed{'s' if len(seeds) != 1 else ''})",
+                 fontsize=9)
+    return _save(fig, path)
+
+
 def build(results_root: Path) -> list[Path]:
     """Summarise every debate study under ``results_root/debate/`` (folders holding seed<K>/ debate records)."""
     base = Path(results_root) / "debate"
@@ -351,4 +423,4 @@ def build(results_root: Path) -> list[Path]:
     return written
 
 
-__all__ = ["RECORDS", "build", "render", "seed_folders", "summarise"]
+__all__ = ["RECORDS", "build", "profile_figure", "render", "seed_folders", "summarise"]

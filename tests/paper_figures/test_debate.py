@@ -33,6 +33,17 @@ def _metrics(shift: float) -> dict[str, dict]:
         "squares": {"certificate": {"sampled_min_radius": 0.95, "closed_form": 0.9},
                     "network": {"flipped": rate(90.0 + shift), "train_accuracy": 100.0, "test_accuracy": 80.0},
                     "linear": {"flipped": 0.0}},
+        "fig2": {"gap_fraction": {"D_R": {"worst": {"value": 0.40 + shift / 100, "stderr": 0.03},
+                                          "strong": {"value": 0.45, "stderr": 0.03}}}},
+        "profile": {"summary": {"std_DR": {"worst_case": {"linf_8of255": 1.0 + shift, "l2_0p25": 30.0}},
+                                "dr_minus_std_spatial_worst": -5.0 + shift},
+                    "n": 500,
+                    "eps": {t: {"norm": norm, "eps": e,
+                                **{r: {"strong_pgd": a + shift, "worst_case": a - 1.0}
+                                   for r, a in (("std_D", 5.0), ("adv_D", 40.0), ("std_DR", 20.0), ("std_DNR", 0.0))},
+                                "dr_gap_fraction": {"strong_pgd": {"value": 0.45}, "worst_case": {"value": 0.41}}}
+                            for t, norm, e in (("l2_0p25", 0, 0.25), ("l2_0p5", 0, 0.5), ("linf_8of255", 1, 8 / 255))},
+                    "spatial": {r: {"clean": 70.0, "worst": 30.0 + shift} for r in ("std_D", "adv_D", "std_DR", "std_DNR")}},
     }
 
 
@@ -66,8 +77,12 @@ def test_rows_read_their_numbers_from_the_records_by_key():
     m = _metrics(0.0)
     rows = debate_rows(m)
     assert len(rows) == len(ROWS)
+    scale = {row.test: row.scale for row in ROWS}
     for r in rows:
-        assert r["ours"]["value"] == lookup(m, r["from"]) or math.isnan(r["ours"]["value"])
+        assert r["ours"]["value"] == scale[r["test"]] * lookup(m, r["from"]) or math.isnan(r["ours"]["value"])
+    gap = next(r for r in rows if r["from"] == "fig2:gap_fraction.D_R.worst.value")
+    assert gap["ours"] == {"value": pytest.approx(40.0), "stderr": pytest.approx(3.0)}      # a fraction, in percent
+    assert gap["refs"] == {"pgd": pytest.approx(45.0)} and gap["met"]
     by = {r["test"]: r for r in rows}
     tr = by["Non-transferable targeted examples: transfer to a fresh model of f's architecture"]
     assert tr["bound"] == pytest.approx(6.0) and tr["met"]            # 3.0 <= 0.1 x 60
@@ -83,9 +98,10 @@ def test_summary_over_seeds_is_recomputable_from_the_records(tmp_path):
     for row in rec["rows"]:
         per = row["ours"]["per_seed"]
         name = row["from"]["ours"].partition(":")[0]
+        scale = next(r.scale for r in ROWS if r.test == row["test"])
         for s, v in per.items():
             metrics = json.loads((root / f"seed{s}" / "cifar10-cpu" / f"{name}.json").read_text())["metrics"]
-            assert v == lookup({name: metrics}, row["from"]["ours"])
+            assert v == scale * lookup({name: metrics}, row["from"]["ours"])
             (path, sha), = row["records"][s].items()
             assert sha == file_sha256(root / f"seed{s}" / "cifar10-cpu" / Path(path).name)
         vals = list(per.values())
@@ -96,6 +112,10 @@ def test_summary_over_seeds_is_recomputable_from_the_records(tmp_path):
         assert row["ours"]["n_seeds"] == 3
     md = (root / "debate.md").read_text()
     assert "| published test | their setting and number | ours |" in md and "23.5%" in md
+    # the profile: one table row per threat (mean +- se of the seeds' numbers) and the figure
+    assert "| l2_0p5 | 6.0 +- 0.6 / 4.0 +- 0.0 |" in md and "| 45.0 +- 0.0 | 41.0 +- 0.0 |" in md
+    assert "| standard on D_R | 70.0 +- 0.0 | 31.0 +- 0.6 |" in md
+    assert (root / "profile.png").stat().st_size > 0
 
 
 def test_a_record_run_with_another_seed_is_refused(tmp_path):
