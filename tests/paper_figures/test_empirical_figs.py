@@ -106,9 +106,32 @@ def test_seed_study_summary_matches_an_independent_computation(tmp_path):
     md = (root / "seeds.md").read_text()
     # the fraction of the gap closed, (D_R - std) / (adv - std) in percent: (21 - 15) / (60 - 15)
     assert [r["frac_DR"] for r in summary["rows"]] == pytest.approx([100 * (d - s) / (60.0 - s) for s, d in gaps.values()])
-    assert "| 1 | 15.0 | 60.0 | 21.0 | 14.0 | 6.0 | -1.0 | 13.3 | -2.2 | 91.0 | 31.0 |" in md
+    assert "| 1 | 13.3 | 15.0 | 60.0 | 21.0 | 14.0 | 6.0 | -1.0 | -2.2 | 91.0 | 31.0 |" in md   # the fraction leads
     assert "`d_r_robust_well_above_standard`: 1 / 3" in md
     assert {s["record"] for s in summary["sources"]} >= {"seed2/fig2.json", "seed0/reproduce.json"}
+
+
+def test_seed_study_leads_with_the_worst_case_when_every_seed_has_it(tmp_path):
+    root = tmp_path / "cifar10-cpu" / "seeds"
+    for seed, (s, d) in {0: (20.0, 30.0), 1: (15.0, 21.0)}.items():
+        _seed_fixture(root, seed, s, d)
+        path = root / f"seed{seed}" / "fig2.json"
+        rec = json.loads(path.read_text())
+        m = rec["metrics"]
+        for k, drop in (("std_D", 2.0), ("adv_D", 5.0), ("std_DR", 4.0), ("std_DNR", 0.5)):
+            m[k]["robust_worst"] = m[k]["robust_strong"] - drop
+        worst = (m["std_DR"]["robust_worst"] - m["std_D"]["robust_worst"]) / (55.0 - m["std_D"]["robust_worst"])
+        m["gap_fraction"] = {"D_R": {"worst": {"value": worst, "stderr": 0.03}, "strong": {"value": 0.5, "stderr": 0.02}}}
+        path.unlink()
+        write_record(path, experiment="empirical.fig2", config=rec["config"], metrics=m)
+    F.seeds_summary(root)
+    summary = json.loads((root / "seeds.json").read_text())
+    assert [r["frac_DR_worst"] for r in summary["rows"]] == pytest.approx([100 * 8 / 37, 100 * 4 / 42])
+    assert [r["std_DR_worst"] for r in summary["rows"]] == [26.0, 17.0]
+    md = (root / "seeds.md").read_text()
+    header = next(line for line in md.splitlines() if line.startswith("| seed |"))
+    assert header.startswith("| seed | D_R closes, worst case (%) | std D, worst |") and "D_R closes, PGD (%)" in header
+    assert "| 0 | 21.6 +- 3.0 | 18.0 | 55.0 | 26.0 | 18.5 | 50.0 +- 2.0 |" in md
 
 
 def test_seed_study_refuses_a_folder_run_with_another_seed(tmp_path):
