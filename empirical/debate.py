@@ -385,14 +385,18 @@ class Row:
 OPS: tuple[str, ...] = ("ge", "le", "gt", "lt", "abs_le", "clearly_gt", "not_clearly_gt")
 
 _NT, _LK, _SQ, _BN, _PF = "nontransfer", "leakage", "squares", "norm", "profile"
-_LI = "Li et al., 'Adversarial Examples Are Not Real Features', NeurIPS 2023"
+_LI = ("Li, Wang, Guo & Wang, 'Adversarial Examples Are Not Real Features', NeurIPS 2023 (AutoAttack on a ResNet-18 "
+       "trained on the released D_R: PKU-ML/AdvNotRealFeatures issue #4)")
+_NDB = "ndb796/Pytorch-Adversarial-Training-CIFAR issue #1 (a ResNet-18 trained on the released D_R)"
+_ZW = ("Z. Wang, 'Understanding (Non-)Robust Feature Disentanglement and Flaws of the Current Supervised Learning "
+       "Paradigm' (report; draft_main/Results.tex: ResNet-50, rotations up to 30 degrees)")
 _BENZ = ("Benz, Zhang & Kweon, 'Batch Normalization Increases Adversarial Vulnerability and Decreases Adversarial "
          "Transferability: A Non-Robust Feature Perspective', ICCV 2021 (ResNet-18; read off their figures, +-2 points)")
 ROWS: tuple[Row, ...] = (
     # the headline first (the issue: the README and the report lead with it)
     Row("D_R audited: the fraction of the robust-vs-standard gap D_R closes under the worst case (Figure 2's "
         "threat and sample; PGD's in brackets)", _LI,
-        "the paper's 56% is PGD's; a model on the released D_R keeps 15.6% under AutoAttack",
+        "the paper's 56% is PGD's; a ResNet-18 on the released D_R keeps 15.55% under AutoAttack",
         "fig2:gap_fraction.D_R.worst.value", ("clearly_gt", 0.0),
         "above 0 by 2 standard errors (D_R keeps part of its robustness under the worst case)",
         refs={"pgd": "fig2:gap_fraction.D_R.strong.value"}, ours_stderr="fig2:gap_fraction.D_R.worst.stderr",
@@ -447,11 +451,11 @@ ROWS: tuple[Row, ...] = (
         f"{_BN}:D_R.batch_minus_none.robust_strong.value", ("lt", 0.0), "< 0 (the same sign)",
         ours_stderr=f"{_BN}:D_R.batch_minus_none.robust_strong.stderr"),
     Row("D_R audited: the D_R model's worst-case accuracy at linf 8/255 against at l2 0.25 (robustness profile)",
-        _LI, "0.1% against 38.0% (ndb796's ResNet-18 on the released D_R)",
+        _NDB, "0.1% against 38.0% (ndb796's ResNet-18 on the released D_R)",
         f"{_PF}:summary.std_DR.worst_case.linf_8of255", ("lt", ("l2", 1.0, 0.0)),
         "below its l2 0.25 worst case (the same direction)", refs={"l2": f"{_PF}:summary.std_DR.worst_case.l2_0p25"}),
     Row("D_R audited: the D_R model's accuracy under the worst rotation and translation minus the standard "
-        "model's (robustness profile)", _LI, "24.9% - 36.8% = -11.9 points (ResNet-50, +-30 degrees)",
+        "model's (robustness profile)", _ZW, "24.9% - 36.8% = -11.9 points (ResNet-50, +-30 degrees)",
         f"{_PF}:summary.dr_minus_std_spatial_worst", ("lt", 0.0), "< 0 (the same sign)"),
 )
 
