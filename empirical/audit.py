@@ -1,7 +1,8 @@
 """D_R's robustness audited beyond the PGD of one budget (Li et al., NeurIPS 2023, "Adversarial
 Examples Are Not Real Features": a model trained on the released D_R keeps 15.6% under AutoAttack;
-ndb796's ResNet-18 on it 38.0% at l2 0.25 but 0.1% at linf 8/255; a ResNet-50 on it 24.9% under
-+-30 degree rotations against 36.8% for the standard model).
+ndb796's ResNet-18 on it 38.0% at l2 0.25 but 0.1% at linf 8/255 (ndb796/Pytorch-Adversarial-
+Training-CIFAR #1); in Z. Wang's report a ResNet-50 on it 24.9% under rotations up to 30 degrees
+against 36.8% for the standard model).
 
 :func:`run_profile` gives every Figure 2 model (standard and robust on D, standard on D_R and
 D_NR) a *robustness profile* on the workspace's evaluation sample:
@@ -199,7 +200,8 @@ def run_profile(ws: Any, cfg: ProfileConfig | None = None) -> dict[str, Any]:
                                            "threats": {threat_id(n, e): f"{n} eps={e:g}" for n, e in threats},
                                            "source": "Li et al., NeurIPS 2023 (released D_R: 15.6% under AutoAttack; "
                                                      "ndb796 ResNet-18 38.0% at l2 0.25, 0.1% at linf 8/255; "
-                                                     "ResNet-50 24.9% under +-30 degree rotations vs 36.8% standard)"})
+                                                     "Z. Wang's report: ResNet-50 24.9% under rotations up to 30 "
+                                                     "degrees vs 36.8% standard)"})
 
 
 __all__ = ["FIG2_MODELS", "ProfileConfig", "run_profile", "spatial", "spatial_profile", "threat_id"]
