@@ -395,7 +395,7 @@ _BENZ = ("Benz, Zhang & Kweon, 'Batch Normalization Increases Adversarial Vulner
 ROWS: tuple[Row, ...] = (
     # the headline first (the issue: the README and the report lead with it)
     Row("D_R audited: the fraction of the robust-vs-standard gap D_R closes under the worst case (Figure 2's "
-        "threat and sample; PGD's in brackets)", _LI,
+        "threat and sample; PGD's beside it)", _LI,
         "the paper's 56% is PGD's; a ResNet-18 on the released D_R keeps 15.55% under AutoAttack",
         "fig2:gap_fraction.D_R.worst.value", ("clearly_gt", 0.0),
         "above 0 by 2 standard errors (D_R keeps part of its robustness under the worst case)",
