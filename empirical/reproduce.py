@@ -208,8 +208,8 @@ CIFAR10_CPU = ExperimentConfig(
     transfer=TransferConfig(eps=1.0, steps=20, step_size=0.125, n_examples=1000, batch_size=500, precision="bf16"),
     fig3_archs=("fastnet:widths=32-64-128", "resnet18:width=16", "vgg16:width=16", "mlp"),
     # the profile (robust-features profile): 7 radii x 4 models, so 500 of the 1000 evaluation images and
-    # Square at 1000 queries: at l2 0.5 (seed 0, n=1000) Square-5000 broke 0 of the points APGD-T left on every
-    # Figure 2 model and took 2/3 of the suite's time (235 of 353 s on the robust model); docs/debate.md
+    # Square at 1000 queries: at l2 0.5 (n=1000) Square-5000 broke 0 of the points APGD-T left on every Figure 2
+    # model of all 3 seeds and took 2/3 of the suite's time (235 of 353 s on seed 0's robust model); docs/debate.md
     profile=ProfileConfig(n=500, square_queries=1000),
     targets=Targets(d_rand_min=25.0, d_det_min=15.0, dr_gap_points_min=None, dr_gap_fraction_min=0.35,
                     dnr_above_std_max=0.0, trend_min_archs=3),
