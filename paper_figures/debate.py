@@ -187,6 +187,12 @@ def render(rec: dict[str, Any], per_seed: dict[int, Any], preset: str) -> str:
     return "\n".join(L) + "\n"
 
 
+def _mean_se_cell(vals: list[float]) -> str:
+    """``mean +- se`` of the seeds' values, ``-`` where there is no number."""
+    st = mean_and_stderr(vals)
+    return f"{_f(st['mean'])} +- {_f(st['stderr'])}" if math.isfinite(st["mean"]) else "-"
+
+
 def _mean_row(label: str, cols: list[list[float]]) -> str:
     cells = []
     for c in cols:
@@ -340,8 +346,7 @@ def _norm_table(per_seed: dict[int, Any]) -> list[str]:
          "|---|---|---|---|---|---|---|"]
     for k in kinds:
         def cell(path: str) -> str:
-            st = mean_and_stderr([lookup(per_seed[s][0], f"norm:{k}.{path}") for s in seeds])
-            return f"{_f(st['mean'])} +- {_f(st['stderr'])}" if math.isfinite(st["mean"]) else "-"
+            return _mean_se_cell([lookup(per_seed[s][0], f"norm:{k}.{path}") for s in seeds])
         L.append(f"| {k} | {cell('batch.clean')} | {cell(other + '.clean')} | {cell('batch_minus_' + other + '.clean.value')} | "
                  f"{cell('batch.robust_strong')} | {cell(other + '.robust_strong')} | "
                  f"{cell('batch_minus_' + other + '.robust_strong.value')} |")
@@ -374,13 +379,11 @@ def _profile_table(per_seed: dict[int, Any]) -> list[str]:
          "|---|" + "---|" * (len(_PROFILE_ROWS) + 3)]
 
     def cell(path: str, scale: float = 1.0) -> str:
-        st = mean_and_stderr([scale * lookup(per_seed[s][0], f"profile:{path}") for s in seeds])
-        return f"{_f(st['mean'])} +- {_f(st['stderr'])}" if math.isfinite(st["mean"]) else "-"
+        return _mean_se_cell([scale * lookup(per_seed[s][0], f"profile:{path}") for s in seeds])
 
     def gap(t: str) -> str:      # the denominator of the fraction: where it is a few points the fraction means little
-        st = mean_and_stderr([lookup(per_seed[s][0], f"profile:eps.{t}.adv_D.worst_case")
+        return _mean_se_cell([lookup(per_seed[s][0], f"profile:eps.{t}.adv_D.worst_case")
                               - lookup(per_seed[s][0], f"profile:eps.{t}.std_D.worst_case") for s in seeds])
-        return f"{_f(st['mean'])} +- {_f(st['stderr'])}" if math.isfinite(st["mean"]) else "-"
 
     for t in threats:
         cells = [f"{cell(f'eps.{t}.{r}.strong_pgd')} / {cell(f'eps.{t}.{r}.worst_case')}" for r in _PROFILE_ROWS]
