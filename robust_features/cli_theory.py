@@ -1,6 +1,6 @@
 """The ``robust-features theory`` subcommands (the CLI floor: above theory/ and paper_figures/).
 
-    robust-features theory report --out-dir DIR [--seed N] [--n-samples N] [--no-figures]
+    robust-features theory report --out-dir DIR [--seed N] [--n-samples N] [--no-figures] [--processes 1|2]
 
 writes DIR/theory_report.json (every number, with provenance; :func:`theory.report.run_report`)
 and, from that record, DIR/figures/*.png|pdf (:func:`paper_figures.theory_figs.render`).
@@ -29,6 +29,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     report.add_argument("--sweep-samples", type=C.int_arg, default=5_000,
                         help="samples for the d=8 eps sweep (default: %(default)s)")
     report.add_argument("--no-figures", action="store_true", help="write the record only")
+    report.add_argument("--processes", type=C.int_arg, default=2,
+                        help="2 (default): the two eps sweeps run in two processes at once; 1: one after the other "
+                             "(same numbers)")
     report.set_defaults(func=_report)
 
 
@@ -58,8 +61,10 @@ def _report(args: argparse.Namespace) -> int:
         raise ValueError(f"--n-samples={args.n_samples} must be >= 100")
     if args.sweep_samples < 100:
         raise ValueError(f"--sweep-samples={args.sweep_samples} must be >= 100")
+    if args.processes not in (1, 2):
+        raise ValueError(f"--processes={args.processes} must be 1 or 2")
     cfg = ReportConfig(seed=args.seed, n_samples=args.n_samples, sweep_nd_samples=args.sweep_samples)
-    record = run_report(args.out_dir, cfg)
+    record = run_report(args.out_dir, cfg, processes=args.processes)
     if not args.no_figures:
         record["figures"] = [str(p) for p in render_report_figures(record, args.out_dir)]
     m = record["metrics"]

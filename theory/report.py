@@ -1,6 +1,6 @@
 """``robust-features theory report``: every theory number behind the figures, in one record.
 
-Computes (all on CPU, about half a minute on one core):
+Computes (all on CPU: about 13 s on two cores, the two eps sweeps in two processes; 23 s on one):
 
 * Figure 4 (paper sec. 4): robust fits of a 2-D Gaussian with the exact l2-ball adversary at
   eps = 0, 1, 10, with the closed form Sigma_r(lam) at the effective lam overlaid;
@@ -215,8 +215,61 @@ def _features(model: GaussianModel, cfg: ReportConfig) -> dict[str, Any]:
     return out
 
 
-def run_report(out_dir: str | Path, cfg: ReportConfig | None = None) -> dict[str, Any]:
+def _timed_sweep(model: GaussianModel, eps_grid: tuple[float, ...], cfg: ReportConfig,
+                 n_samples: int) -> tuple[list[dict[str, Any]], float]:
+    t = time.perf_counter()
+    rows = _sweep(model, eps_grid, cfg, n_samples)
+    return rows, time.perf_counter() - t
+
+
+def _sweep_child(conn: Any, *args: Any) -> None:
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)         # Ctrl-C is the parent's to handle (it stops this one)
+    try:
+        conn.send(("ok", _timed_sweep(*args)))
+    except Exception as e:                                # noqa: BLE001 - handed to the parent, raised there
+        conn.send(("error", e))
+    finally:
+        conn.close()
+
+
+class _SweepProcess:
+    """:func:`_timed_sweep` in a second process (``spawn``: safe whatever the caller has loaded,
+    torch's thread pools included); :meth:`result` waits for it, :meth:`stop` ends it early."""
+
+    def __init__(self, *args: Any) -> None:
+        import multiprocessing
+
+        ctx = multiprocessing.get_context("spawn")
+        self._recv, send = ctx.Pipe(duplex=False)
+        self._proc = ctx.Process(target=_sweep_child, args=(send, *args), daemon=True)
+        self._proc.start()
+        send.close()
+
+    def result(self) -> tuple[list[dict[str, Any]], float]:
+        try:
+            status, value = self._recv.recv()
+        except EOFError:
+            self._proc.join()
+            raise RuntimeError(f"the sweep's second process ended without a result (exit code {self._proc.exitcode})")
+        self._proc.join()
+        if status != "ok":
+            raise value
+        return value
+
+    def stop(self) -> None:
+        if self._proc.is_alive():
+            self._proc.terminate()
+        self._proc.join()
+        self._recv.close()
+
+
+def run_report(out_dir: str | Path, cfg: ReportConfig | None = None, *, processes: int = 2) -> dict[str, Any]:
     """Compute every number and write ``out_dir/theory_report.json``. Returns the record.
+
+    ``processes``: 2 (default) runs the d-dimensional sweep in a second process beside the 2-D one
+    (same numbers, about 40% less wall time on two cores); 1 runs everything here.
 
     The figures are not drawn here (theory/ sits below paper_figures/): the CLI layer renders
     them from the returned record (:mod:`robust_features.cli_theory`)."""
@@ -229,18 +282,25 @@ def run_report(out_dir: str | Path, cfg: ReportConfig | None = None) -> dict[str
     md = sweep_model(cfg)
     timings: dict[str, float] = {}
 
-    t = time.perf_counter()
-    sweep2 = _sweep(m2, tuple(sorted(set(cfg.sweep_eps) | set(cfg.fig4_eps) - {0.0})), cfg,
-                    cfg.n_samples)
-    timings["sweep_2d_seconds"] = time.perf_counter() - t
+    # The two sweeps are independent (each warm-starts only along its own eps grid) and single-threaded
+    # NumPy/SciPy: with ``processes`` >= 2 the d-dimensional one runs in a second process while this one
+    # does the 2-D sweep and the anisotropy study, so a 2-core machine does both at once. The numbers are
+    # the same either way (same calls, same seeds); only the wall time changes.
+    eps_2d = tuple(sorted(set(cfg.sweep_eps) | set(cfg.fig4_eps) - {0.0}))
+    C.positive_int("processes", processes)
+    second = _SweepProcess(md, cfg.sweep_eps, cfg, cfg.sweep_nd_samples) if processes >= 2 else None
+    try:
+        sweep2, timings["sweep_2d_seconds"] = _timed_sweep(m2, eps_2d, cfg, cfg.n_samples)
+        t = time.perf_counter()
+        aniso = _anisotropy(cfg)
+        timings["anisotropy_seconds"] = time.perf_counter() - t
+        sweepd, timings["sweep_nd_seconds"] = (second.result() if second is not None
+                                               else _timed_sweep(md, cfg.sweep_eps, cfg, cfg.sweep_nd_samples))
+    finally:
+        if second is not None:
+            second.stop()
+    timings["processes"] = 2 if second is not None else 1
     fig4 = [r for r in sweep2 if any(np.isclose(r["eps"], e) for e in cfg.fig4_eps)]
-    t = time.perf_counter()
-    sweepd = _sweep(md, cfg.sweep_eps, cfg, cfg.sweep_nd_samples)
-    timings["sweep_nd_seconds"] = time.perf_counter() - t
-
-    t = time.perf_counter()
-    aniso = _anisotropy(cfg)
-    timings["anisotropy_seconds"] = time.perf_counter() - t
     lam_grid = np.array(cfg.lam_grid)
     metrics = {
         "fig4": {"mu_star": m2.mu, "sigma_star": m2.sigma, "fits": fig4},

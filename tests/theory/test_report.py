@@ -62,6 +62,23 @@ def test_figures_render_from_the_record_and_build_finds_it(small_record, tmp_pat
 def test_cli_report_and_bad_flags(tmp_path, capsys):
     assert main(["theory", "report", "--out-dir", str(tmp_path / "r"), "--n-samples", "5"]) == 2
     assert "--n-samples=5 must be >= 100" in capsys.readouterr().err
+    assert main(["theory", "report", "--out-dir", str(tmp_path / "r"), "--processes", "3"]) == 2
+    assert "--processes=3 must be 1 or 2" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
+
+
+def test_the_sweep_in_a_second_process_gives_the_same_record(small_record, tmp_path):
+    """processes=2 (the default: the d-dimensional sweep in a spawned process) and processes=1 (all
+    in this one) write the same numbers; only the timings differ."""
+    out, _ = small_record
+    run_report(tmp_path, ReportConfig(**SMALL), processes=1)
+    two = read_record(out / "theory_report.json")["metrics"]
+    one = read_record(tmp_path / "theory_report.json")["metrics"]
+    assert two.pop("timings")["processes"] == 2 and one.pop("timings")["processes"] == 1
+    assert json.dumps(one, sort_keys=True) == json.dumps(two, sort_keys=True)
+    with pytest.raises(ValueError, match=r"processes=0 must be a positive integer"):
+        run_report(tmp_path / "no", ReportConfig(**SMALL), processes=0)
+    assert not (tmp_path / "no").exists()
 
 
 def test_report_config_validates():
