@@ -57,6 +57,7 @@ whole blocks only, and stops an example at a strictly negative margin.
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any
 
@@ -398,9 +399,16 @@ def _rand_sign(shape: tuple[int, ...], gen: torch.Generator, like: torch.Tensor)
     return torch.randint(0, 2, shape, generator=gen, device=like.device).to(like.dtype) * 2 - 1
 
 
+@functools.lru_cache(maxsize=128)
+def _pattern(s: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """:func:`square_pattern`, built once per (size, device, dtype): the search asks for it on every
+    query and the size changes only at the schedule's halvings (read only; never written to)."""
+    return square_pattern(s, device, dtype)
+
+
 def _patterns(k: int, s: int, gen: torch.Generator, like: torch.Tensor) -> torch.Tensor:
     """k copies of the s x s pattern, each transposed with probability 1/2: (k, 1, s, s)."""
-    e = square_pattern(s, like.device, like.dtype)
+    e = _pattern(s, like.device, like.dtype)
     flip = torch.randint(0, 2, (k, 1, 1, 1), generator=gen, device=like.device).bool()
     return torch.where(flip, e.t().expand(k, 1, s, s), e.expand(k, 1, s, s))
 
