@@ -98,37 +98,61 @@ def bench_model(name: str, model: torch.nn.Module, x: torch.Tensor, y: torch.Ten
 
     def apgd(m: Any, loss: str, precision: str, **kw: Any) -> Any:
         targets = {"n_target_classes": a.targets} if loss == "dlr-targeted" else {}
-        return lambda x, y, xc: run_apgd(m, xc if m is fast else x, y, norm="l2", eps=eps, steps=a.steps, loss=loss,
-                                         precision=precision, batch_size=bs, **targets, **kw)[0]
+        return lambda x, y, xc, seed: run_apgd(m, xc if m is fast else x, y, norm="l2", eps=eps, steps=a.steps,
+                                               loss=loss, precision=precision, batch_size=bs, seed=seed,
+                                               **targets, **kw)[0]
 
     ta_pgd = torchattacks.PGDL2(model, eps=eps, alpha=pgd_attack.step, steps=a.steps, random_start=False)
-    ta_apgd = torchattacks.APGD(model, norm="L2", eps=eps, steps=a.steps, n_restarts=1, loss="ce", seed=0)
-    ta_apgdt = torchattacks.APGDT(model, norm="L2", eps=eps, steps=a.steps, n_restarts=1, n_classes=a.targets + 1,
-                                  seed=0)
+
+    def ta_apgd(x: torch.Tensor, y: torch.Tensor, xc: torch.Tensor, seed: int) -> torch.Tensor:
+        return torchattacks.APGD(model, norm="L2", eps=eps, steps=a.steps, n_restarts=1, loss="ce", seed=seed)(x, y)
+
+    def ta_apgdt(x: torch.Tensor, y: torch.Tensor, xc: torch.Tensor, seed: int) -> torch.Tensor:
+        return torchattacks.APGDT(model, norm="L2", eps=eps, steps=a.steps, n_restarts=1, n_classes=a.targets + 1,
+                                  seed=seed)(x, y)
+
     runs = {
-        "pgd": {"ours fp32": lambda x, y, xc: pgd(model, x, y, pgd_attack, precision="fp32", batch_size=bs),
-                "ours fast": lambda x, y, xc: pgd(fast, xc, y, pgd_attack, precision="bf16", batch_size=bs),
-                "torchattacks": lambda x, y, xc: ta_pgd(x, y)},
+        "pgd": {"ours fp32": lambda x, y, xc, seed: pgd(model, x, y, pgd_attack, precision="fp32", batch_size=bs),
+                "ours fast": lambda x, y, xc, seed: pgd(fast, xc, y, pgd_attack, precision="bf16", batch_size=bs),
+                "torchattacks": lambda x, y, xc, seed: ta_pgd(x, y)},
         "apgd-ce": {"ours fp32": apgd(model, "ce", "fp32"), "ours fast": apgd(fast, "ce", "bf16"),
-                    "torchattacks": lambda x, y, xc: ta_apgd(x, y)},
+                    "torchattacks": ta_apgd},
         "apgd-t": {"ours fp32": apgd(model, "dlr-targeted", "fp32"), "ours fast": apgd(fast, "dlr-targeted", "bf16"),
                    "ours fast, targets batched": apgd(fast, "dlr-targeted", "bf16", targets_at_once=a.targets),
-                   "torchattacks": lambda x, y, xc: ta_apgdt(x, y)},
+                   "torchattacks": ta_apgdt},
     }
+    if not a.batched_targets:
+        del runs["apgd-t"]["ours fast, targets batched"]
     out: dict[str, Any] = {"n": n}
-    for attack, impls in runs.items():
+    for attack in a.attacks:
+        impls = runs[attack]
+        # PGD here starts at x (no random start): one run says it all; the APGDs draw their starts from the seed
+        seeds = [0] if attack == "pgd" else list(range(a.seeds))
         out[attack] = {}
         for impl, fn in impls.items():
-            fn(x[:16], y[:16], xc[:16])                  # warm-up: kernels chosen, buffers allocated
-            seconds, xa = _timed(lambda: fn(x, y, xc))
-            out[attack][impl] = {"images_per_s": n / seconds, "seconds": seconds, "robust_accuracy": robust(xa)}
-        ta = out[attack]["torchattacks"]["images_per_s"]
-        out[attack]["speedup_fast_over_torchattacks"] = out[attack]["ours fast"]["images_per_s"] / ta
-        out[attack]["speedup_fp32_over_torchattacks"] = out[attack]["ours fp32"]["images_per_s"] / ta
+            fn(x[:16], y[:16], xc[:16], 0)               # warm-up: kernels chosen, buffers allocated
+            secs, accs = [], []
+            for seed in seeds:
+                seconds, xa = _timed(lambda: fn(x, y, xc, seed))
+                secs.append(seconds)
+                accs.append(robust(xa))
+            out[attack][impl] = {"images_per_s": n * len(seeds) / sum(secs), "seconds": sum(secs),
+                                 "robust_accuracy": sum(accs) / len(accs), "robust_accuracy_by_seed": accs,
+                                 "seeds": seeds}
+        ta = out[attack]["torchattacks"]
+        out[attack]["speedup_fast_over_torchattacks"] = out[attack]["ours fast"]["images_per_s"] / ta["images_per_s"]
+        out[attack]["speedup_fp32_over_torchattacks"] = out[attack]["ours fp32"]["images_per_s"] / ta["images_per_s"]
+        # robust accuracy of the fast path minus torchattacks' (points, mean over seeds): <= 0 = as strong or stronger
+        out[attack]["fast_minus_torchattacks_points"] = 100 * (out[attack]["ours fast"]["robust_accuracy"]
+                                                               - ta["robust_accuracy"])
+        out[attack]["fast_minus_fp32_points"] = 100 * (out[attack]["ours fast"]["robust_accuracy"]
+                                                       - out[attack]["ours fp32"]["robust_accuracy"])
         print(f"{name:<9} {attack:<8} " + "  ".join(
-            f"{impl} {v['images_per_s']:7.1f} img/s (robust {100 * v['robust_accuracy']:5.1f}%)"
+            f"{impl} {v['images_per_s']:7.1f} img/s (robust {100 * v['robust_accuracy']:5.2f}%)"
             for impl, v in out[attack].items() if isinstance(v, dict))
-            + f"  | fast/torchattacks {out[attack]['speedup_fast_over_torchattacks']:.2f}x", flush=True)
+            + f"  | fast/torchattacks {out[attack]['speedup_fast_over_torchattacks']:.2f}x, robust "
+              f"{out[attack]['fast_minus_torchattacks_points']:+.2f} points"
+            + (f" (mean of {len(seeds)} seeds)" if len(seeds) > 1 else ""), flush=True)
     return out
 
 
@@ -183,8 +207,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--eps", type=float, default=0.5, help="l2 budget")
     p.add_argument("--batch-size", type=int, default=500)
     p.add_argument("--gemm", type=int, default=4096, help="side of the bf16 matmul that measures the ceiling")
+    p.add_argument("--attacks", default="pgd,apgd-ce,apgd-t", help="which to run, comma-separated")
+    p.add_argument("--seeds", type=int, default=1,
+                   help="APGD-CE / APGD-T runs per implementation, seeds 0..N-1 (robust accuracy: their mean)")
+    p.add_argument("--no-batched-targets", dest="batched_targets", action="store_false",
+                   help="leave out the APGD-T row with every target class in one batch")
     p.add_argument("--out", default=None)
     a = p.parse_args(argv)
+    a.attacks = [t for t in a.attacks.split(",") if t]
+    bad = [t for t in a.attacks if t not in ("pgd", "apgd-ce", "apgd-t")]
+    if bad or not a.attacks or a.seeds < 1 or a.steps < 1 or a.n < 1:
+        p.error(f"--attacks={','.join(a.attacks)!r} (valid: pgd, apgd-ce, apgd-t), --seeds={a.seeds}, "
+                f"--steps={a.steps}, --n={a.n}: attacks from the list, the numbers >= 1")
     from empirical.data import load_dataset, stratified_subset
 
     started, t0 = utc_now(), time.perf_counter()
@@ -193,7 +227,8 @@ def main(argv: list[str] | None = None) -> int:
     x, y = d.x_test[sub.indices], d.y_test[sub.indices]
     ceiling = gemm_ceiling(a.gemm)
     print(f"cpu, {torch.get_num_threads()} threads; bf16 GEMM ceiling ({a.gemm}^2): {ceiling / 1e12:.3f} TFLOP/s; "
-          f"{a.data}, n={sub.n}, l2 eps={a.eps}, {a.steps} steps, APGD-T {a.targets} targets", flush=True)
+          f"{a.data}, n={sub.n}, l2 eps={a.eps}, {a.steps} steps, APGD-T {a.targets} targets, {a.seeds} seed(s)",
+          flush=True)
     metrics: dict[str, Any] = {"gemm_bf16_flops_per_s": ceiling, "models": {}}
     for name, model in _models(a, d).items():
         metrics["models"][name] = {**bench_model(name, model, x, y, a), **flop_rates(name, model, x, y, ceiling, a)}
