@@ -21,7 +21,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     sub = theory.add_subparsers(dest="theory_command", metavar="SUBCOMMAND")
     theory.set_defaults(func=_missing_subcommand)
     report = sub.add_parser(
-        "report", help="compute every theory number and figure into --out-dir (about 30 s on CPU)")
+        "report", help="compute every theory number and figure into --out-dir (about 15 s on a 2-core CPU)")
     report.add_argument("--out-dir", type=_out_dir, required=True, help="folder for the record and figures")
     report.add_argument("--seed", type=C.int_arg, default=0, help="sampling seed (default: %(default)s)")
     report.add_argument("--n-samples", type=C.int_arg, default=20_000,
