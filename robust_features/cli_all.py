@@ -1,6 +1,6 @@
 """``robust-features all``: the README's main job, every half of the toolkit in one command.
 
-    robust-features all --out-dir runs          # CPU, no download, about 4 minutes on 2 idle cores
+    robust-features all --out-dir runs          # CPU, no download, about 5 minutes on 2 cores
 
 Runs, in order and in this process:
 
@@ -70,7 +70,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``all`` subcommand."""
     valid = sorted({n.split(":")[0] for n, _ in STEPS})
     p = subparsers.add_parser(
-        "all", help="the main job: theory report + simulations + the digits reproduction (CPU, ~4 min)",
+        "all", help="the main job: theory report + simulations + the digits reproduction (CPU, ~5 min)",
         description="Run the theory report, the three simulations and `reproduce --preset digits` "
         "into one folder (see robust_features/cli_all.py).")
     from foundation.checks import path_arg
