@@ -76,8 +76,9 @@ def test_the_sweep_in_a_second_process_gives_the_same_record(small_record, tmp_p
     one = read_record(tmp_path / "theory_report.json")["metrics"]
     assert two.pop("timings")["processes"] == 2 and one.pop("timings")["processes"] == 1
     assert json.dumps(one, sort_keys=True) == json.dumps(two, sort_keys=True)
-    with pytest.raises(ValueError, match=r"processes=0 must be a positive integer"):
-        run_report(tmp_path / "no", ReportConfig(**SMALL), processes=0)
+    for bad in (0, 3, True, 2.0):
+        with pytest.raises(ValueError, match=rf"processes={bad!r} must be 1 or 2"):
+            run_report(tmp_path / "no", ReportConfig(**SMALL), processes=bad)
     assert not (tmp_path / "no").exists()
 
 
