@@ -275,6 +275,8 @@ def run_report(out_dir: str | Path, cfg: ReportConfig | None = None, *, processe
     them from the returned record (:mod:`robust_features.cli_theory`)."""
     from foundation.records import utc_now, write_record
 
+    if not C.is_int(processes) or processes not in (1, 2):
+        raise ValueError(f"processes={processes!r} must be 1 or 2")
     cfg = cfg or ReportConfig()
     started, t0 = utc_now(), time.perf_counter()
     out_dir = Path(out_dir)
@@ -287,8 +289,6 @@ def run_report(out_dir: str | Path, cfg: ReportConfig | None = None, *, processe
     # does the 2-D sweep and the anisotropy study, so a 2-core machine does both at once. The numbers are
     # the same either way (same calls, same seeds); only the wall time changes.
     eps_2d = tuple(sorted(set(cfg.sweep_eps) | set(cfg.fig4_eps) - {0.0}))
-    if not C.is_int(processes) or processes not in (1, 2):
-        raise ValueError(f"processes={processes!r} must be 1 or 2")
     second = _SweepProcess(md, cfg.sweep_eps, cfg, cfg.sweep_nd_samples) if processes == 2 else None
     try:
         sweep2, timings["sweep_2d_seconds"] = _timed_sweep(m2, eps_2d, cfg, cfg.n_samples)
@@ -300,7 +300,7 @@ def run_report(out_dir: str | Path, cfg: ReportConfig | None = None, *, processe
     finally:
         if second is not None:
             second.stop()
-    timings["processes"] = 2 if second is not None else 1
+    timings["processes"] = processes
     fig4 = [r for r in sweep2 if any(np.isclose(r["eps"], e) for e in cfg.fig4_eps)]
     lam_grid = np.array(cfg.lam_grid)
     metrics = {
